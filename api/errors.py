@@ -1,0 +1,56 @@
+"""One place that turns errors into the JSON error shape: {"error": <kind>, "detail": <message>}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.errors import MCPQError, Unauthorized
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, kind: str, detail: str, **extra: Any) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": kind, "detail": detail, **extra}, status_code=status, headers=headers)
+
+
+async def _mcpq_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, MCPQError)
+    return error_response(exc.status_code, exc.kind, exc.detail, **exc.extra)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"path": "/".join(str(p) for p in e.get("loc", ())), "message": str(e.get("msg", ""))}
+        for e in exc.errors()
+    ]
+    first = errors[0] if errors else {"path": "", "message": "invalid request"}
+    return error_response(422, "validation_error", f"{first['path']}: {first['message']}", errors=errors)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, kind, str(exc.detail))
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", "internal error")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(MCPQError, _mcpq_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+__all__ = ["Unauthorized", "error_response", "install"]

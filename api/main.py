@@ -1,0 +1,62 @@
+"""The FastAPI app. Engines, pools and the result listener are built in the lifespan, not at import."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+
+from api import errors
+from api.deps import require_admin
+from api.limits import BodySizeLimit
+from api.routers import gateways, health, jobs, tools
+from shared.config import Settings, get_settings
+from shared.db import make_engine, make_session_factory
+from shared.jobs.service import JobQueue
+from shared.jobs.store import JobStore
+from shared.jobs.waiters import JobWaiters
+from shared.migrate import upgrade_to_head
+from shared.redis import make_redis
+
+log = logging.getLogger("mcpq.api")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    if not settings.admin_token:
+        raise RuntimeError("MCPQ_ADMIN_TOKEN must be set")
+    if settings.run_migrations:
+        await asyncio.to_thread(upgrade_to_head, settings.database_url)
+    engine = make_engine(settings, application_name="mcpq-api")
+    redis = make_redis(settings)
+    store = JobStore(redis, settings)
+    waiters = JobWaiters(redis, store, settings.fallback_poll_s)
+    await waiters.start()
+    app.state.engine = engine
+    app.state.session_factory = make_session_factory(engine)
+    app.state.redis = redis
+    app.state.queue = JobQueue(redis, store, waiters, settings)
+    try:
+        yield
+    finally:
+        await waiters.stop()
+        await redis.aclose()
+        await engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    app = FastAPI(title="mcpq", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings or get_settings()
+    errors.install(app)
+    app.include_router(health.router)
+    for router in (gateways.router, tools.router, jobs.router):
+        app.include_router(router, dependencies=[Depends(require_admin)])
+    app.add_middleware(BodySizeLimit, max_bytes=app.state.settings.max_body_bytes)
+    return app
+
+
+app = create_app()

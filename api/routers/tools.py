@@ -1,0 +1,47 @@
+"""Tools: the catalog, synchronous calls and async job submission."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+
+from api.deps import QueueDep, SessionFactoryDep, SettingsDep
+from api.routers.jobs import accepted, call_response
+from shared.jobs.schemas import JobStatus
+from shared.tools import service as tool_service
+from shared.tools.schemas import CallRequest, JobSubmitRequest, ToolOut, ToolPage
+
+router = APIRouter(prefix="/v1/tools", tags=["tools"])
+
+
+@router.get("")
+async def list_tools(
+    sf: SessionFactoryDep,
+    gateway: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=tool_service.MAX_PAGE)] = 100,
+    cursor: str | None = None,
+) -> ToolPage:
+    return await tool_service.list_page(sf, gateway=gateway, cursor=cursor, limit=limit)
+
+
+@router.get("/{ref}")
+async def get_tool(ref: str, sf: SessionFactoryDep) -> ToolOut:
+    return await tool_service.get(sf, ref)
+
+
+@router.post("/{ref}/call")
+async def call_tool(
+    ref: str, body: CallRequest, sf: SessionFactoryDep, queue: QueueDep, settings: SettingsDep
+) -> JSONResponse:
+    record = await tool_service.call(sf, queue, settings, ref, body.arguments, body.timeout_s)
+    return call_response(record)
+
+
+@router.post("/{ref}/jobs", status_code=202)
+async def submit_job(
+    ref: str, body: JobSubmitRequest, sf: SessionFactoryDep, queue: QueueDep, settings: SettingsDep
+) -> JSONResponse:
+    job_id = await tool_service.submit(sf, queue, settings, ref, body.arguments)
+    return accepted(job_id, JobStatus.QUEUED.value)

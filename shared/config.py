@@ -1,0 +1,70 @@
+"""The one settings class. Every knob comes from the environment (see the README's table)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MCPQ_", extra="ignore", populate_by_name=True)
+
+    database_url: str = Field(
+        default="postgresql+psycopg://postgres@127.0.0.1:5432/mcpq",
+        validation_alias=AliasChoices("DATABASE_URL", "MCPQ_DATABASE_URL"),
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("REDIS_URL", "MCPQ_REDIS_URL"),
+    )
+    admin_token: str = Field(default="", validation_alias=AliasChoices("MCPQ_ADMIN_TOKEN"))
+
+    # Database
+    run_migrations: bool = True
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    db_pool_timeout_s: float = 10.0
+
+    # Redis and the queue
+    redis_max_connections: int = 200
+    key_prefix: str = "mcpq"
+    queue_name: str = "mcpq:queue"
+
+    # Jobs
+    result_ttl_s: int = 3600
+    queue_ttl_s: int = 600
+    default_wait_s: float = 30.0
+    max_wait_s: float = 300.0
+    default_backend_timeout_s: float = 60.0
+    max_backend_timeout_s: float = 600.0
+    discovery_timeout_s: float = 30.0
+    fallback_poll_s: float = 1.0
+    max_body_bytes: int = 1_048_576
+
+    # Workers
+    worker_max_jobs: int = 500
+    worker_fallback_poll_s: float = 0.5
+    mcp_session_idle_s: float = 300.0
+    mcp_connect_timeout_s: float = 10.0
+    # Concurrent HTTP requests one pooled MCP session may have open to its backend.
+    mcp_http_max_connections: int = 1000
+
+    @field_validator("database_url")
+    @classmethod
+    def _use_psycopg3(cls, url: str) -> str:
+        # Accept the usual spellings and always drive PostgreSQL through psycopg 3.
+        for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix) :]
+        return url
+
+    def key(self, *parts: str) -> str:
+        """A Redis key under this deployment's prefix."""
+        return ":".join((self.key_prefix, *parts))
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

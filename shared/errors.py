@@ -1,0 +1,68 @@
+"""One error family. Each error knows its HTTP status and its kind; one handler renders them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MCPQError(Exception):
+    status_code: int = 500
+    kind: str = "internal_error"
+
+    def __init__(self, detail: str, *, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra or {}
+
+
+class BadRequest(MCPQError):
+    status_code = 400
+    kind = "bad_request"
+
+
+class Unauthorized(MCPQError):
+    status_code = 401
+    kind = "unauthorized"
+
+
+class NotFound(MCPQError):
+    status_code = 404
+    kind = "not_found"
+
+
+class Conflict(MCPQError):
+    status_code = 409
+    kind = "conflict"
+
+
+class PayloadTooLarge(MCPQError):
+    status_code = 413
+    kind = "payload_too_large"
+
+
+class ValidationFailed(MCPQError):
+    status_code = 422
+    kind = "validation_error"
+
+
+class InvalidArguments(ValidationFailed):
+    """Tool arguments that fail the tool's input_schema."""
+
+    kind = "invalid_arguments"
+
+
+class BackendError(MCPQError):
+    """The backend MCP server could not be reached or spoke badly."""
+
+    status_code = 502
+    kind = "backend_error"
+
+
+class ServiceUnavailable(MCPQError):
+    status_code = 503
+    kind = "unavailable"
+
+
+class GatewayTimeout(MCPQError):
+    status_code = 504
+    kind = "timeout"

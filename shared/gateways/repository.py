@@ -1,0 +1,96 @@
+"""Every query about gateways and their catalog lives here."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.models import Gateway, Prompt, Resource, Tool
+
+
+async def get(s: AsyncSession, gateway_id: uuid.UUID) -> Gateway | None:
+    return await s.get(Gateway, gateway_id)
+
+
+async def name_taken(s: AsyncSession, name: str) -> bool:
+    return (await s.scalar(select(Gateway.id).where(Gateway.name == name))) is not None
+
+
+async def list_all(s: AsyncSession) -> list[Gateway]:
+    return list(await s.scalars(select(Gateway).order_by(Gateway.name)))
+
+
+async def counts(s: AsyncSession, gateway_ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[int, int, int]]:
+    """(tools, resources, prompts) per gateway, in three grouped queries."""
+    result: dict[uuid.UUID, list[int]] = {gid: [0, 0, 0] for gid in gateway_ids}
+    for index, model in enumerate((Tool, Resource, Prompt)):
+        rows = await s.execute(
+            select(model.gateway_id, func.count())
+            .where(model.gateway_id.in_(gateway_ids))
+            .group_by(model.gateway_id)
+        )
+        for gid, count in rows.tuples():
+            result[gid][index] = count
+    return {gid: (c[0], c[1], c[2]) for gid, c in result.items()}
+
+
+async def delete_gateway(s: AsyncSession, gateway_id: uuid.UUID) -> bool:
+    result = await s.execute(delete(Gateway).where(Gateway.id == gateway_id).returning(Gateway.id))
+    return result.scalar_one_or_none() is not None
+
+
+async def replace_catalog(s: AsyncSession, gateway_id: uuid.UUID, catalog: dict[str, Any]) -> None:
+    """Make the stored tools, resources and prompts match a fresh discovery: add, update, remove."""
+    await _sync(
+        s, Tool, gateway_id, "name",
+        [
+            {
+                "name": t["name"],
+                "title": t.get("title"),
+                "description": t.get("description"),
+                "input_schema": t.get("inputSchema") or {"type": "object"},
+                "output_schema": t.get("outputSchema"),
+                "annotations": t.get("annotations"),
+            }
+            for t in catalog.get("tools", [])
+        ],
+    )
+    resources = [
+        {"uri": r["uri"], "is_template": False, "name": r.get("name") or r["uri"],
+         "description": r.get("description"), "mime_type": r.get("mimeType")}
+        for r in catalog.get("resources", [])
+    ] + [
+        {"uri": r["uriTemplate"], "is_template": True, "name": r.get("name") or r["uriTemplate"],
+         "description": r.get("description"), "mime_type": r.get("mimeType")}
+        for r in catalog.get("resource_templates", [])
+    ]
+    await _sync(s, Resource, gateway_id, "uri", resources)
+    await _sync(
+        s, Prompt, gateway_id, "name",
+        [
+            {"name": p["name"], "description": p.get("description"), "arguments": p.get("arguments") or []}
+            for p in catalog.get("prompts", [])
+        ],
+    )
+
+
+async def _sync(
+    s: AsyncSession, model: type[Tool] | type[Resource] | type[Prompt], gateway_id: uuid.UUID,
+    key: str, fresh: list[dict[str, Any]],
+) -> None:
+    existing = {getattr(row, key): row for row in await s.scalars(select(model).where(model.gateway_id == gateway_id))}
+    wanted = {item[key]: item for item in fresh}
+    for name, row in existing.items():
+        if name not in wanted:
+            await s.delete(row)
+    for name, values in wanted.items():
+        row = existing.get(name)
+        if row is None:
+            s.add(model(gateway_id=gateway_id, **values))
+        else:
+            for field, value in values.items():
+                if getattr(row, field) != value:
+                    setattr(row, field, value)

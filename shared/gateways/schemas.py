@@ -1,0 +1,66 @@
+"""Request and response bodies for gateways."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Transport = Literal["streamable_http", "sse"]
+
+MAX_HEADERS = 32
+
+
+class GatewayCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9_-]{1,64}$")
+    url: str = Field(max_length=2048)
+    transport: Transport = "streamable_http"
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float | None = Field(default=None, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("url must be an absolute http:// or https:// URL")
+        return url
+
+    @field_validator("headers")
+    @classmethod
+    def _sane_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        if len(headers) > MAX_HEADERS:
+            raise ValueError(f"at most {MAX_HEADERS} headers")
+        for name, value in headers.items():
+            if not name or any(c in name for c in " :\r\n") or any(c in value for c in "\r\n"):
+                raise ValueError(f"invalid header {name!r}")
+        return headers
+
+
+class GatewayOut(BaseModel):
+    """A gateway as the API shows it. Backend `headers` are write-only and never appear here."""
+
+    id: uuid.UUID
+    name: str
+    url: str
+    transport: str
+    timeout_s: float
+    status: str
+    protocol_version: str | None
+    server_name: str | None
+    server_version: str | None
+    tool_count: int
+    resource_count: int
+    prompt_count: int
+    created_at: datetime
+    updated_at: datetime
+    refreshed_at: datetime
+
+
+class GatewayList(BaseModel):
+    items: list[GatewayOut]

@@ -1,0 +1,149 @@
+"""Register, refresh and remove gateways. Discovery runs on a worker; no session is open meanwhile."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from shared.config import Settings
+from shared.db import SessionFactory
+from shared.errors import BackendError, Conflict, GatewayTimeout, NotFound, ValidationFailed
+from shared.gateways import repository
+from shared.gateways.schemas import GatewayCreate, GatewayOut
+from shared.jobs.schemas import BackendSpec, DiscoverPayload, JobKind, JobRecord, JobStatus
+from shared.jobs.service import JobQueue, new_job_id
+from shared.models import Gateway, utcnow
+
+
+def parse_id(raw: str, what: str = "gateway") -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise NotFound(f"{what} {raw!r} not found") from None
+
+
+def backend_spec(gateway: Gateway) -> BackendSpec:
+    """Copy what a worker needs out of the ORM row, as plain values."""
+    return {
+        "gateway_id": str(gateway.id),
+        "gateway": gateway.name,
+        "url": gateway.url,
+        "transport": gateway.transport,
+        "headers": dict(gateway.headers or {}),
+        "timeout_s": gateway.timeout_s,
+    }
+
+
+async def _to_out(sf: SessionFactory, gateways: list[Gateway]) -> list[GatewayOut]:
+    async with sf() as s:
+        counts = await repository.counts(s, [g.id for g in gateways])
+    return [
+        GatewayOut(
+            id=g.id, name=g.name, url=g.url, transport=g.transport, timeout_s=g.timeout_s, status=g.status,
+            protocol_version=g.protocol_version, server_name=g.server_name, server_version=g.server_version,
+            tool_count=counts[g.id][0], resource_count=counts[g.id][1], prompt_count=counts[g.id][2],
+            created_at=g.created_at, updated_at=g.updated_at, refreshed_at=g.refreshed_at,
+        )
+        for g in gateways
+    ]
+
+
+async def _discover(queue: JobQueue, spec: BackendSpec, settings: Settings) -> dict[str, Any]:
+    job_id = new_job_id()
+    payload: DiscoverPayload = {
+        "job_id": job_id,
+        "backend": spec,
+        "deadline": time.time() + settings.queue_ttl_s,
+    }
+    record: JobRecord = await queue.run(
+        JobKind.DISCOVER, dict(payload), f"{spec['gateway']} (discovery)", settings.discovery_timeout_s
+    )
+    if record.status is JobStatus.COMPLETED:
+        return dict(record.result)
+    if record.status.terminal:
+        error = record.error or {"type": "error", "message": "discovery failed"}
+        raise BackendError(f"discovery of {spec['url']} failed: {error['message']}", extra={"job_id": job_id})
+    await queue.cancel(job_id)
+    raise GatewayTimeout(
+        f"discovery of {spec['url']} did not finish within {settings.discovery_timeout_s}s "
+        "(is the backend slow, or are no workers running?)",
+        extra={"job_id": job_id},
+    )
+
+
+def _apply_server_info(gateway: Gateway, catalog: dict[str, Any]) -> None:
+    server = catalog.get("server") or {}
+    gateway.protocol_version = catalog.get("protocol_version")
+    gateway.server_name = server.get("name")
+    gateway.server_version = server.get("version")
+    gateway.status = "active"
+
+
+async def register(sf: SessionFactory, queue: JobQueue, settings: Settings, body: GatewayCreate) -> GatewayOut:
+    timeout_s = body.timeout_s or settings.default_backend_timeout_s
+    if timeout_s > settings.max_backend_timeout_s:
+        raise ValidationFailed(f"timeout_s may be at most {settings.max_backend_timeout_s}")
+    async with sf() as s:
+        if await repository.name_taken(s, body.name):
+            raise Conflict(f"a gateway named {body.name!r} already exists")
+    gateway = Gateway(
+        id=uuid.uuid4(), name=body.name, url=body.url, transport=body.transport,
+        headers=body.headers, timeout_s=timeout_s,
+    )
+    catalog = await _discover(queue, backend_spec(gateway), settings)
+    _apply_server_info(gateway, catalog)
+    async with sf() as s:
+        s.add(gateway)
+        try:
+            await s.flush()
+        except IntegrityError:
+            raise Conflict(f"a gateway named {body.name!r} already exists") from None
+        await repository.replace_catalog(s, gateway.id, catalog)
+        await s.commit()
+    return (await _to_out(sf, [gateway]))[0]
+
+
+async def refresh(sf: SessionFactory, queue: JobQueue, settings: Settings, raw_id: str) -> GatewayOut:
+    gateway_id = parse_id(raw_id)
+    async with sf() as s:
+        gateway = await repository.get(s, gateway_id)
+        if gateway is None:
+            raise NotFound(f"gateway {raw_id} not found")
+        spec = backend_spec(gateway)
+    catalog = await _discover(queue, spec, settings)
+    async with sf() as s:
+        gateway = await repository.get(s, gateway_id)
+        if gateway is None:
+            raise NotFound(f"gateway {raw_id} was deleted during the refresh")
+        _apply_server_info(gateway, catalog)
+        gateway.refreshed_at = gateway.updated_at = utcnow()
+        await repository.replace_catalog(s, gateway_id, catalog)
+        await s.commit()
+    return (await _to_out(sf, [gateway]))[0]
+
+
+async def get(sf: SessionFactory, raw_id: str) -> GatewayOut:
+    gateway_id = parse_id(raw_id)
+    async with sf() as s:
+        gateway = await repository.get(s, gateway_id)
+    if gateway is None:
+        raise NotFound(f"gateway {raw_id} not found")
+    return (await _to_out(sf, [gateway]))[0]
+
+
+async def list_all(sf: SessionFactory) -> list[GatewayOut]:
+    async with sf() as s:
+        gateways = await repository.list_all(s)
+    return await _to_out(sf, gateways)
+
+
+async def delete(sf: SessionFactory, raw_id: str) -> None:
+    gateway_id = parse_id(raw_id)
+    async with sf() as s:
+        deleted = await repository.delete_gateway(s, gateway_id)
+        await s.commit()
+    if not deleted:
+        raise NotFound(f"gateway {raw_id} not found")

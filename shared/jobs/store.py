@@ -1,0 +1,165 @@
+"""The job record in Redis: one hash per job, moved between states by atomic Lua scripts.
+
+The record holds what `GET /v1/jobs/{id}` reports. Workers write it; arq's stored result is
+the fallback source of truth when a job ended without our code running (expired, aborted
+before start, a worker crash): `reconcile` folds that into the record.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from arq.jobs import Job
+from redis.asyncio import Redis
+
+from shared.config import Settings
+from shared.jobs.schemas import Envelope, JobError, JobRecord, JobStatus, utc_iso
+from shared.redis import job_deserializer
+
+# KEYS[1] record; ARGV now. Returns {previous status, attempts}.
+_START = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return {'missing', '0'} end
+if st == 'queued' or st == 'running' then
+  local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
+  return {st, tostring(attempts)}
+end
+return {st, redis.call('HGET', KEYS[1], 'attempts') or '0'}
+"""
+
+# KEYS[1] record; ARGV status, finished_at, result json, error json, ttl, channel, job id.
+_FINISH = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if (not st) or st == 'completed' or st == 'failed' or st == 'cancelled' then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished_at', ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[3]) end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[4]) end
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('PUBLISH', ARGV[6], ARGV[7])
+return 1
+"""
+
+# KEYS[1] record; ARGV now, ttl, channel, job id, error json. Returns the status after the call.
+_CANCEL = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return 'missing' end
+if st == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1], 'error', ARGV[5],
+             'cancel_requested', '1')
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+  return 'cancelled'
+end
+if st == 'running' then
+  redis.call('HSET', KEYS[1], 'cancel_requested', '1')
+end
+return st
+"""
+
+CANCELLED_ERROR: JobError = {"type": "cancelled", "message": "cancelled on request"}
+
+
+class JobStore:
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self._redis = redis
+        self._settings = settings
+        self.done_channel = settings.key("jobs", "done")
+        self.wake_channel = settings.key("workers", "wake")
+        self._start = redis.register_script(_START)
+        self._finish = redis.register_script(_FINISH)
+        self._cancel = redis.register_script(_CANCEL)
+
+    def _key(self, job_id: str) -> str:
+        return self._settings.key("job", job_id)
+
+    async def create(self, job_id: str, kind: str, tool: str | None) -> None:
+        s = self._settings
+        # Outlives the longest a job can wait and run, then the retention time.
+        ttl = int(s.queue_ttl_s + s.max_backend_timeout_s + s.result_ttl_s)
+        fields = {
+            "id": job_id,
+            "kind": kind,
+            "tool": tool or "",
+            "status": JobStatus.QUEUED.value,
+            "created_at": utc_iso(),
+            "created_ts": repr(time.time()),
+            "attempts": "0",
+        }
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._key(job_id), mapping=fields)
+            pipe.expire(self._key(job_id), ttl)
+            await pipe.execute()
+
+    async def discard(self, job_id: str) -> None:
+        await self._redis.delete(self._key(job_id))
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        raw = await self._redis.hgetall(self._key(job_id))  # type: ignore[misc]
+        return JobRecord.from_hash(raw) if raw else None
+
+    async def start(self, job_id: str) -> tuple[str, int]:
+        previous, attempts = await self._start(keys=[self._key(job_id)], args=[utc_iso()])
+        return previous.decode(), int(attempts)
+
+    async def finish(self, job_id: str, envelope: Envelope) -> bool:
+        """Record the outcome; False if the job had already ended (for example it was cancelled)."""
+        if envelope.get("ok"):
+            status, result, error = JobStatus.COMPLETED, json.dumps(envelope.get("result")), ""
+        else:
+            err = envelope.get("error") or {"type": "error", "message": "unknown error"}
+            status = JobStatus.CANCELLED if err["type"] == "cancelled" else JobStatus.FAILED
+            result, error = "", json.dumps(err)
+        applied = await self._finish(
+            keys=[self._key(job_id)],
+            args=[status.value, utc_iso(), result, error, self._settings.result_ttl_s,
+                  self.done_channel, job_id],
+        )
+        return bool(applied)
+
+    async def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
+        await self._redis.hset(self._key(job_id), "progress", json.dumps(progress))  # type: ignore[misc]
+
+    async def request_cancel(self, job_id: str) -> str:
+        state = await self._cancel(
+            keys=[self._key(job_id)],
+            args=[utc_iso(), self._settings.result_ttl_s, self.done_channel, job_id,
+                  json.dumps(CANCELLED_ERROR)],
+        )
+        return str(state.decode() if isinstance(state, bytes) else state)
+
+    async def reconcile(self, job_id: str) -> JobRecord | None:
+        """Fold arq's stored result (or an expired queue wait) into a record that is not terminal."""
+        record = await self.get(job_id)
+        if record is None or record.status.terminal:
+            return record
+        outcome = await self._arq_outcome(job_id)
+        if outcome is None and record.status is JobStatus.QUEUED:
+            created = float((await self._redis.hget(self._key(job_id), "created_ts")) or 0)  # type: ignore[misc]
+            if time.time() - created > self._settings.queue_ttl_s:
+                outcome = {"ok": False, "error": {
+                    "type": "expired",
+                    "message": f"no worker picked the job up within {self._settings.queue_ttl_s}s",
+                }}
+        if outcome is not None:
+            await self.finish(job_id, outcome)
+            return await self.get(job_id)
+        return record
+
+    async def _arq_outcome(self, job_id: str) -> Envelope | None:
+        info = await Job(job_id, self._redis, _deserializer=job_deserializer).result_info()  # type: ignore[arg-type]
+        if info is None:
+            return None
+        value = info.result
+        if info.success and isinstance(value, dict) and "ok" in value:
+            return value  # type: ignore[return-value]
+        exc = value if isinstance(value, dict) else {}
+        name = str(exc.get("exception", "error"))
+        message = str(exc.get("message") or name)
+        if name == "CancelledError":
+            return {"ok": False, "error": CANCELLED_ERROR}
+        if message == "job expired":
+            return {"ok": False, "error": {"type": "expired", "message": "the job expired before a worker ran it"}}
+        return {"ok": False, "error": {"type": "worker_error", "message": f"{name}: {message}"}}

@@ -1,0 +1,93 @@
+"""ORM models. Relationships are lazy="raise": a stray lazy load fails loudly instead of doing I/O."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, Float, ForeignKey, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Gateway(Base):
+    __tablename__ = "gateways"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    url: Mapped[str] = mapped_column(Text)
+    transport: Mapped[str] = mapped_column(String(32))
+    headers: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)
+    timeout_s: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(32), default="active")
+    protocol_version: Mapped[str | None] = mapped_column(String(32))
+    server_name: Mapped[str | None] = mapped_column(Text)
+    server_version: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    refreshed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    tools: Mapped[list[Tool]] = relationship(
+        back_populates="gateway", lazy="raise", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Tool(Base):
+    __tablename__ = "tools"
+    __table_args__ = (UniqueConstraint("gateway_id", "name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    gateway_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(Text)
+    title: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    input_schema: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    output_schema: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    annotations: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    gateway: Mapped[Gateway] = relationship(back_populates="tools", lazy="raise")
+
+
+class Resource(Base):
+    """A resource or a resource template (uri_template set, uri empty) a gateway offers."""
+
+    __tablename__ = "resources"
+    __table_args__ = (UniqueConstraint("gateway_id", "uri"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    gateway_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"), index=True)
+    uri: Mapped[str] = mapped_column(Text)
+    is_template: Mapped[bool] = mapped_column(default=False)
+    name: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    mime_type: Mapped[str | None] = mapped_column(Text)
+
+
+class Prompt(Base):
+    __tablename__ = "prompts"
+    __table_args__ = (UniqueConstraint("gateway_id", "name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    gateway_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    arguments: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)

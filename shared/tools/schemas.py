@@ -1,0 +1,54 @@
+"""Request and response bodies for tools, and the plain snapshot a call carries out of the session."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.jobs.schemas import BackendSpec
+
+
+@dataclass(frozen=True)
+class ResolvedTool:
+    """Everything a call needs, copied out of the DB session before any slow I/O."""
+
+    id: str
+    name: str
+    qualified_name: str
+    input_schema: dict[str, Any]
+    retry_safe: bool
+    backend: BackendSpec
+
+
+class ToolOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    qualified_name: str
+    gateway: str
+    gateway_id: uuid.UUID
+    title: str | None
+    description: str | None
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any] | None
+    annotations: dict[str, Any] | None
+
+
+class ToolPage(BaseModel):
+    items: list[ToolOut]
+    next_cursor: str | None
+
+
+class CallRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: float | None = Field(default=None, gt=0)
+
+
+class JobSubmitRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    arguments: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,153 @@
+"""Resolve tools, validate arguments, and turn a call into a queued job."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import time
+import uuid
+from functools import lru_cache
+from typing import Any
+
+from jsonschema import SchemaError
+from jsonschema.protocols import Validator
+from jsonschema.validators import validator_for
+
+from shared.config import Settings
+from shared.db import SessionFactory
+from shared.errors import BadRequest, InvalidArguments, NotFound, ValidationFailed
+from shared.gateways.service import backend_spec
+from shared.jobs.schemas import CallToolPayload, JobKind, JobRecord
+from shared.jobs.service import JobQueue, new_job_id
+from shared.models import Gateway, Tool
+from shared.tools import repository
+from shared.tools.schemas import ResolvedTool, ToolOut, ToolPage
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE = 500
+
+
+def _to_out(tool: Tool, gateway: Gateway) -> ToolOut:
+    return ToolOut(
+        id=tool.id, name=tool.name, qualified_name=f"{gateway.name}.{tool.name}", gateway=gateway.name,
+        gateway_id=gateway.id, title=tool.title, description=tool.description,
+        input_schema=tool.input_schema, output_schema=tool.output_schema, annotations=tool.annotations,
+    )
+
+
+def _retry_safe(annotations: dict[str, Any] | None) -> bool:
+    hints = annotations or {}
+    return bool(hints.get("idempotentHint") or hints.get("readOnlyHint"))
+
+
+async def _lookup(sf: SessionFactory, ref: str) -> tuple[Tool, Gateway]:
+    """`ref` is a tool id or `{gateway}.{tool}`; gateway names cannot contain a dot."""
+    async with sf() as s:
+        try:
+            found = await repository.by_id(s, uuid.UUID(ref))
+        except ValueError:
+            gateway, dot, name = ref.partition(".")
+            found = await repository.by_qualified_name(s, gateway, name) if dot else None
+    if found is None:
+        raise NotFound(f"tool {ref!r} not found")
+    return found
+
+
+async def get(sf: SessionFactory, ref: str) -> ToolOut:
+    return _to_out(*await _lookup(sf, ref))
+
+
+async def resolve(sf: SessionFactory, ref: str) -> ResolvedTool:
+    tool, gateway = await _lookup(sf, ref)
+    return ResolvedTool(
+        id=str(tool.id), name=tool.name, qualified_name=f"{gateway.name}.{tool.name}",
+        input_schema=tool.input_schema, retry_safe=_retry_safe(tool.annotations),
+        backend=backend_spec(gateway),
+    )
+
+
+def _encode_cursor(tool: ToolOut) -> str:
+    return base64.urlsafe_b64encode(json.dumps([tool.gateway, tool.name]).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        gateway, name = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return str(gateway), str(name)
+    except (ValueError, TypeError, binascii.Error):
+        raise BadRequest("invalid cursor") from None
+
+
+async def list_page(sf: SessionFactory, *, gateway: str | None, cursor: str | None, limit: int) -> ToolPage:
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValidationFailed(f"limit must be between 1 and {MAX_PAGE}")
+    after = _decode_cursor(cursor) if cursor else None
+    async with sf() as s:
+        rows = await repository.page(s, gateway=gateway, after=after, limit=limit + 1)
+    items = [_to_out(t, g) for t, g in rows[:limit]]
+    next_cursor = _encode_cursor(items[-1]) if len(rows) > limit else None
+    return ToolPage(items=items, next_cursor=next_cursor)
+
+
+@lru_cache(maxsize=4096)
+def _validator(schema_json: str) -> Validator | None:
+    schema = json.loads(schema_json)
+    cls = validator_for(schema)
+    try:
+        cls.check_schema(schema)
+    except SchemaError as exc:
+        # A backend's broken schema must not block its tool; the backend validates again anyway.
+        log.warning("ignoring an invalid input schema: %s", exc.message)
+        return None
+    return cls(schema)  # type: ignore[no-any-return]
+
+
+def check_arguments(tool: ResolvedTool, arguments: dict[str, Any]) -> None:
+    validator = _validator(json.dumps(tool.input_schema, sort_keys=True))
+    if validator is None:
+        return
+    errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
+    if errors:
+        details = [
+            {"path": "/".join(str(p) for p in e.absolute_path), "message": e.message} for e in errors[:20]
+        ]
+        raise InvalidArguments(
+            f"arguments do not match the input schema of {tool.qualified_name}: {details[0]['message']}",
+            extra={"errors": details},
+        )
+
+
+def _payload(tool: ResolvedTool, arguments: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    payload: CallToolPayload = {
+        "job_id": new_job_id(),
+        "backend": tool.backend,
+        "tool": tool.name,
+        "arguments": arguments,
+        "retry_safe": tool.retry_safe,
+        "deadline": time.time() + settings.queue_ttl_s,
+    }
+    return dict(payload)
+
+
+async def call(
+    sf: SessionFactory, queue: JobQueue, settings: Settings, ref: str,
+    arguments: dict[str, Any], wait_s: float | None,
+) -> JobRecord:
+    """Run a tool call and await it for up to `wait_s` (the session is closed before the wait)."""
+    wait = settings.default_wait_s if wait_s is None else wait_s
+    if wait > settings.max_wait_s:
+        raise ValidationFailed(f"timeout_s may be at most {settings.max_wait_s}")
+    tool = await resolve(sf, ref)
+    check_arguments(tool, arguments)
+    return await queue.run(JobKind.CALL_TOOL, _payload(tool, arguments, settings), tool.qualified_name, wait)
+
+
+async def submit(
+    sf: SessionFactory, queue: JobQueue, settings: Settings, ref: str, arguments: dict[str, Any]
+) -> str:
+    tool = await resolve(sf, ref)
+    check_arguments(tool, arguments)
+    return await queue.submit(JobKind.CALL_TOOL, _payload(tool, arguments, settings), tool.qualified_name)

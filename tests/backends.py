@@ -1,0 +1,219 @@
+"""Real MCP backends for tests, served by uvicorn on loopback in a thread of their own.
+
+- `stateful`:  the SDK's MCPServer over streamable HTTP with sessions (SSE response bodies)
+- `stateless`: the same tools, stateless streamable HTTP with JSON response bodies
+- `sse`:       the same tools over the legacy HTTP+SSE transport
+- `legacy`:    a minimal hand-written server that only speaks protocol 2025-06-18 (initialize,
+               Mcp-Session-Id, JSON bodies) and can expire its sessions on demand
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.types import ToolAnnotations
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+
+@dataclass
+class Gate:
+    """Lets a test hold a tool mid-call and release it. Lives in the backend thread's loop."""
+
+    loop: asyncio.AbstractEventLoop
+    entered: threading.Event = field(default_factory=threading.Event)
+    release_event: asyncio.Event | None = None
+    calls: int = 0
+
+    def release(self) -> None:
+        event = self.release_event
+        if event is not None:
+            self.loop.call_soon_threadsafe(event.set)
+
+    def reset(self) -> None:
+        self.entered.clear()
+        self.release_event = None
+
+
+def build_server(gates: dict[str, Gate], counters: dict[str, int]) -> MCPServer:
+    server = MCPServer("mcpq-test-backend", version="1.2.3")
+
+    @server.tool()
+    def echo(text: str) -> str:
+        """Return the text unchanged."""
+        return text
+
+    @server.tool()
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    @server.tool(annotations=ToolAnnotations(idempotentHint=True))
+    async def sleep(seconds: float, ctx: Context) -> str:
+        """Sleep, reporting progress every 0.1 s."""
+        steps = max(1, int(seconds / 0.1))
+        for i in range(steps):
+            await ctx.report_progress(i, steps, f"step {i}")
+            await asyncio.sleep(seconds / steps)
+        return f"slept {seconds}"
+
+    @server.tool()
+    async def hold(key: str) -> str:
+        """Block until the test releases `key`."""
+        gate = gates[key]
+        gate.calls += 1
+        gate.release_event = asyncio.Event()
+        gate.entered.set()
+        await gate.release_event.wait()
+        return f"released {key}"
+
+    @server.tool()
+    def count(key: str) -> int:
+        """Count calls per key (to see whether a call ran twice)."""
+        counters[key] = counters.get(key, 0) + 1
+        return counters[key]
+
+    @server.tool()
+    def fail(message: str) -> str:
+        """Raise inside the tool: MCP answers with isError."""
+        raise ValueError(message)
+
+    @server.resource("demo://readme")
+    def readme() -> str:
+        return "hello from a resource"
+
+    @server.prompt()
+    def greet(name: str) -> str:
+        """Greet someone."""
+        return f"Hello {name}"
+
+    return server
+
+
+class LegacyServer:
+    """Protocol 2025-06-18 only: `server/discover` is unknown, sessions come from `initialize`."""
+
+    VERSION = "2025-06-18"
+
+    def __init__(self) -> None:
+        self.sessions: set[str] = set()
+        self.initializations = 0
+        self.app = Starlette(routes=[Route("/mcp", self.handle, methods=["POST", "GET", "DELETE"])])
+
+    def expire_sessions(self) -> None:
+        self.sessions.clear()
+
+    async def handle(self, request: Request) -> Response:
+        session_id = request.headers.get("mcp-session-id")
+        if request.method == "DELETE":
+            self.sessions.discard(session_id or "")
+            return Response(status_code=200)
+        if request.method == "GET":
+            return Response(status_code=405)
+        message = json.loads(await request.body())
+        method, msg_id = message.get("method"), message.get("id")
+        if method == "initialize":
+            self.initializations += 1
+            new_id = uuid.uuid4().hex
+            self.sessions.add(new_id)
+            result = {
+                "protocolVersion": self.VERSION,
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "legacy-backend", "version": "0.9"},
+            }
+            return JSONResponse({"jsonrpc": "2.0", "id": msg_id, "result": result},
+                                headers={"mcp-session-id": new_id})
+        if method == "server/discover" or session_id is None:
+            return JSONResponse({"jsonrpc": "2.0", "id": msg_id,
+                                 "error": {"code": -32601, "message": "Method not found"}})
+        if session_id not in self.sessions:
+            return JSONResponse({"jsonrpc": "2.0", "id": msg_id,
+                                 "error": {"code": -32001, "message": "Session not found"}}, status_code=404)
+        if msg_id is None:  # a notification
+            return Response(status_code=202)
+        return JSONResponse({"jsonrpc": "2.0", "id": msg_id, "result": self._answer(method, message)})
+
+    def _answer(self, method: str, message: dict[str, Any]) -> dict[str, Any]:
+        if method == "tools/list":
+            return {"tools": [{
+                "name": "echo", "description": "Echo (legacy)",
+                "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}},
+                                "required": ["text"]},
+            }]}
+        if method == "tools/call":
+            text = message["params"]["arguments"]["text"]
+            return {"content": [{"type": "text", "text": f"legacy:{text}"}], "isError": False}
+        return {}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Backends:
+    """Starts every backend in one background thread; `url(kind)` gives its endpoint."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.gates: dict[str, Gate] = {}
+        self.counters: dict[str, int] = {}
+        self.legacy = LegacyServer()
+        self.urls: dict[str, str] = {}
+        self._servers: list[uvicorn.Server] = []
+        self._thread = threading.Thread(target=self.loop.run_forever, name="mcp-backends", daemon=True)
+
+    def gate(self, key: str) -> Gate:
+        gate = self.gates.get(key)
+        if gate is None:
+            gate = self.gates[key] = Gate(self.loop)
+        return gate
+
+    def start(self) -> None:
+        self._thread.start()
+        server = build_server(self.gates, self.counters)
+        apps: dict[str, tuple[Callable[[], Any], str]] = {
+            "stateful": (lambda: server.streamable_http_app(), "/mcp"),
+            "stateless": (lambda: server.streamable_http_app(stateless_http=True, json_response=True), "/mcp"),
+            "sse": (lambda: server.sse_app(), "/sse"),
+            "legacy": (lambda: self.legacy.app, "/mcp"),
+        }
+        for kind, (make_app, path) in apps.items():
+            port = free_port()
+            asyncio.run_coroutine_threadsafe(self._serve(make_app(), port), self.loop).result(15)
+            self.urls[kind] = f"http://127.0.0.1:{port}{path}"
+
+    async def _serve(self, app: Any, port: int) -> None:
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        server = uvicorn.Server(config)
+        self._servers.append(server)
+        asyncio.get_running_loop().create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+
+    def stop(self) -> None:
+        for gate in self.gates.values():
+            gate.release()
+
+        async def shutdown() -> None:
+            for server in self._servers:
+                server.should_exit = True
+            await asyncio.sleep(0.3)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)

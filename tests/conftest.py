@@ -1,0 +1,202 @@
+"""Real services for every test run: PostgreSQL, Redis, MCP backends, the API and a worker.
+
+Services come from TEST_DATABASE_URL / TEST_REDIS_URL, else the local ones on 127.0.0.1,
+else embedded servers from PyPI wheels. Each run gets its own database and its own Redis db.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import redis as sync_redis
+from arq.connections import RedisSettings
+from arq.worker import Worker, create_worker
+from fastapi import FastAPI
+from sqlalchemy.engine import make_url
+
+from api.main import create_app
+from shared.config import Settings
+from shared.migrate import upgrade_to_head
+from tests.backends import Backends
+from workers.main import WorkerSettings
+
+ADMIN_TOKEN = "test-admin-token"
+RUN_ID = uuid.uuid4().hex[:10]
+REDIS_LOCK_KEY = "mcpq:test-run-lock"
+
+
+def _reachable(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+def libpq_url(sqlalchemy_url: str) -> str:
+    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        yield url
+    elif _reachable("127.0.0.1", 5432):
+        yield "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    else:
+        from shared.embedded import EmbeddedPostgres
+
+        with EmbeddedPostgres() as server:
+            yield server.url
+
+
+@pytest.fixture(scope="session")
+def redis_base_url() -> Iterator[str]:
+    url = os.environ.get("TEST_REDIS_URL")
+    if url:
+        yield url
+    elif _reachable("127.0.0.1", 6379):
+        yield "redis://127.0.0.1:6379/0"
+    else:
+        from shared.embedded import EmbeddedRedis
+
+        with EmbeddedRedis() as server:
+            yield server.url
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_admin_url: str) -> Iterator[str]:
+    name = f"mcpq_test_{RUN_ID}"
+    admin = libpq_url(postgres_admin_url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(postgres_admin_url).set(drivername="postgresql+psycopg", database=name)
+    rendered = url.render_as_string(hide_password=False)
+    upgrade_to_head(rendered)
+    yield rendered
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_base_url: str) -> Iterator[str]:
+    """A Redis db of this run's own, claimed with a lock key so parallel runs never share one."""
+    base = make_url(redis_base_url.replace("redis://", "postgresql://", 1))  # reuse the URL parser
+    for db in range(1, 16):
+        url = f"redis://{base.host or '127.0.0.1'}:{base.port or 6379}/{db}"
+        client = sync_redis.Redis.from_url(url)
+        if client.set(REDIS_LOCK_KEY, RUN_ID, nx=True, ex=3 * 3600):
+            client.flushdb()
+            client.set(REDIS_LOCK_KEY, RUN_ID, ex=3 * 3600)
+            try:
+                yield url
+            finally:
+                client.flushdb()
+                client.close()
+            return
+        client.close()
+    pytest.fail("no free Redis db (1-15) for this test run")
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, redis_url: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        admin_token=ADMIN_TOKEN,
+        key_prefix=f"mcpq-test-{RUN_ID}",
+        queue_name=f"mcpq-test-{RUN_ID}:queue",
+        db_pool_size=5,
+        db_max_overflow=5,
+        discovery_timeout_s=15,
+        default_wait_s=15,
+        queue_ttl_s=120,
+        result_ttl_s=600,
+        mcp_connect_timeout_s=5,
+        default_backend_timeout_s=30,
+    )
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a worker process use this run's Redis db and queue."""
+    return {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "MCPQ_ADMIN_TOKEN": settings.admin_token,
+        "MCPQ_KEY_PREFIX": settings.key_prefix,
+        "MCPQ_QUEUE_NAME": settings.queue_name,
+        "MCPQ_DEFAULT_BACKEND_TIMEOUT_S": str(settings.default_backend_timeout_s),
+    }
+
+
+@pytest.fixture(scope="session")
+def backends() -> Iterator[Backends]:
+    servers = Backends()
+    servers.start()
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture(scope="session")
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://mcpq.test",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60,
+    ) as http:
+        yield http
+
+
+def make_worker(settings: Settings, **overrides: Any) -> Worker:
+    return create_worker(
+        WorkerSettings,  # type: ignore[arg-type]
+        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        queue_name=settings.queue_name,
+        ctx={"settings": settings},
+        handle_signals=False,
+        health_check_key=f"{settings.queue_name}:health-check:inproc-{uuid.uuid4().hex[:6]}",
+        **overrides,
+    )
+
+
+@pytest.fixture(scope="session")
+async def worker(settings: Settings) -> AsyncIterator[Worker]:
+    """An in-process arq worker on this run's queue."""
+    arq_worker = make_worker(settings)
+    task = asyncio.create_task(arq_worker.async_run())
+    yield arq_worker
+    await arq_worker.close()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+@pytest.fixture
+async def gateway(client: httpx.AsyncClient, backends: Backends, worker: Worker) -> AsyncIterator[dict[str, Any]]:
+    """A gateway registered on the stateful streamable-HTTP backend, removed afterwards."""
+    name = f"gw-{uuid.uuid4().hex[:8]}"
+    response = await client.post("/v1/gateways", json={"name": name, "url": backends.urls["stateful"]})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    yield body
+    await client.delete(f"/v1/gateways/{body['id']}")
+
+
+def unique(prefix: str = "gw") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"

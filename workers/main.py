@@ -1,0 +1,86 @@
+"""The arq worker: `arq workers.main.WorkerSettings`.
+
+It never opens a database connection: jobs carry every value they need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from typing import Any
+
+from arq.connections import RedisSettings
+from arq.worker import func
+
+from shared.config import get_settings
+from shared.jobs.schemas import JobKind
+from shared.jobs.store import JobStore
+from shared.redis import job_deserializer, job_serializer, run_guarded, subscribe_forever
+from workers import wake
+from workers.sessions import SessionPool
+from workers.tasks import call_tool, discover
+
+log = logging.getLogger("mcpq.worker")
+
+wake.install()
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    # Tests run a worker in-process and hand it their own settings through ctx.
+    settings = ctx.get("settings") or get_settings()
+    store = JobStore(ctx["redis"], settings)
+    sessions = SessionPool(settings)
+    sessions.start()
+    ctx.update(settings=settings, store=store, sessions=sessions)
+    ready = asyncio.Event()
+    ctx["wake_listener"] = asyncio.create_task(
+        run_guarded(
+            "worker-wake",
+            lambda: subscribe_forever(ctx["redis"], store.wake_channel, lambda _: wake.wake(), wake.wake, ready),
+        )
+    )
+    await asyncio.wait_for(ready.wait(), timeout=10)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    listener: asyncio.Task[None] | None = ctx.get("wake_listener")
+    if listener is not None:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+    sessions: SessionPool | None = ctx.get("sessions")
+    if sessions is not None:
+        await sessions.close()
+
+
+async def job_ended(_: dict[str, Any]) -> None:
+    # A finished job frees a slot: look for more work now rather than at the next fallback poll.
+    # (An exception here would kill arq's main loop, and this cannot raise.)
+    wake.wake()
+
+
+_settings = get_settings()
+
+
+class WorkerSettings:
+    functions = [
+        func(call_tool, name=JobKind.CALL_TOOL.value, max_tries=3),
+        func(discover, name=JobKind.DISCOVER.value, max_tries=2),
+    ]
+    on_startup = startup
+    on_shutdown = shutdown
+    after_job_end = job_ended
+    job_serializer = job_serializer
+    job_deserializer = job_deserializer
+    allow_abort_jobs = True
+    redis_settings = RedisSettings.from_dsn(_settings.redis_url)
+    queue_name = _settings.queue_name
+    max_jobs = _settings.worker_max_jobs
+    poll_delay = _settings.worker_fallback_poll_s
+    job_timeout = int(_settings.max_backend_timeout_s + 30)
+    keep_result = _settings.result_ttl_s
+    # One health-check key per replica, so `arq --check` cannot mistake a dead one for alive.
+    health_check_key = f"{_settings.queue_name}:health-check:{socket.gethostname()}:{os.getpid()}"

@@ -1,0 +1,204 @@
+"""A pool of live MCP client sessions, one per backend, shared by every job on this worker.
+
+A new session costs a handshake (~50 ms) plus a tool listing; a reused one costs a request.
+Each session lives in an owner task, because the SDK's transports use anyio task groups that
+must be entered and exited by the same task. Jobs borrow the session's `Client` and send
+requests on it concurrently (JSON-RPC multiplexes them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import anyio
+import httpx2
+from mcp import Client, MCPError
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+
+from shared.config import Settings
+from shared.jobs.schemas import BackendSpec
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+INVALID_REQUEST = -32600
+# Pre-2026 protocol revisions negotiate with `initialize`; newer ones are stateless and pinned.
+HANDSHAKE_ERA_PREFIX = "2025-"
+
+
+def backend_key(spec: BackendSpec) -> str:
+    raw = json.dumps([spec["url"], spec["transport"], sorted(spec["headers"].items())])
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+@dataclass
+class PooledSession:
+    key: str
+    client: Client
+    stop: asyncio.Event
+    owner: asyncio.Task[None] | None = None
+    in_flight: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+    dead: bool = False
+
+
+class SessionPool:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._sessions: dict[str, PooledSession] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        # The connect mode that worked per backend, so later connects skip the discovery probe.
+        self._modes: dict[str, str] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    @property
+    def open_sessions(self) -> int:
+        return sum(1 for s in self._sessions.values() if not s.dead)
+
+    def start(self) -> None:
+        self._reaper = asyncio.create_task(self._reap_idle())
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        sessions = list(self._sessions.values())
+        self._sessions.clear()
+        for session in sessions:
+            await self._close(session)
+
+    async def run(self, spec: BackendSpec, operation: Callable[[Client], Awaitable[T]]) -> T:
+        """Run `operation` on a live session to `spec`, reconnecting once if the server dropped it."""
+        for attempt in (1, 2):
+            session = await self._get(spec)
+            session.in_flight += 1
+            try:
+                return await operation(session.client)
+            except MCPError as exc:
+                # "Session terminated" is the server's 404 for an expired Mcp-Session-Id: the
+                # request was refused, not run, so sending it again on a fresh session is safe.
+                if exc.code == INVALID_REQUEST and "terminated" in exc.message and attempt == 1:
+                    self._discard(session)
+                    continue
+                raise
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                # The transport was already gone: nothing was sent.
+                self._discard(session)
+                if attempt == 1:
+                    continue
+                raise
+            finally:
+                session.in_flight -= 1
+                session.last_used = time.monotonic()
+        raise AssertionError("unreachable")
+
+    def forget(self, spec: BackendSpec) -> None:
+        """Drop the session to `spec` after a transport failure; the next job reconnects."""
+        session = self._sessions.get(backend_key(spec))
+        if session is not None:
+            self._discard(session)
+
+    async def _get(self, spec: BackendSpec) -> PooledSession:
+        key = backend_key(spec)
+        session = self._sessions.get(key)
+        if session is not None and not session.dead:
+            return session
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            session = self._sessions.get(key)
+            if session is None or session.dead:
+                session = await self._open(key, spec)
+                self._sessions[key] = session
+            return session
+
+    async def _open(self, key: str, spec: BackendSpec) -> PooledSession:
+        mode = self._modes.get(key, "auto")
+        ready: asyncio.Future[Client] = asyncio.get_running_loop().create_future()
+        stop = asyncio.Event()
+        owner = asyncio.create_task(self._own(spec, mode, ready, stop), name=f"mcp-session {spec['gateway']}")
+        try:
+            client = await asyncio.wait_for(asyncio.shield(ready), self._settings.mcp_connect_timeout_s)
+        except BaseException:
+            stop.set()
+            owner.cancel()
+            with contextlib.suppress(BaseException):
+                await owner
+            raise
+        session = PooledSession(key=key, client=client, stop=stop, owner=owner)
+        owner.add_done_callback(lambda _: setattr(session, "dead", True))
+        version = client.protocol_version
+        self._modes[key] = "legacy" if version.startswith(HANDSHAKE_ERA_PREFIX) else version
+        log.info("opened MCP session to %s (%s, protocol %s)", spec["gateway"], spec["url"], version)
+        return session
+
+    async def _own(self, spec: BackendSpec, mode: str, ready: asyncio.Future[Client], stop: asyncio.Event) -> None:
+        try:
+            async with self._connect(spec, mode) as client:
+                ready.set_result(client)
+                await stop.wait()
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc)
+            elif not isinstance(exc, asyncio.CancelledError):
+                log.info("MCP session to %s ended: %s", spec["gateway"], describe(exc))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+
+    @contextlib.asynccontextmanager
+    async def _connect(self, spec: BackendSpec, mode: str) -> AsyncIterator[Client]:
+        s = self._settings
+        if spec["transport"] == "sse":
+            transport = sse_client(
+                spec["url"], headers=spec["headers"], timeout=s.mcp_connect_timeout_s,
+                sse_read_timeout=s.mcp_session_idle_s + 60,
+            )
+            async with Client(transport, mode=mode, cache=None) as client:
+                yield client
+            return
+        async with httpx2.AsyncClient(
+            headers=spec["headers"],
+            # No read timeout here: each request carries its own (the job's backend timeout).
+            timeout=httpx2.Timeout(s.mcp_connect_timeout_s, read=None, pool=None),
+            limits=httpx2.Limits(max_connections=s.mcp_http_max_connections, max_keepalive_connections=100),
+        ) as http, Client(streamable_http_client(spec["url"], http_client=http), mode=mode, cache=None) as client:
+            yield client
+
+    def _discard(self, session: PooledSession) -> None:
+        session.dead = True
+        if self._sessions.get(session.key) is session:
+            del self._sessions[session.key]
+        session.stop.set()
+
+    async def _close(self, session: PooledSession) -> None:
+        session.dead = True
+        session.stop.set()
+        if session.owner is not None:
+            try:
+                await asyncio.wait_for(session.owner, 5)
+            except BaseException:  # closing is best effort; a stuck transport must not block shutdown
+                session.owner.cancel()
+
+    async def _reap_idle(self) -> None:
+        while True:
+            await asyncio.sleep(min(30.0, self._settings.mcp_session_idle_s))
+            cutoff = time.monotonic() - self._settings.mcp_session_idle_s
+            for session in list(self._sessions.values()):
+                if session.in_flight == 0 and session.last_used < cutoff:
+                    self._discard(session)
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line reason, looking inside the ExceptionGroups that anyio task groups raise."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text
