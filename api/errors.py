@@ -8,6 +8,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.errors import MCPQError, Unauthorized
@@ -41,6 +45,12 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, kind, str(exc.detail))
 
 
+async def _dependency_down(_: Request, exc: Exception) -> JSONResponse:
+    # The database or Redis is unreachable or out of connections: retryable, not our bug.
+    log.warning("dependency unavailable: %s", exc)
+    return error_response(503, "unavailable", "a backing service is unavailable; try again")
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return error_response(500, "internal_error", "internal error")
@@ -50,6 +60,14 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(MCPQError, _mcpq_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for outage in (
+        OperationalError,
+        SQLAlchemyTimeoutError,
+        InterfaceError,
+        RedisConnectionError,
+        RedisTimeoutError,
+    ):
+        app.add_exception_handler(outage, _dependency_down)
     app.add_exception_handler(Exception, _unexpected)
 
 

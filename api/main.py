@@ -14,12 +14,14 @@ from api.deps import require_admin
 from api.limits import BodySizeLimit
 from api.routers import gateways, health, jobs, tools
 from shared.config import Settings, get_settings
+from shared.context import AppContext
 from shared.db import make_engine, make_session_factory
 from shared.jobs.service import JobQueue
 from shared.jobs.store import JobStore
 from shared.jobs.waiters import JobWaiters
 from shared.migrate import upgrade_to_head
-from shared.redis import make_redis
+from shared.redis import make_redis, start_subscriber, stop_task
+from shared.tools.cache import ToolCache
 
 log = logging.getLogger("mcpq.api")
 
@@ -34,16 +36,29 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = make_engine(settings, application_name="mcpq-api")
     redis = make_redis(settings)
     store = JobStore(redis, settings)
-    waiters = JobWaiters(redis, store, settings.fallback_poll_s)
-    await waiters.start()
+    waiters = JobWaiters(store, settings.fallback_poll_s)
+    ctx = AppContext(
+        settings=settings,
+        session_factory=make_session_factory(engine),
+        queue=JobQueue(redis, store, waiters, settings),
+        tool_cache=ToolCache(settings.tool_cache_ttl_s),
+    )
+
+    def reconnected() -> None:
+        # Messages may have been missed while disconnected.
+        waiters.wake_all()
+        ctx.tool_cache.clear()
+
+    # One pub/sub connection per process carries both job completions and catalog changes.
+    subscriber = await start_subscriber(
+        redis, {store.done_channel: waiters.on_done, ctx.catalog_channel: ctx.tool_cache.clear}, reconnected
+    )
+    app.state.ctx = ctx
     app.state.engine = engine
-    app.state.session_factory = make_session_factory(engine)
-    app.state.redis = redis
-    app.state.queue = JobQueue(redis, store, waiters, settings)
     try:
         yield
     finally:
-        await waiters.stop()
+        await stop_task(subscriber)
         await redis.aclose()
         await engine.dispose()
 

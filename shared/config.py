@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     db_max_overflow: int = 10
     db_pool_timeout_s: float = 10.0
+    db_pool_recycle_s: int = 1800
 
     # Redis and the queue
     redis_max_connections: int = 200
@@ -42,6 +43,8 @@ class Settings(BaseSettings):
     discovery_timeout_s: float = 30.0
     fallback_poll_s: float = 1.0
     max_body_bytes: int = 1_048_576
+    # Resolved tools are cached per API process this long (0 turns the cache off).
+    tool_cache_ttl_s: float = 30.0
 
     # Workers
     worker_max_jobs: int = 500

@@ -15,7 +15,9 @@ def make_engine(settings: Settings, *, application_name: str = "mcpq") -> AsyncE
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_s,
-        pool_pre_ping=True,
+        # No pre-ping (a round trip per checkout): a dropped connection fails one request with
+        # 503 and SQLAlchemy then replaces the pool's connections.
+        pool_recycle=settings.db_pool_recycle_s,
         connect_args={"application_name": application_name},
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -52,12 +53,11 @@ def make_redis(settings: Settings) -> ArqRedis:
 
 async def subscribe_forever(
     redis: Redis,
-    channel: str,
-    on_message: Callable[[str], None],
+    handlers: dict[str, Callable[[str], None]],
     on_connected: Callable[[], None],
     ready: asyncio.Event | None = None,
 ) -> None:
-    """Deliver each message on `channel` to `on_message` until cancelled.
+    """Deliver each message to the handler of its channel until cancelled: one connection for all.
 
     Pub/sub is at-most-once: after a reconnect `on_connected` runs so the owner can re-check
     anything it might have missed while the connection was down.
@@ -65,20 +65,41 @@ async def subscribe_forever(
     while True:
         pubsub = redis.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.subscribe(channel)
+            await pubsub.subscribe(*handlers)
             on_connected()
             if ready is not None:
                 ready.set()
             while True:
                 message = await pubsub.get_message(timeout=None)
                 if message is not None and message["type"] == "message":
-                    data = message["data"]
-                    on_message(data.decode() if isinstance(data, bytes) else str(data))
+                    channel, data = message["channel"], message["data"]
+                    handler = handlers.get(channel.decode() if isinstance(channel, bytes) else str(channel))
+                    if handler is not None:
+                        handler(data.decode() if isinstance(data, bytes) else str(data))
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            log.warning("pub/sub on %s lost (%s); reconnecting", channel, exc)
+            log.warning("pub/sub on %s lost (%s); reconnecting", ", ".join(handlers), exc)
             await asyncio.sleep(0.5)
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def start_subscriber(
+    redis: Redis, handlers: dict[str, Callable[[str], None]], on_connected: Callable[[], None]
+) -> asyncio.Task[None]:
+    """Run `subscribe_forever` in the background; return once it is subscribed."""
+    ready = asyncio.Event()
+    task = asyncio.create_task(
+        run_guarded("pub/sub", lambda: subscribe_forever(redis, handlers, on_connected, ready))
+    )
+    await asyncio.wait_for(ready.wait(), timeout=10)
+    return task
+
+
+async def stop_task(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def run_guarded(name: str, factory: Callable[[], Awaitable[None]]) -> None:

@@ -56,6 +56,12 @@ def build_server(gates: dict[str, Gate], counters: dict[str, int]) -> MCPServer:
         return text
 
     @server.tool()
+    async def delayed_echo(text: str, seconds: float) -> str:
+        """Return the text after a pause."""
+        await asyncio.sleep(seconds)
+        return text
+
+    @server.tool()
     def add(a: int, b: int) -> int:
         """Add two integers."""
         return a + b
@@ -133,25 +139,37 @@ class LegacyServer:
                 "capabilities": {"tools": {}},
                 "serverInfo": {"name": "legacy-backend", "version": "0.9"},
             }
-            return JSONResponse({"jsonrpc": "2.0", "id": msg_id, "result": result},
-                                headers={"mcp-session-id": new_id})
+            return JSONResponse(
+                {"jsonrpc": "2.0", "id": msg_id, "result": result}, headers={"mcp-session-id": new_id}
+            )
         if method == "server/discover" or session_id is None:
-            return JSONResponse({"jsonrpc": "2.0", "id": msg_id,
-                                 "error": {"code": -32601, "message": "Method not found"}})
+            return JSONResponse(
+                {"jsonrpc": "2.0", "id": msg_id, "error": {"code": -32601, "message": "Method not found"}}
+            )
         if session_id not in self.sessions:
-            return JSONResponse({"jsonrpc": "2.0", "id": msg_id,
-                                 "error": {"code": -32001, "message": "Session not found"}}, status_code=404)
+            return JSONResponse(
+                {"jsonrpc": "2.0", "id": msg_id, "error": {"code": -32001, "message": "Session not found"}},
+                status_code=404,
+            )
         if msg_id is None:  # a notification
             return Response(status_code=202)
         return JSONResponse({"jsonrpc": "2.0", "id": msg_id, "result": self._answer(method, message)})
 
     def _answer(self, method: str, message: dict[str, Any]) -> dict[str, Any]:
         if method == "tools/list":
-            return {"tools": [{
-                "name": "echo", "description": "Echo (legacy)",
-                "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}},
-                                "required": ["text"]},
-            }]}
+            return {
+                "tools": [
+                    {
+                        "name": "echo",
+                        "description": "Echo (legacy)",
+                        "inputSchema": {
+                            "type": "object",
+                            "properties": {"text": {"type": "string"}},
+                            "required": ["text"],
+                        },
+                    }
+                ]
+            }
         if method == "tools/call":
             text = message["params"]["arguments"]["text"]
             return {"content": [{"type": "text", "text": f"legacy:{text}"}], "isError": False}
@@ -188,7 +206,10 @@ class Backends:
         server = build_server(self.gates, self.counters)
         apps: dict[str, tuple[Callable[[], Any], str]] = {
             "stateful": (lambda: server.streamable_http_app(), "/mcp"),
-            "stateless": (lambda: server.streamable_http_app(stateless_http=True, json_response=True), "/mcp"),
+            "stateless": (
+                lambda: server.streamable_http_app(stateless_http=True, json_response=True),
+                "/mcp",
+            ),
             "sse": (lambda: server.sse_app(), "/sse"),
             "legacy": (lambda: self.legacy.app, "/mcp"),
         }
@@ -202,7 +223,7 @@ class Backends:
         server = uvicorn.Server(config)
         self._servers.append(server)
         asyncio.get_running_loop().create_task(server.serve())
-        while not server.started:
+        while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for this
             await asyncio.sleep(0.01)
 
     def stop(self) -> None:

@@ -13,6 +13,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
@@ -55,7 +56,7 @@ def postgres_admin_url() -> Iterator[str]:
         from shared.embedded import EmbeddedPostgres
 
         with EmbeddedPostgres() as server:
-            yield server.url
+            yield server.url()
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +70,7 @@ def redis_base_url() -> Iterator[str]:
         from shared.embedded import EmbeddedRedis
 
         with EmbeddedRedis() as server:
-            yield server.url
+            yield server.url()
 
 
 @pytest.fixture(scope="session")
@@ -89,9 +90,9 @@ def database_url(postgres_admin_url: str) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_url(redis_base_url: str) -> Iterator[str]:
     """A Redis db of this run's own, claimed with a lock key so parallel runs never share one."""
-    base = make_url(redis_base_url.replace("redis://", "postgresql://", 1))  # reuse the URL parser
+    base = urlsplit(redis_base_url)
     for db in range(1, 16):
-        url = f"redis://{base.host or '127.0.0.1'}:{base.port or 6379}/{db}"
+        url = urlunsplit((base.scheme, base.netloc, f"/{db}", base.query, ""))
         client = sync_redis.Redis.from_url(url)
         if client.set(REDIS_LOCK_KEY, RUN_ID, nx=True, ex=3 * 3600):
             client.flushdb()
@@ -157,8 +158,10 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(
-        transport=transport, base_url="http://mcpq.test",
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60,
+        transport=transport,
+        base_url="http://mcpq.test",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        timeout=60,
     ) as http:
         yield http
 
@@ -188,7 +191,9 @@ async def worker(settings: Settings) -> AsyncIterator[Worker]:
 
 
 @pytest.fixture
-async def gateway(client: httpx.AsyncClient, backends: Backends, worker: Worker) -> AsyncIterator[dict[str, Any]]:
+async def gateway(
+    client: httpx.AsyncClient, backends: Backends, worker: Worker
+) -> AsyncIterator[dict[str, Any]]:
     """A gateway registered on the stateful streamable-HTTP backend, removed afterwards."""
     name = f"gw-{uuid.uuid4().hex[:8]}"
     response = await client.post("/v1/gateways", json={"name": name, "url": backends.urls["stateful"]})

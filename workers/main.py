@@ -5,8 +5,6 @@ It never opens a database connection: jobs carry every value they need.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -18,7 +16,7 @@ from arq.worker import func
 from shared.config import get_settings
 from shared.jobs.schemas import JobKind
 from shared.jobs.store import JobStore
-from shared.redis import job_deserializer, job_serializer, run_guarded, subscribe_forever
+from shared.redis import job_deserializer, job_serializer, start_subscriber, stop_task
 from workers import wake
 from workers.sessions import SessionPool
 from workers.tasks import call_tool, discover
@@ -34,23 +32,16 @@ async def startup(ctx: dict[str, Any]) -> None:
     store = JobStore(ctx["redis"], settings)
     sessions = SessionPool(settings)
     sessions.start()
-    ctx.update(settings=settings, store=store, sessions=sessions)
-    ready = asyncio.Event()
-    ctx["wake_listener"] = asyncio.create_task(
-        run_guarded(
-            "worker-wake",
-            lambda: subscribe_forever(ctx["redis"], store.wake_channel, lambda _: wake.wake(), wake.wake, ready),
-        )
+    ctx.update(
+        settings=settings, store=store, sessions=sessions, worker_id=f"{socket.gethostname()}:{os.getpid()}"
     )
-    await asyncio.wait_for(ready.wait(), timeout=10)
+    ctx["wake_listener"] = await start_subscriber(
+        ctx["redis"], {store.wake_channel: lambda _: wake.wake()}, wake.wake
+    )
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    listener: asyncio.Task[None] | None = ctx.get("wake_listener")
-    if listener is not None:
-        listener.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await listener
+    await stop_task(ctx.get("wake_listener"))
     sessions: SessionPool | None = ctx.get("sessions")
     if sessions is not None:
         await sessions.close()

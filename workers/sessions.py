@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio
 import httpx2
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-INVALID_REQUEST = -32600
 # Pre-2026 protocol revisions negotiate with `initialize`; newer ones are stateless and pinned.
 HANDSHAKE_ERA_PREFIX = "2025-"
 
@@ -84,9 +83,9 @@ class SessionPool:
             try:
                 return await operation(session.client)
             except MCPError as exc:
-                # "Session terminated" is the server's 404 for an expired Mcp-Session-Id: the
-                # request was refused, not run, so sending it again on a fresh session is safe.
-                if exc.code == INVALID_REQUEST and "terminated" in exc.message and attempt == 1:
+                # A 404 for an expired Mcp-Session-Id: the request was refused, not run, so
+                # sending it again on a fresh session is safe.
+                if session_expired(exc) and attempt == 1:
                     self._discard(session)
                     continue
                 raise
@@ -140,7 +139,9 @@ class SessionPool:
         log.info("opened MCP session to %s (%s, protocol %s)", spec["gateway"], spec["url"], version)
         return session
 
-    async def _own(self, spec: BackendSpec, mode: str, ready: asyncio.Future[Client], stop: asyncio.Event) -> None:
+    async def _own(
+        self, spec: BackendSpec, mode: str, ready: asyncio.Future[Client], stop: asyncio.Event
+    ) -> None:
         try:
             async with self._connect(spec, mode) as client:
                 ready.set_result(client)
@@ -158,18 +159,25 @@ class SessionPool:
         s = self._settings
         if spec["transport"] == "sse":
             transport = sse_client(
-                spec["url"], headers=spec["headers"], timeout=s.mcp_connect_timeout_s,
+                spec["url"],
+                headers=spec["headers"],
+                timeout=s.mcp_connect_timeout_s,
                 sse_read_timeout=s.mcp_session_idle_s + 60,
             )
             async with Client(transport, mode=mode, cache=None) as client:
                 yield client
             return
-        async with httpx2.AsyncClient(
-            headers=spec["headers"],
-            # No read timeout here: each request carries its own (the job's backend timeout).
-            timeout=httpx2.Timeout(s.mcp_connect_timeout_s, read=None, pool=None),
-            limits=httpx2.Limits(max_connections=s.mcp_http_max_connections, max_keepalive_connections=100),
-        ) as http, Client(streamable_http_client(spec["url"], http_client=http), mode=mode, cache=None) as client:
+        async with (
+            httpx2.AsyncClient(
+                headers=spec["headers"],
+                # No read timeout here: each request carries its own (the job's backend timeout).
+                timeout=httpx2.Timeout(s.mcp_connect_timeout_s, read=None, pool=None),
+                limits=httpx2.Limits(
+                    max_connections=s.mcp_http_max_connections, max_keepalive_connections=100
+                ),
+            ) as http,
+            Client(streamable_http_client(spec["url"], http_client=http), mode=mode, cache=None) as client,
+        ):
             yield client
 
     def _discard(self, session: PooledSession) -> None:
@@ -194,6 +202,14 @@ class SessionPool:
             for session in list(self._sessions.values()):
                 if session.in_flight == 0 and session.last_used < cutoff:
                     self._discard(session)
+
+
+def session_expired(exc: MCPError) -> bool:
+    """Servers spell "your session is gone" differently: the Python SDK answers -32600 "Session
+    not found", the TypeScript SDK -32001 (the code clients also use for their own timeouts), and
+    this client turns a bare 404 into "Session terminated". The message is what they share."""
+    message = exc.message.lower()
+    return "session" in message and any(word in message for word in ("not found", "terminated", "expired"))
 
 
 def describe(exc: BaseException) -> str:

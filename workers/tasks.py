@@ -15,7 +15,7 @@ from mcp import Client, MCPError
 
 from shared.jobs.schemas import BackendSpec, CallToolPayload, DiscoverPayload, Envelope
 from shared.jobs.store import CANCELLED_ERROR, JobStore
-from workers.sessions import SessionPool, describe
+from workers.sessions import SessionPool, describe, session_expired
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def failure(kind: str, message: str) -> Envelope:
 def classify(exc: BaseException, timeout_s: float) -> Envelope:
     """Map what the SDK raised to an error type the API turns into a status code."""
     if isinstance(exc, MCPError):
-        if exc.code == REQUEST_TIMEOUT:
+        if exc.code == REQUEST_TIMEOUT and not session_expired(exc):
             return failure("timeout", f"the backend did not answer within {timeout_s}s")
         return failure("protocol_error", f"MCP error {exc.code}: {exc.message}")
     if isinstance(exc, TimeoutError):
@@ -40,12 +40,16 @@ def classify(exc: BaseException, timeout_s: float) -> Envelope:
 
 
 async def _guarded(
-    ctx: dict[str, Any], job_id: str, backend: BackendSpec, retry_safe: bool, deadline: float,
+    ctx: dict[str, Any],
+    job_id: str,
+    backend: BackendSpec,
+    retry_safe: bool,
+    deadline: float,
     work: Callable[[], Awaitable[Envelope]],
 ) -> Envelope:
     """The state machine around any backend operation: start, run, record the outcome, push it."""
     store: JobStore = ctx["store"]
-    previous, attempts = await store.start(job_id)
+    previous, attempts = await store.start(job_id, ctx["worker_id"])
     if previous not in ("queued", "running"):
         # Cancelled while queued, already finished, or its record expired: nothing to do.
         return failure("skipped", f"job was already {previous}")
@@ -93,8 +97,10 @@ async def call_tool(ctx: dict[str, Any], payload: CallToolPayload) -> Envelope:
 
     async def call(client: Client) -> Envelope:
         result = await client.call_tool(
-            payload["tool"], payload["arguments"],
-            read_timeout_seconds=backend["timeout_s"], progress_callback=on_progress,
+            payload["tool"],
+            payload["arguments"],
+            read_timeout_seconds=backend["timeout_s"],
+            progress_callback=on_progress,
         )
         dumped = _dump(result)
         body = {k: dumped[k] for k in ("content", "structuredContent", "isError", "_meta") if k in dumped}
@@ -102,8 +108,9 @@ async def call_tool(ctx: dict[str, Any], payload: CallToolPayload) -> Envelope:
         return {"ok": True, "result": body}
 
     async def work() -> Envelope:
+        sessions: SessionPool = ctx["sessions"]
         async with asyncio.timeout(backend["timeout_s"] + 5):
-            return await ctx["sessions"].run(backend, call)
+            return await sessions.run(backend, call)
 
     return await _guarded(ctx, job_id, backend, payload["retry_safe"], payload["deadline"], work)
 
@@ -136,7 +143,10 @@ async def discover(ctx: dict[str, Any], payload: DiscoverPayload) -> Envelope:
         result: dict[str, Any] = {
             "protocol_version": client.protocol_version,
             "server": {"name": info.name, "version": info.version} if info else None,
-            "tools": [], "resources": [], "resource_templates": [], "prompts": [],
+            "tools": [],
+            "resources": [],
+            "resource_templates": [],
+            "prompts": [],
         }
         if caps.tools is not None:
             result["tools"] = await _collect(lambda c: client.list_tools(cursor=c), "tools")
@@ -150,8 +160,9 @@ async def discover(ctx: dict[str, Any], payload: DiscoverPayload) -> Envelope:
         return {"ok": True, "result": result}
 
     async def work() -> Envelope:
+        sessions: SessionPool = ctx["sessions"]
         async with asyncio.timeout(backend["timeout_s"]):
-            return await ctx["sessions"].run(backend, catalog)
+            return await sessions.run(backend, catalog)
 
     # Discovery only reads, so it is always safe to run again.
     return await _guarded(ctx, payload["job_id"], backend, True, payload["deadline"], work)

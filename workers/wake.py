@@ -46,4 +46,4 @@ async def wakeable_poll(step: float = 0.5) -> AsyncGenerator[float, None]:
 
 def install() -> None:
     # Guarded by tests/test_worker_wake.py, which fails if arq's loop stops using this name.
-    arq.worker.poll = wakeable_poll  # type: ignore[assignment]
+    arq.worker.poll = wakeable_poll  # type: ignore[attr-defined]

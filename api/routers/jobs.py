@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from api.deps import QueueDep, SettingsDep
+from api.deps import ContextDep
 from shared.errors import ValidationFailed
 from shared.jobs.schemas import JobRecord, JobStatus
 
@@ -23,7 +23,9 @@ def job_location(job_id: str) -> str:
 
 def accepted(record_id: str, status: str) -> JSONResponse:
     return JSONResponse(
-        {"job_id": record_id, "status": status}, status_code=202, headers={"Location": job_location(record_id)}
+        {"job_id": record_id, "status": status},
+        status_code=202,
+        headers={"Location": job_location(record_id)},
     )
 
 
@@ -35,7 +37,10 @@ def call_response(record: JobRecord) -> JSONResponse:
         return accepted(record.id, record.status.value)
     error = record.error or {"type": "error", "message": "the job failed"}
     body: dict[str, Any] = {
-        "error": error["type"], "detail": error["message"], "job_id": record.id, "status": record.status.value,
+        "error": error["type"],
+        "detail": error["message"],
+        "job_id": record.id,
+        "status": record.status.value,
     }
     return JSONResponse(body, status_code=_FAILURE_STATUS.get(error["type"], 502))
 
@@ -43,16 +48,15 @@ def call_response(record: JobRecord) -> JSONResponse:
 @router.get("/{job_id}")
 async def get_job(
     job_id: str,
-    queue: QueueDep,
-    settings: SettingsDep,
+    ctx: ContextDep,
     wait: Annotated[float, Query(ge=0, description="long-poll up to this many seconds")] = 0.0,
 ) -> dict[str, Any]:
-    if wait > settings.max_wait_s:
-        raise ValidationFailed(f"wait may be at most {settings.max_wait_s}")
-    return (await queue.get(job_id, wait)).to_public()
+    if wait > ctx.settings.max_wait_s:
+        raise ValidationFailed(f"wait may be at most {ctx.settings.max_wait_s}")
+    return (await ctx.queue.get(job_id, wait)).to_public()
 
 
 @router.delete("/{job_id}")
-async def cancel_job(job_id: str, queue: QueueDep) -> JSONResponse:
-    record = await queue.cancel(job_id)
+async def cancel_job(job_id: str, ctx: ContextDep) -> JSONResponse:
+    record = await ctx.queue.cancel(job_id)
     return JSONResponse(record.to_public(), status_code=200 if record.status.terminal else 202)

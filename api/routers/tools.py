@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from api.deps import QueueDep, SessionFactoryDep, SettingsDep
+from api.deps import ContextDep
 from api.routers.jobs import accepted, call_response
 from shared.jobs.schemas import JobStatus
 from shared.tools import service as tool_service
@@ -18,30 +18,26 @@ router = APIRouter(prefix="/v1/tools", tags=["tools"])
 
 @router.get("")
 async def list_tools(
-    sf: SessionFactoryDep,
+    ctx: ContextDep,
     gateway: str | None = None,
     limit: Annotated[int, Query(ge=1, le=tool_service.MAX_PAGE)] = 100,
     cursor: str | None = None,
 ) -> ToolPage:
-    return await tool_service.list_page(sf, gateway=gateway, cursor=cursor, limit=limit)
+    return await tool_service.list_page(ctx, gateway=gateway, cursor=cursor, limit=limit)
 
 
 @router.get("/{ref}")
-async def get_tool(ref: str, sf: SessionFactoryDep) -> ToolOut:
-    return await tool_service.get(sf, ref)
+async def get_tool(ref: str, ctx: ContextDep) -> ToolOut:
+    return await tool_service.get(ctx, ref)
 
 
 @router.post("/{ref}/call")
-async def call_tool(
-    ref: str, body: CallRequest, sf: SessionFactoryDep, queue: QueueDep, settings: SettingsDep
-) -> JSONResponse:
-    record = await tool_service.call(sf, queue, settings, ref, body.arguments, body.timeout_s)
+async def call_tool(ref: str, body: CallRequest, ctx: ContextDep) -> JSONResponse:
+    record = await tool_service.call(ctx, ref, body.arguments, body.timeout_s)
     return call_response(record)
 
 
 @router.post("/{ref}/jobs", status_code=202)
-async def submit_job(
-    ref: str, body: JobSubmitRequest, sf: SessionFactoryDep, queue: QueueDep, settings: SettingsDep
-) -> JSONResponse:
-    job_id = await tool_service.submit(sf, queue, settings, ref, body.arguments)
+async def submit_job(ref: str, body: JobSubmitRequest, ctx: ContextDep) -> JSONResponse:
+    job_id = await tool_service.submit(ctx, ref, body.arguments)
     return accepted(job_id, JobStatus.QUEUED.value)

@@ -10,6 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.models import Gateway, Prompt, Resource, Tool
 
+CatalogModel = type[Tool] | type[Resource] | type[Prompt]
+
 
 async def get(s: AsyncSession, gateway_id: uuid.UUID) -> Gateway | None:
     return await s.get(Gateway, gateway_id)
@@ -26,7 +28,8 @@ async def list_all(s: AsyncSession) -> list[Gateway]:
 async def counts(s: AsyncSession, gateway_ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[int, int, int]]:
     """(tools, resources, prompts) per gateway, in three grouped queries."""
     result: dict[uuid.UUID, list[int]] = {gid: [0, 0, 0] for gid in gateway_ids}
-    for index, model in enumerate((Tool, Resource, Prompt)):
+    models: tuple[CatalogModel, ...] = (Tool, Resource, Prompt)
+    for index, model in enumerate(models):
         rows = await s.execute(
             select(model.gateway_id, func.count())
             .where(model.gateway_id.in_(gateway_ids))
@@ -45,7 +48,10 @@ async def delete_gateway(s: AsyncSession, gateway_id: uuid.UUID) -> bool:
 async def replace_catalog(s: AsyncSession, gateway_id: uuid.UUID, catalog: dict[str, Any]) -> None:
     """Make the stored tools, resources and prompts match a fresh discovery: add, update, remove."""
     await _sync(
-        s, Tool, gateway_id, "name",
+        s,
+        Tool,
+        gateway_id,
+        "name",
         [
             {
                 "name": t["name"],
@@ -59,17 +65,30 @@ async def replace_catalog(s: AsyncSession, gateway_id: uuid.UUID, catalog: dict[
         ],
     )
     resources = [
-        {"uri": r["uri"], "is_template": False, "name": r.get("name") or r["uri"],
-         "description": r.get("description"), "mime_type": r.get("mimeType")}
+        {
+            "uri": r["uri"],
+            "is_template": False,
+            "name": r.get("name") or r["uri"],
+            "description": r.get("description"),
+            "mime_type": r.get("mimeType"),
+        }
         for r in catalog.get("resources", [])
     ] + [
-        {"uri": r["uriTemplate"], "is_template": True, "name": r.get("name") or r["uriTemplate"],
-         "description": r.get("description"), "mime_type": r.get("mimeType")}
+        {
+            "uri": r["uriTemplate"],
+            "is_template": True,
+            "name": r.get("name") or r["uriTemplate"],
+            "description": r.get("description"),
+            "mime_type": r.get("mimeType"),
+        }
         for r in catalog.get("resource_templates", [])
     ]
     await _sync(s, Resource, gateway_id, "uri", resources)
     await _sync(
-        s, Prompt, gateway_id, "name",
+        s,
+        Prompt,
+        gateway_id,
+        "name",
         [
             {"name": p["name"], "description": p.get("description"), "arguments": p.get("arguments") or []}
             for p in catalog.get("prompts", [])
@@ -78,19 +97,23 @@ async def replace_catalog(s: AsyncSession, gateway_id: uuid.UUID, catalog: dict[
 
 
 async def _sync(
-    s: AsyncSession, model: type[Tool] | type[Resource] | type[Prompt], gateway_id: uuid.UUID,
-    key: str, fresh: list[dict[str, Any]],
+    s: AsyncSession,
+    model: CatalogModel,
+    gateway_id: uuid.UUID,
+    key: str,
+    fresh: list[dict[str, Any]],
 ) -> None:
-    existing = {getattr(row, key): row for row in await s.scalars(select(model).where(model.gateway_id == gateway_id))}
+    rows: list[Any] = list(await s.scalars(select(model).where(model.gateway_id == gateway_id)))
+    existing = {getattr(row, key): row for row in rows}
     wanted = {item[key]: item for item in fresh}
     for name, row in existing.items():
         if name not in wanted:
             await s.delete(row)
     for name, values in wanted.items():
-        row = existing.get(name)
-        if row is None:
+        current = existing.get(name)
+        if current is None:
             s.add(model(gateway_id=gateway_id, **values))
-        else:
-            for field, value in values.items():
-                if getattr(row, field) != value:
-                    setattr(row, field, value)
+            continue
+        for field, value in values.items():
+            if getattr(current, field) != value:
+                setattr(current, field, value)

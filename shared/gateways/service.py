@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from shared.config import Settings
+from shared.context import AppContext
 from shared.db import SessionFactory
 from shared.errors import BackendError, Conflict, GatewayTimeout, NotFound, ValidationFailed
 from shared.gateways import repository
@@ -42,10 +43,21 @@ async def _to_out(sf: SessionFactory, gateways: list[Gateway]) -> list[GatewayOu
         counts = await repository.counts(s, [g.id for g in gateways])
     return [
         GatewayOut(
-            id=g.id, name=g.name, url=g.url, transport=g.transport, timeout_s=g.timeout_s, status=g.status,
-            protocol_version=g.protocol_version, server_name=g.server_name, server_version=g.server_version,
-            tool_count=counts[g.id][0], resource_count=counts[g.id][1], prompt_count=counts[g.id][2],
-            created_at=g.created_at, updated_at=g.updated_at, refreshed_at=g.refreshed_at,
+            id=g.id,
+            name=g.name,
+            url=g.url,
+            transport=g.transport,
+            timeout_s=g.timeout_s,
+            status=g.status,
+            protocol_version=g.protocol_version,
+            server_name=g.server_name,
+            server_version=g.server_version,
+            tool_count=counts[g.id][0],
+            resource_count=counts[g.id][1],
+            prompt_count=counts[g.id][2],
+            created_at=g.created_at,
+            updated_at=g.updated_at,
+            refreshed_at=g.refreshed_at,
         )
         for g in gateways
     ]
@@ -82,7 +94,8 @@ def _apply_server_info(gateway: Gateway, catalog: dict[str, Any]) -> None:
     gateway.status = "active"
 
 
-async def register(sf: SessionFactory, queue: JobQueue, settings: Settings, body: GatewayCreate) -> GatewayOut:
+async def register(ctx: AppContext, body: GatewayCreate) -> GatewayOut:
+    sf, settings = ctx.session_factory, ctx.settings
     timeout_s = body.timeout_s or settings.default_backend_timeout_s
     if timeout_s > settings.max_backend_timeout_s:
         raise ValidationFailed(f"timeout_s may be at most {settings.max_backend_timeout_s}")
@@ -90,10 +103,14 @@ async def register(sf: SessionFactory, queue: JobQueue, settings: Settings, body
         if await repository.name_taken(s, body.name):
             raise Conflict(f"a gateway named {body.name!r} already exists")
     gateway = Gateway(
-        id=uuid.uuid4(), name=body.name, url=body.url, transport=body.transport,
-        headers=body.headers, timeout_s=timeout_s,
+        id=uuid.uuid4(),
+        name=body.name,
+        url=body.url,
+        transport=body.transport,
+        headers=body.headers,
+        timeout_s=timeout_s,
     )
-    catalog = await _discover(queue, backend_spec(gateway), settings)
+    catalog = await _discover(ctx.queue, backend_spec(gateway), settings)
     _apply_server_info(gateway, catalog)
     async with sf() as s:
         s.add(gateway)
@@ -103,17 +120,19 @@ async def register(sf: SessionFactory, queue: JobQueue, settings: Settings, body
             raise Conflict(f"a gateway named {body.name!r} already exists") from None
         await repository.replace_catalog(s, gateway.id, catalog)
         await s.commit()
+    await ctx.catalog_changed()
     return (await _to_out(sf, [gateway]))[0]
 
 
-async def refresh(sf: SessionFactory, queue: JobQueue, settings: Settings, raw_id: str) -> GatewayOut:
+async def refresh(ctx: AppContext, raw_id: str) -> GatewayOut:
+    sf = ctx.session_factory
     gateway_id = parse_id(raw_id)
     async with sf() as s:
         gateway = await repository.get(s, gateway_id)
         if gateway is None:
             raise NotFound(f"gateway {raw_id} not found")
         spec = backend_spec(gateway)
-    catalog = await _discover(queue, spec, settings)
+    catalog = await _discover(ctx.queue, spec, ctx.settings)
     async with sf() as s:
         gateway = await repository.get(s, gateway_id)
         if gateway is None:
@@ -122,11 +141,13 @@ async def refresh(sf: SessionFactory, queue: JobQueue, settings: Settings, raw_i
         gateway.refreshed_at = gateway.updated_at = utcnow()
         await repository.replace_catalog(s, gateway_id, catalog)
         await s.commit()
+    await ctx.catalog_changed()
     return (await _to_out(sf, [gateway]))[0]
 
 
-async def get(sf: SessionFactory, raw_id: str) -> GatewayOut:
+async def get(ctx: AppContext, raw_id: str) -> GatewayOut:
     gateway_id = parse_id(raw_id)
+    sf = ctx.session_factory
     async with sf() as s:
         gateway = await repository.get(s, gateway_id)
     if gateway is None:
@@ -134,16 +155,17 @@ async def get(sf: SessionFactory, raw_id: str) -> GatewayOut:
     return (await _to_out(sf, [gateway]))[0]
 
 
-async def list_all(sf: SessionFactory) -> list[GatewayOut]:
-    async with sf() as s:
+async def list_all(ctx: AppContext) -> list[GatewayOut]:
+    async with ctx.session_factory() as s:
         gateways = await repository.list_all(s)
-    return await _to_out(sf, gateways)
+    return await _to_out(ctx.session_factory, gateways)
 
 
-async def delete(sf: SessionFactory, raw_id: str) -> None:
+async def delete(ctx: AppContext, raw_id: str) -> None:
     gateway_id = parse_id(raw_id)
-    async with sf() as s:
+    async with ctx.session_factory() as s:
         deleted = await repository.delete_gateway(s, gateway_id)
         await s.commit()
     if not deleted:
         raise NotFound(f"gateway {raw_id} not found")
+    await ctx.catalog_changed()

@@ -86,6 +86,7 @@ class JobRecord:
     result: Any
     error: JobError | None
     attempts: int
+    worker: str | None
     progress: dict[str, Any] | None
     cancel_requested: bool
 
@@ -108,6 +109,7 @@ class JobRecord:
             result=loads("result"),
             error=loads("error"),
             attempts=int(fields.get("attempts", "0")),
+            worker=fields.get("worker") or None,
             progress=loads("progress"),
             cancel_requested=fields.get("cancel_requested") == "1",
         )
@@ -122,6 +124,7 @@ class JobRecord:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "attempts": self.attempts,
+            "worker": self.worker,
         }
         if self.status is JobStatus.COMPLETED:
             body["result"] = self.result

@@ -38,16 +38,9 @@ class JobQueue:
     async def submit(self, kind: JobKind, payload: dict[str, Any], tool: str | None) -> str:
         job_id = str(payload["job_id"])
         try:
-            await self.store.create(job_id, kind.value, tool)
-            job = await self.redis.enqueue_job(
-                kind.value, payload, _job_id=job_id, _expires=self.settings.queue_ttl_s
-            )
-            if job is None:  # only possible with a reused id
-                raise Conflict(f"job {job_id} already exists")
-            await self.redis.publish(self.store.wake_channel, b"1")
+            await self.store.enqueue(job_id, kind.value, tool, payload)
         except RedisError as exc:
             log.warning("enqueue of %s failed: %s", job_id, exc)
-            await self._discard_quietly(job_id)
             raise ServiceUnavailable("the job queue is unavailable; try again") from exc
         return job_id
 
@@ -86,9 +79,3 @@ class JobQueue:
         if record is None:
             raise NotFound(f"job {job_id} not found")
         return record
-
-    async def _discard_quietly(self, job_id: str) -> None:
-        try:
-            await self.store.discard(job_id)
-        except RedisError:
-            log.warning("could not discard the record of %s", job_id)

@@ -11,20 +11,23 @@ import json
 import time
 from typing import Any
 
-from arq.jobs import Job
+from arq.constants import job_key_prefix
+from arq.jobs import Job, serialize_job
+from arq.utils import timestamp_ms
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from shared.config import Settings
 from shared.jobs.schemas import Envelope, JobError, JobRecord, JobStatus, utc_iso
-from shared.redis import job_deserializer
+from shared.redis import job_deserializer, job_serializer
 
-# KEYS[1] record; ARGV now. Returns {previous status, attempts}.
+# KEYS[1] record; ARGV now, worker id. Returns {previous status, attempts}.
 _START = """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {'missing', '0'} end
 if st == 'queued' or st == 'running' then
   local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
+  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'worker', ARGV[2])
   return {st, tostring(attempts)}
 end
 return {st, redis.call('HGET', KEYS[1], 'attempts') or '0'}
@@ -75,7 +78,7 @@ class JobStore:
     def _key(self, job_id: str) -> str:
         return self._settings.key("job", job_id)
 
-    async def create(self, job_id: str, kind: str, tool: str | None) -> None:
+    def _create(self, pipe: Pipeline, job_id: str, kind: str, tool: str | None) -> None:
         s = self._settings
         # Outlives the longest a job can wait and run, then the retention time.
         ttl = int(s.queue_ttl_s + s.max_backend_timeout_s + s.result_ttl_s)
@@ -88,20 +91,37 @@ class JobStore:
             "created_ts": repr(time.time()),
             "attempts": "0",
         }
+        pipe.hset(self._key(job_id), mapping=fields)
+        pipe.expire(self._key(job_id), ttl)
+
+    async def create(self, job_id: str, kind: str, tool: str | None) -> None:
+        """A record alone, with no arq job behind it (tests, and jobs enqueued elsewhere)."""
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self._key(job_id), mapping=fields)
-            pipe.expire(self._key(job_id), ttl)
+            self._create(pipe, job_id, kind, tool)
             await pipe.execute()
 
-    async def discard(self, job_id: str) -> None:
-        await self._redis.delete(self._key(job_id))
+    async def enqueue(self, job_id: str, kind: str, tool: str | None, payload: dict[str, Any]) -> None:
+        """Record, arq job and worker wake-up in one MULTI/EXEC: one round trip instead of five.
+
+        It writes what `ArqRedis.enqueue_job` writes (the serialized job under arq's job key,
+        the id in the queue's sorted set) minus its WATCH/EXISTS guard against a reused id,
+        which fresh random ids make moot.
+        """
+        now_ms = timestamp_ms()
+        job = serialize_job(kind, (payload,), {}, None, now_ms, serializer=job_serializer)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            self._create(pipe, job_id, kind, tool)
+            pipe.psetex(job_key_prefix + job_id, int(self._settings.queue_ttl_s * 1000), job)
+            pipe.zadd(self._settings.queue_name, {job_id: now_ms})
+            pipe.publish(self.wake_channel, b"1")
+            await pipe.execute()
 
     async def get(self, job_id: str) -> JobRecord | None:
         raw = await self._redis.hgetall(self._key(job_id))  # type: ignore[misc]
         return JobRecord.from_hash(raw) if raw else None
 
-    async def start(self, job_id: str) -> tuple[str, int]:
-        previous, attempts = await self._start(keys=[self._key(job_id)], args=[utc_iso()])
+    async def start(self, job_id: str, worker: str) -> tuple[str, int]:
+        previous, attempts = await self._start(keys=[self._key(job_id)], args=[utc_iso(), worker])
         return previous.decode(), int(attempts)
 
     async def finish(self, job_id: str, envelope: Envelope) -> bool:
@@ -114,8 +134,15 @@ class JobStore:
             result, error = "", json.dumps(err)
         applied = await self._finish(
             keys=[self._key(job_id)],
-            args=[status.value, utc_iso(), result, error, self._settings.result_ttl_s,
-                  self.done_channel, job_id],
+            args=[
+                status.value,
+                utc_iso(),
+                result,
+                error,
+                self._settings.result_ttl_s,
+                self.done_channel,
+                job_id,
+            ],
         )
         return bool(applied)
 
@@ -125,8 +152,13 @@ class JobStore:
     async def request_cancel(self, job_id: str) -> str:
         state = await self._cancel(
             keys=[self._key(job_id)],
-            args=[utc_iso(), self._settings.result_ttl_s, self.done_channel, job_id,
-                  json.dumps(CANCELLED_ERROR)],
+            args=[
+                utc_iso(),
+                self._settings.result_ttl_s,
+                self.done_channel,
+                job_id,
+                json.dumps(CANCELLED_ERROR),
+            ],
         )
         return str(state.decode() if isinstance(state, bytes) else state)
 
@@ -139,17 +171,20 @@ class JobStore:
         if outcome is None and record.status is JobStatus.QUEUED:
             created = float((await self._redis.hget(self._key(job_id), "created_ts")) or 0)  # type: ignore[misc]
             if time.time() - created > self._settings.queue_ttl_s:
-                outcome = {"ok": False, "error": {
-                    "type": "expired",
-                    "message": f"no worker picked the job up within {self._settings.queue_ttl_s}s",
-                }}
+                outcome = {
+                    "ok": False,
+                    "error": {
+                        "type": "expired",
+                        "message": f"no worker picked the job up within {self._settings.queue_ttl_s}s",
+                    },
+                }
         if outcome is not None:
             await self.finish(job_id, outcome)
             return await self.get(job_id)
         return record
 
     async def _arq_outcome(self, job_id: str) -> Envelope | None:
-        info = await Job(job_id, self._redis, _deserializer=job_deserializer).result_info()  # type: ignore[arg-type]
+        info = await Job(job_id, self._redis, _deserializer=job_deserializer).result_info()
         if info is None:
             return None
         value = info.result
@@ -161,5 +196,8 @@ class JobStore:
         if name == "CancelledError":
             return {"ok": False, "error": CANCELLED_ERROR}
         if message == "job expired":
-            return {"ok": False, "error": {"type": "expired", "message": "the job expired before a worker ran it"}}
+            return {
+                "ok": False,
+                "error": {"type": "expired", "message": "the job expired before a worker ran it"},
+            }
         return {"ok": False, "error": {"type": "worker_error", "message": f"{name}: {message}"}}

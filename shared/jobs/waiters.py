@@ -7,48 +7,27 @@ import contextlib
 from collections import defaultdict
 from collections.abc import AsyncIterator
 
-from redis.asyncio import Redis
-
 from shared.jobs.schemas import JobRecord
 from shared.jobs.store import JobStore
-from shared.redis import run_guarded, subscribe_forever
 
 
 class JobWaiters:
-    def __init__(self, redis: Redis, store: JobStore, fallback_poll_s: float) -> None:
-        self._redis = redis
+    """Waiters register an event per job id; the process's one subscriber calls `on_done`."""
+
+    def __init__(self, store: JobStore, fallback_poll_s: float) -> None:
         self._store = store
         self._fallback_poll_s = fallback_poll_s
         self._events: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def waiting(self) -> int:
         return sum(len(events) for events in self._events.values())
 
-    async def start(self) -> None:
-        ready = asyncio.Event()
-        self._task = asyncio.create_task(
-            run_guarded(
-                "job-waiters",
-                lambda: subscribe_forever(
-                    self._redis, self._store.done_channel, self._on_done, self._wake_all, ready
-                ),
-            )
-        )
-        await asyncio.wait_for(ready.wait(), timeout=10)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    def _on_done(self, job_id: str) -> None:
+    def on_done(self, job_id: str) -> None:
         for event in self._events.get(job_id, ()):
             event.set()
 
-    def _wake_all(self) -> None:
+    def wake_all(self) -> None:
         # After a (re)connect we may have missed messages: let every waiter re-read its record.
         for events in self._events.values():
             for event in events:
@@ -76,10 +55,10 @@ class JobWatch:
         self._event = event
         self._fallback_poll_s = fallback_poll_s
 
-    async def wait(self, timeout: float) -> JobRecord | None:
-        """The record once terminal, or as it stands when `timeout` runs out (None if unknown)."""
+    async def wait(self, wait_s: float) -> JobRecord | None:
+        """The record once terminal, or as it stands after `wait_s` seconds (None if unknown)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + wait_s
         while True:
             # Clear before reading: a push that lands during the read is then not lost.
             self._event.clear()

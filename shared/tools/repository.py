@@ -10,19 +10,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.models import Gateway, Tool
 
 
-def _with_gateway() -> Select[tuple[Tool, Gateway]]:
+def _with_gateway() -> Select[Tool, Gateway]:
     return select(Tool, Gateway).join(Gateway, Tool.gateway_id == Gateway.id)
 
 
 async def by_id(s: AsyncSession, tool_id: uuid.UUID) -> tuple[Tool, Gateway] | None:
-    row = (await s.execute(_with_gateway().where(Tool.id == tool_id))).tuples().first()
-    return None if row is None else (row[0], row[1])
+    return (await s.execute(_with_gateway().where(Tool.id == tool_id))).tuples().first()
 
 
 async def by_qualified_name(s: AsyncSession, gateway: str, tool: str) -> tuple[Tool, Gateway] | None:
     stmt = _with_gateway().where(Gateway.name == gateway, Tool.name == tool)
-    row = (await s.execute(stmt)).tuples().first()
-    return None if row is None else (row[0], row[1])
+    return (await s.execute(stmt)).tuples().first()
 
 
 async def page(
@@ -34,4 +32,4 @@ async def page(
         stmt = stmt.where(Gateway.name == gateway)
     if after is not None:
         stmt = stmt.where(tuple_(Gateway.name, Tool.name) > tuple_(*after))
-    return [(t, g) for t, g in (await s.execute(stmt)).tuples()]
+    return list((await s.execute(stmt)).tuples())

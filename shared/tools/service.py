@@ -16,11 +16,12 @@ from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 
 from shared.config import Settings
+from shared.context import AppContext
 from shared.db import SessionFactory
 from shared.errors import BadRequest, InvalidArguments, NotFound, ValidationFailed
 from shared.gateways.service import backend_spec
 from shared.jobs.schemas import CallToolPayload, JobKind, JobRecord
-from shared.jobs.service import JobQueue, new_job_id
+from shared.jobs.service import new_job_id
 from shared.models import Gateway, Tool
 from shared.tools import repository
 from shared.tools.schemas import ResolvedTool, ToolOut, ToolPage
@@ -32,9 +33,16 @@ MAX_PAGE = 500
 
 def _to_out(tool: Tool, gateway: Gateway) -> ToolOut:
     return ToolOut(
-        id=tool.id, name=tool.name, qualified_name=f"{gateway.name}.{tool.name}", gateway=gateway.name,
-        gateway_id=gateway.id, title=tool.title, description=tool.description,
-        input_schema=tool.input_schema, output_schema=tool.output_schema, annotations=tool.annotations,
+        id=tool.id,
+        name=tool.name,
+        qualified_name=f"{gateway.name}.{tool.name}",
+        gateway=gateway.name,
+        gateway_id=gateway.id,
+        title=tool.title,
+        description=tool.description,
+        input_schema=tool.input_schema,
+        output_schema=tool.output_schema,
+        annotations=tool.annotations,
     )
 
 
@@ -56,17 +64,26 @@ async def _lookup(sf: SessionFactory, ref: str) -> tuple[Tool, Gateway]:
     return found
 
 
-async def get(sf: SessionFactory, ref: str) -> ToolOut:
-    return _to_out(*await _lookup(sf, ref))
+async def get(ctx: AppContext, ref: str) -> ToolOut:
+    return _to_out(*await _lookup(ctx.session_factory, ref))
 
 
-async def resolve(sf: SessionFactory, ref: str) -> ResolvedTool:
-    tool, gateway = await _lookup(sf, ref)
-    return ResolvedTool(
-        id=str(tool.id), name=tool.name, qualified_name=f"{gateway.name}.{tool.name}",
-        input_schema=tool.input_schema, retry_safe=_retry_safe(tool.annotations),
+async def resolve(ctx: AppContext, ref: str) -> ResolvedTool:
+    """The tool as plain values: from the process cache, else from a short session."""
+    cached = ctx.tool_cache.get(ref)
+    if cached is not None:
+        return cached
+    tool, gateway = await _lookup(ctx.session_factory, ref)
+    resolved = ResolvedTool(
+        id=str(tool.id),
+        name=tool.name,
+        qualified_name=f"{gateway.name}.{tool.name}",
+        input_schema=tool.input_schema,
+        retry_safe=_retry_safe(tool.annotations),
         backend=backend_spec(gateway),
     )
+    ctx.tool_cache.put(ref, resolved)
+    return resolved
 
 
 def _encode_cursor(tool: ToolOut) -> str:
@@ -81,11 +98,11 @@ def _decode_cursor(cursor: str) -> tuple[str, str]:
         raise BadRequest("invalid cursor") from None
 
 
-async def list_page(sf: SessionFactory, *, gateway: str | None, cursor: str | None, limit: int) -> ToolPage:
+async def list_page(ctx: AppContext, *, gateway: str | None, cursor: str | None, limit: int) -> ToolPage:
     if not 1 <= limit <= MAX_PAGE:
         raise ValidationFailed(f"limit must be between 1 and {MAX_PAGE}")
     after = _decode_cursor(cursor) if cursor else None
-    async with sf() as s:
+    async with ctx.session_factory() as s:
         rows = await repository.page(s, gateway=gateway, after=after, limit=limit + 1)
     items = [_to_out(t, g) for t, g in rows[:limit]]
     next_cursor = _encode_cursor(items[-1]) if len(rows) > limit else None
@@ -102,7 +119,7 @@ def _validator(schema_json: str) -> Validator | None:
         # A backend's broken schema must not block its tool; the backend validates again anyway.
         log.warning("ignoring an invalid input schema: %s", exc.message)
         return None
-    return cls(schema)  # type: ignore[no-any-return]
+    return cls(schema)
 
 
 def check_arguments(tool: ResolvedTool, arguments: dict[str, Any]) -> None:
@@ -132,22 +149,20 @@ def _payload(tool: ResolvedTool, arguments: dict[str, Any], settings: Settings) 
     return dict(payload)
 
 
-async def call(
-    sf: SessionFactory, queue: JobQueue, settings: Settings, ref: str,
-    arguments: dict[str, Any], wait_s: float | None,
-) -> JobRecord:
+async def call(ctx: AppContext, ref: str, arguments: dict[str, Any], wait_s: float | None) -> JobRecord:
     """Run a tool call and await it for up to `wait_s` (the session is closed before the wait)."""
+    settings = ctx.settings
     wait = settings.default_wait_s if wait_s is None else wait_s
     if wait > settings.max_wait_s:
         raise ValidationFailed(f"timeout_s may be at most {settings.max_wait_s}")
-    tool = await resolve(sf, ref)
+    tool = await resolve(ctx, ref)
     check_arguments(tool, arguments)
-    return await queue.run(JobKind.CALL_TOOL, _payload(tool, arguments, settings), tool.qualified_name, wait)
+    payload = _payload(tool, arguments, settings)
+    return await ctx.queue.run(JobKind.CALL_TOOL, payload, tool.qualified_name, wait)
 
 
-async def submit(
-    sf: SessionFactory, queue: JobQueue, settings: Settings, ref: str, arguments: dict[str, Any]
-) -> str:
-    tool = await resolve(sf, ref)
+async def submit(ctx: AppContext, ref: str, arguments: dict[str, Any]) -> str:
+    tool = await resolve(ctx, ref)
     check_arguments(tool, arguments)
-    return await queue.submit(JobKind.CALL_TOOL, _payload(tool, arguments, settings), tool.qualified_name)
+    payload = _payload(tool, arguments, ctx.settings)
+    return await ctx.queue.submit(JobKind.CALL_TOOL, payload, tool.qualified_name)

@@ -1,0 +1,139 @@
+"""`python -m api.devserver` (what `make run` runs): the API and one worker, on any machine.
+
+Whatever DATABASE_URL / REDIS_URL / MCPQ_ADMIN_TOKEN leave unset is provided here:
+- PostgreSQL: embedded, its cluster kept in ./.mcpq-data/pg (database `mcpq`).
+- Redis: an embedded Valkey on a free port; its queue does not survive a restart.
+- Admin token: generated once, kept in ./.mcpq-data/admin-token.
+Then it runs uvicorn and one arq worker as child processes and stops everything when either
+exits or on Ctrl-C / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+from types import FrameType
+
+from shared.embedded import EmbeddedPostgres, EmbeddedRedis
+
+DATA_DIR = Path(".mcpq-data")
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 15.0
+SAMPLE_PATH = "/v1/gateways"  # shown in the sample curl command
+
+
+def admin_token(data_dir: Path) -> str:
+    """The token stored in data_dir, created on first use."""
+    path = data_dir / "admin-token"
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+def name(child: subprocess.Popen[bytes]) -> str:
+    return str(child.args[2])  # type: ignore[index]  # [python, -m, <module>, ...]
+
+
+def wait_ready(
+    url: str, children: list[subprocess.Popen[bytes]], received: list[int], timeout: float
+) -> bool:
+    """True once url answers 200; False if a signal arrived first. Exits if a child dies."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if received:
+            return False
+        for child in children:
+            if child.poll() is not None:
+                raise SystemExit(f"devserver: {name(child)} exited with {child.returncode} during startup")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.25)
+    raise SystemExit(f"devserver: {url} did not answer 200 within {timeout:.0f} s")
+
+
+def stop_children(children: list[subprocess.Popen[bytes]], sig: int) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(sig)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for child in children:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"devserver: {name(child)} did not stop in time, killing it", file=sys.stderr)
+            child.kill()
+            child.wait()
+
+
+def main() -> int:
+    env = os.environ.copy()
+    host = env.get("MCPQ_HOST", "127.0.0.1")
+    port = env.get("MCPQ_PORT", "8000")
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    with ExitStack() as stack:
+        if not env.get("DATABASE_URL"):
+            print("devserver: starting embedded PostgreSQL in", DATA_DIR / "pg", flush=True)
+            pg = stack.enter_context(EmbeddedPostgres(DATA_DIR / "pg"))
+            env["DATABASE_URL"] = pg.create_database("mcpq")
+        if not env.get("REDIS_URL"):
+            print("devserver: starting embedded Valkey (Redis protocol)", flush=True)
+            env["REDIS_URL"] = stack.enter_context(EmbeddedRedis(DATA_DIR / "valkey")).url()
+        if not env.get("MCPQ_ADMIN_TOKEN"):
+            env["MCPQ_ADMIN_TOKEN"] = admin_token(DATA_DIR)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, on_signal)
+        # Own process groups: a terminal's Ctrl-C reaches only us, and we forward it once.
+        spawn = [
+            [sys.executable, "-m", "uvicorn", "api.main:app", "--host", host, "--port", port],
+            [sys.executable, "-m", "arq", "workers.main.WorkerSettings"],
+        ]
+        children = [subprocess.Popen(cmd, env=env, process_group=0) for cmd in spawn]
+        try:
+            base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+            if not wait_ready(f"{base}/ready", children, received, READY_TIMEOUT_S):
+                return 0
+            token = env["MCPQ_ADMIN_TOKEN"]
+            print(
+                f"\nmcpq is ready\n  base URL:    {base}\n  admin token: {token}\n"
+                f"  try:         curl -H 'Authorization: Bearer {token}' {base}{SAMPLE_PATH}\n"
+                "Ctrl-C stops the API, the worker and the embedded servers.\n",
+                flush=True,
+            )
+            while not received:
+                dead = [c for c in children if c.poll() is not None]
+                if dead:
+                    print(f"devserver: {name(dead[0])} exited with {dead[0].returncode}", file=sys.stderr)
+                    return 1
+                time.sleep(0.2)
+            return 0
+        finally:
+            stop_children(children, received[0] if received else signal.SIGTERM)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C while the embedded servers were starting
+        sys.exit(130)

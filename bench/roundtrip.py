@@ -1,0 +1,93 @@
+"""Round trip of one echo call, three ways, side by side in one run.
+
+1. direct:  the MCP SDK on a reused session straight to the backend (the ceiling)
+2. call:    POST /v1/tools/{ref}/call through mcpq (API -> arq -> worker -> backend -> push)
+3. jobs:    POST /v1/tools/{ref}/jobs, then GET /v1/jobs/{id}?wait=30
+
+Usage: python bench/roundtrip.py [--calls 500] [--warmup 50]
+Uses the local PostgreSQL/Redis (or BENCH_DATABASE_URL / BENCH_REDIS_URL) and a fresh database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench._harness import stack  # noqa: E402
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+async def timed(n: int, warmup: int, once: Callable[[int], Awaitable[None]]) -> list[float]:
+    for i in range(warmup):
+        await once(-1 - i)
+    samples = []
+    for i in range(n):
+        start = time.perf_counter()
+        await once(i)
+        samples.append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+async def main(calls: int, warmup: int) -> None:
+    with stack() as s:
+        async with httpx.AsyncClient(base_url=s.api, headers={"Authorization": f"Bearer {s.token}"},
+                                     timeout=60) as api:
+            created = await api.post("/v1/gateways", json={"name": "bench", "url": s.backend_url})
+            created.raise_for_status()
+
+            async def via_call(i: int) -> None:
+                r = await api.post("/v1/tools/bench.echo/call", json={"arguments": {"text": f"m{i}"}})
+                assert r.status_code == 200 and r.json()["result"]["content"][0]["text"] == f"m{i}", r.text
+
+            async def via_jobs(i: int) -> None:
+                r = await api.post("/v1/tools/bench.echo/jobs", json={"arguments": {"text": f"j{i}"}})
+                assert r.status_code == 202, r.text
+                got = await api.get(f"/v1/jobs/{r.json()['job_id']}", params={"wait": 30})
+                body = got.json()
+                assert body["status"] == "completed" and body["result"]["content"][0]["text"] == f"j{i}", body
+
+            async with httpx2.AsyncClient() as http, Client(
+                streamable_http_client(s.backend_url, http_client=http), cache=None
+            ) as mcp:
+
+                async def direct(i: int) -> None:
+                    r = await mcp.call_tool("echo", {"text": f"d{i}"})
+                    assert r.content[0].text == f"d{i}"  # type: ignore[union-attr]
+
+                results = {
+                    "direct (MCP SDK, reused session)": await timed(calls, warmup, direct),
+                    "POST /call": await timed(calls, warmup, via_call),
+                    "POST /jobs + GET ?wait=": await timed(calls, warmup, via_jobs),
+                }
+
+    base = statistics.median(results["direct (MCP SDK, reused session)"])
+    print(f"\nround trip of one echo call, {calls} calls in a row each (after {warmup} warm-up)\n")
+    print(f"| path | p50 ms | p99 ms | mean ms | p50 added vs direct |")
+    print("|---|---:|---:|---:|---:|")
+    for name, samples in results.items():
+        p50 = statistics.median(samples)
+        print(f"| {name} | {p50:.2f} | {percentile(samples, 99):.2f} | {statistics.fmean(samples):.2f} | "
+              f"{p50 - base:+.2f} |")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument("--warmup", type=int, default=50)
+    args = parser.parse_args()
+    asyncio.run(main(args.calls, args.warmup))

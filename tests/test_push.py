@@ -1,0 +1,160 @@
+"""Waiters and workers are woken by a push, not by the fixed poll; unpushed endings still resolve."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import arq.worker
+import pytest
+
+from shared.config import Settings
+from shared.jobs.schemas import JobKind, JobStatus
+from shared.jobs.service import JobQueue, new_job_id
+from shared.jobs.store import JobStore
+from shared.jobs.waiters import JobWaiters
+from shared.redis import make_redis, start_subscriber, stop_task
+from tests.backends import Backends
+from tests.conftest import make_worker
+from workers import wake
+
+
+def isolated(settings: Settings, **overrides: object) -> Settings:
+    suffix = uuid.uuid4().hex[:6]
+    return settings.model_copy(
+        update={
+            "queue_name": f"{settings.queue_name}-{suffix}",
+            "key_prefix": f"{settings.key_prefix}-{suffix}",
+            **overrides,
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def job_queue(settings: Settings) -> AsyncIterator[JobQueue]:
+    redis = make_redis(settings)
+    store = JobStore(redis, settings)
+    waiters = JobWaiters(store, settings.fallback_poll_s)
+    subscriber = await start_subscriber(redis, {store.done_channel: waiters.on_done}, waiters.wake_all)
+    try:
+        yield JobQueue(redis, store, waiters, settings)
+    finally:
+        await stop_task(subscriber)
+        await redis.aclose()
+
+
+def echo_payload(backends: Backends, text: str) -> dict[str, object]:
+    return {
+        "job_id": new_job_id(),
+        "backend": {
+            "gateway_id": "x",
+            "gateway": "push",
+            "url": backends.urls["stateless"],
+            "transport": "streamable_http",
+            "headers": {},
+            "timeout_s": 10,
+        },
+        "tool": "echo",
+        "arguments": {"text": text},
+        "retry_safe": False,
+        "deadline": time.time() + 60,
+    }
+
+
+def test_arq_loop_uses_the_wakeable_poll() -> None:
+    # If arq renames or stops using `poll`, the wake-up silently stops working: fail here instead.
+    assert arq.worker.poll is wake.wakeable_poll
+    assert "poll(self.poll_delay_s)" in __import__("inspect").getsource(arq.worker.Worker.main)
+
+
+async def test_worker_is_woken_by_a_push_not_its_poll_delay(settings: Settings, backends: Backends) -> None:
+    own = isolated(settings, fallback_poll_s=30.0)
+    worker = make_worker(own, poll_delay=30.0)  # a fixed poll would take up to 30 s per job
+    task = asyncio.create_task(worker.async_run())
+    try:
+        async with job_queue(own) as queue:
+            await asyncio.sleep(0.5)  # past the worker's first, immediate poll
+            for i in range(3):
+                started = time.monotonic()
+                record = await queue.run(JobKind.CALL_TOOL, echo_payload(backends, f"p{i}"), "push.echo", 20)
+                assert record.status is JobStatus.COMPLETED, record
+                assert time.monotonic() - started < 2.0
+                await asyncio.sleep(0.2)
+    finally:
+        await worker.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_waiter_is_woken_by_the_push(settings: Settings) -> None:
+    own = isolated(settings, fallback_poll_s=30.0)
+    async with job_queue(own) as queue:
+        job_id = new_job_id()
+        await queue.store.create(job_id, JobKind.CALL_TOOL.value, "push.echo")
+
+        async def finish_later() -> None:
+            await asyncio.sleep(0.2)
+            await queue.store.start(job_id, "elsewhere")
+            await queue.store.finish(job_id, {"ok": True, "result": {"isError": False, "content": []}})
+
+        finisher = asyncio.create_task(finish_later())
+        started = time.monotonic()
+        record = await queue.get(job_id, wait_s=20)
+        await finisher
+        assert record.status is JobStatus.COMPLETED
+        assert time.monotonic() - started < 1.0  # the fallback check would take 30 s
+
+
+async def test_job_no_worker_picks_up_ends_as_expired(settings: Settings, backends: Backends) -> None:
+    own = isolated(settings, queue_ttl_s=1, fallback_poll_s=0.5)
+    async with job_queue(own) as queue:  # no worker consumes this queue
+        job_id = await queue.submit(JobKind.CALL_TOOL, echo_payload(backends, "lost"), "push.echo")
+        record = await queue.get(job_id, wait_s=5)
+        assert record.status is JobStatus.FAILED
+        assert record.error is not None and record.error["type"] == "expired"
+
+
+@pytest.mark.parametrize(
+    "arq_result",
+    [
+        ({"exception": "CancelledError", "message": ""}, JobStatus.CANCELLED, "cancelled"),
+        (
+            {"exception": "JobExecutionFailed", "message": "max 3 retries exceeded"},
+            JobStatus.FAILED,
+            "worker_error",
+        ),
+    ],
+)
+async def test_reconcile_folds_in_arq_results(
+    settings: Settings, arq_result: tuple[dict[str, str], JobStatus, str]
+) -> None:
+    """A job that ended inside arq without our code running still reaches a terminal state."""
+    from arq.constants import result_key_prefix
+
+    from shared.redis import job_serializer
+
+    exc, status, error_type = arq_result
+    own = isolated(settings)
+    async with job_queue(own) as queue:
+        job_id = new_job_id()
+        await queue.store.create(job_id, JobKind.CALL_TOOL.value, "push.echo")
+        stored = {
+            "t": 1,
+            "f": "call_tool",
+            "a": [],
+            "k": {},
+            "et": 0,
+            "s": False,
+            "r": exc,
+            "st": 0,
+            "ft": 0,
+            "q": own.queue_name,
+        }
+        await queue.redis.set(result_key_prefix + job_id, job_serializer(stored), ex=60)
+        record = await queue.get(job_id)
+        assert record.status is status
+        assert record.error is not None and record.error["type"] == error_type
