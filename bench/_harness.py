@@ -85,7 +85,7 @@ def stack(*, workers: int = 1, backend_sleep_tool: bool = False, extra_env: dict
         procs: dict[str, subprocess.Popen[bytes]] = {}
 
         def spawn(name: str, args: list[str]) -> subprocess.Popen[bytes]:
-            out = open(log_dir / f"{name}.log", "wb") if log_dir else subprocess.DEVNULL  # noqa: SIM115
+            out = open(log_dir / f"{name}.log", "wb") if log_dir else subprocess.DEVNULL
             proc = subprocess.Popen([sys.executable, *args], env=env, cwd=ROOT, stdout=out, stderr=out)
             procs[name] = proc
 

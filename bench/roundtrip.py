@@ -24,12 +24,12 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._harness import stack  # noqa: E402
+from bench._harness import stack
 
 
 def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 async def timed(n: int, warmup: int, once: Callable[[int], Awaitable[None]]) -> list[float]:
@@ -77,7 +77,7 @@ async def main(calls: int, warmup: int) -> None:
 
     base = statistics.median(results["direct (MCP SDK, reused session)"])
     print(f"\nround trip of one echo call, {calls} calls in a row each (after {warmup} warm-up)\n")
-    print(f"| path | p50 ms | p99 ms | mean ms | p50 added vs direct |")
+    print("| path | p50 ms | p99 ms | mean ms | p50 added vs direct |")
     print("|---|---:|---:|---:|---:|")
     for name, samples in results.items():
         p50 = statistics.median(samples)
