@@ -29,11 +29,18 @@ wake.install()
 async def startup(ctx: dict[str, Any]) -> None:
     # Tests run a worker in-process and hand it their own settings through ctx.
     settings = ctx.get("settings") or get_settings()
+    # arq logs every job's arguments at INFO, and ours carry backend headers (credentials).
+    # Our tasks log what matters (failures) themselves.
+    logging.getLogger("arq.worker").setLevel(logging.WARNING)
     store = JobStore(ctx["redis"], settings)
     sessions = SessionPool(settings)
     sessions.start()
     ctx.update(
-        settings=settings, store=store, sessions=sessions, worker_id=f"{socket.gethostname()}:{os.getpid()}"
+        settings=settings,
+        store=store,
+        sessions=sessions,
+        worker_id=f"{socket.gethostname()}:{os.getpid()}",
+        in_flight=0,
     )
     ctx["wake_listener"] = await start_subscriber(
         ctx["redis"], {store.wake_channel: lambda _: wake.wake()}, wake.wake
@@ -47,10 +54,11 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await sessions.close()
 
 
-async def job_ended(_: dict[str, Any]) -> None:
-    # A finished job frees a slot: look for more work now rather than at the next fallback poll.
-    # (An exception here would kill arq's main loop, and this cannot raise.)
-    wake.wake()
+async def job_ended(ctx: dict[str, Any]) -> None:
+    # A job that ends on a full worker frees a slot: look for queued work now rather than at the
+    # next fallback poll. (An exception here would kill arq's main loop; this cannot raise.)
+    if ctx.get("in_flight", 0) >= ctx["settings"].worker_max_jobs - 1:
+        wake.wake()
 
 
 _settings = get_settings()
@@ -67,6 +75,7 @@ class WorkerSettings:
     job_serializer = job_serializer
     job_deserializer = job_deserializer
     allow_abort_jobs = True
+    log_results = False
     redis_settings = RedisSettings.from_dsn(_settings.redis_url)
     queue_name = _settings.queue_name
     max_jobs = _settings.worker_max_jobs

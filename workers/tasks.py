@@ -48,6 +48,24 @@ async def _guarded(
     work: Callable[[], Awaitable[Envelope]],
 ) -> Envelope:
     """The state machine around any backend operation: start, run, record the outcome, push it."""
+    ctx["in_flight"] = ctx.get("in_flight", 0) + 1
+    try:
+        envelope = await _run_guarded(ctx, job_id, backend, retry_safe, deadline, work)
+    finally:
+        ctx["in_flight"] -= 1
+    if not envelope.get("ok") and envelope["error"]["type"] != "skipped":
+        log.warning("job %s on %s failed: %s", job_id, backend["gateway"], envelope["error"]["message"])
+    return envelope
+
+
+async def _run_guarded(
+    ctx: dict[str, Any],
+    job_id: str,
+    backend: BackendSpec,
+    retry_safe: bool,
+    deadline: float,
+    work: Callable[[], Awaitable[Envelope]],
+) -> Envelope:
     store: JobStore = ctx["store"]
     previous, attempts = await store.start(job_id, ctx["worker_id"])
     if previous not in ("queued", "running"):
@@ -71,8 +89,10 @@ async def _guarded(
             # Otherwise the worker is shutting down: arq re-queues the job and the next attempt decides.
             raise
         except Exception as exc:
-            ctx["sessions"].forget(backend)
             envelope = classify(exc, backend["timeout_s"])
+            if envelope["error"]["type"] == "backend_unavailable":
+                # The transport broke; a timeout or protocol error leaves the shared session usable.
+                ctx["sessions"].forget(backend)
     await store.finish(job_id, envelope)
     return envelope
 
