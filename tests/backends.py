@@ -234,6 +234,11 @@ class Backends:
             for server in self._servers:
                 server.should_exit = True
             await asyncio.sleep(0.3)
+            # Streams still open (SSE watchers) would be destroyed pending: end them first.
+            leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in leftovers:
+                task.cancel()
+            await asyncio.gather(*leftovers, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -82,5 +82,7 @@ class WorkerSettings:
     poll_delay = _settings.worker_fallback_poll_s
     job_timeout = int(_settings.max_backend_timeout_s + 30)
     keep_result = _settings.result_ttl_s
-    # One health-check key per replica, so `arq --check` cannot mistake a dead one for alive.
-    health_check_key = f"{_settings.queue_name}:health-check:{socket.gethostname()}:{os.getpid()}"
+    # One health-check key per host (a container per replica), so `arq --check` in one container
+    # cannot see another replica's beat, and a dead replica's key lapses within seconds.
+    health_check_key = f"{_settings.queue_name}:health-check:{socket.gethostname()}"
+    health_check_interval = 10

@@ -35,6 +35,13 @@ T = TypeVar("T")
 HANDSHAKE_ERA_PREFIX = "2025-"
 
 
+CONNECT_FAILURE_MEMORY_S = 2.0
+
+
+class BackendConnectError(ConnectionError):
+    """Connecting to the backend failed moments ago; not retried yet."""
+
+
 def backend_key(spec: BackendSpec) -> str:
     raw = json.dumps([spec["url"], spec["transport"], sorted(spec["headers"].items())])
     return hashlib.sha256(raw.encode()).hexdigest()
@@ -59,6 +66,9 @@ class SessionPool:
         # The connect mode that worked per backend, so later connects skip the discovery probe.
         self._modes: dict[str, str] = {}
         self._reaper: asyncio.Task[None] | None = None
+        # Backends that just failed to connect: jobs queued behind the lock fail fast instead of
+        # each waiting out its own connect timeout in turn.
+        self._recent_failures: dict[str, tuple[float, str]] = {}
 
     @property
     def open_sessions(self) -> int:
@@ -114,9 +124,18 @@ class SessionPool:
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             session = self._sessions.get(key)
-            if session is None or session.dead:
+            if session is not None and not session.dead:
+                return session
+            failed = self._recent_failures.get(key)
+            if failed is not None and time.monotonic() - failed[0] < CONNECT_FAILURE_MEMORY_S:
+                raise BackendConnectError(failed[1])
+            try:
                 session = await self._open(key, spec)
-                self._sessions[key] = session
+            except Exception as exc:
+                self._recent_failures[key] = (time.monotonic(), describe(exc))
+                raise
+            self._recent_failures.pop(key, None)
+            self._sessions[key] = session
             return session
 
     async def _open(self, key: str, spec: BackendSpec) -> PooledSession:

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 from shared.jobs.schemas import JobRecord
 from shared.jobs.store import JobStore
 
+MAX_FALLBACK_S = 15.0
+
 
 class JobWaiters:
     """Waiters register an event per job id; the process's one subscriber calls `on_done`."""
@@ -59,6 +61,10 @@ class JobWatch:
         """The record once terminal, or as it stands after `wait_s` seconds (None if unknown)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
+        # The push is the fast path. The fallback check catches jobs that ended without one
+        # (expired in the queue, aborted before start, a worker that died); it backs off, so
+        # thousands of long waits do not turn into thousands of reads a second.
+        fallback = self._fallback_poll_s
         while True:
             # Clear before reading: a push that lands during the read is then not lost.
             self._event.clear()
@@ -69,10 +75,9 @@ class JobWatch:
             if remaining <= 0:
                 return record
             try:
-                await asyncio.wait_for(self._event.wait(), min(remaining, self._fallback_poll_s))
+                await asyncio.wait_for(self._event.wait(), min(remaining, fallback))
             except TimeoutError:
-                # The push is the fast path; this slow check catches jobs that ended without one
-                # (expired in the queue, aborted before start, a worker that died).
+                fallback = min(fallback * 2, MAX_FALLBACK_S)
                 record = await self._store.reconcile(self._job_id)
                 if record is None or record.status.terminal:
                     return record
