@@ -3,6 +3,8 @@
 - `stateful`:  the SDK's MCPServer over streamable HTTP with sessions (SSE response bodies)
 - `stateless`: the same tools, stateless streamable HTTP with JSON response bodies
 - `sse`:       the same tools over the legacy HTTP+SSE transport
+- `handshake`: the stateful SDK server behind a filter that refuses `server/discover`, as a
+               server of the 2025-11-25 era does: clients fall back to `initialize`
 - `legacy`:    a minimal hand-written server that only speaks protocol 2025-06-18 (initialize,
                Mcp-Session-Id, JSON bodies) and can expire its sessions on demand
 """
@@ -176,6 +178,42 @@ class LegacyServer:
         return {}
 
 
+class RefuseDiscover:
+    """ASGI wrapper: answer `server/discover` with "method not found", pass the rest through."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        if b'"server/discover"' in body:
+            msg_id = json.loads(body).get("id")
+            response = JSONResponse(
+                {"jsonrpc": "2.0", "id": msg_id, "error": {"code": -32601, "message": "Method not found"}}
+            )
+            await response(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -211,6 +249,7 @@ class Backends:
                 "/mcp",
             ),
             "sse": (lambda: server.sse_app(), "/sse"),
+            "handshake": (lambda: RefuseDiscover(server.streamable_http_app()), "/mcp"),
             "legacy": (lambda: self.legacy.app, "/mcp"),
         }
         for kind, (make_app, path) in apps.items():

@@ -217,3 +217,16 @@ async def test_discover_legacy_backend(ctx: dict[str, Any], backends: Backends) 
     assert envelope["result"]["protocol_version"] == "2025-06-18"
     assert [t["name"] for t in envelope["result"]["tools"]] == ["echo"]
     assert envelope["result"]["resources"] == [] and envelope["result"]["prompts"] == []
+
+
+async def test_handshake_era_backend_negotiates_2025_11_25(ctx: dict[str, Any], backends: Backends) -> None:
+    job_id = uuid.uuid4().hex
+    await ctx["store"].create(job_id, "discover", None)
+    backend = spec(backends.urls["handshake"])
+    envelope = await discover(ctx, {"job_id": job_id, "backend": backend, "deadline": time.time() + 60})
+    assert envelope["ok"] is True, envelope
+    assert envelope["result"]["protocol_version"] == "2025-11-25"
+    for i in range(3):
+        call, _ = await run_call(ctx, backend, "echo", {"text": f"h{i}"})
+        assert call["result"]["content"][0]["text"] == f"h{i}"
+    assert ctx["sessions"].open_sessions == 1
