@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -51,6 +51,11 @@ async def _dependency_down(_: Request, exc: Exception) -> JSONResponse:
     return error_response(503, "unavailable", "a backing service is unavailable; try again")
 
 
+async def _bad_data(_: Request, exc: Exception) -> JSONResponse:
+    # The database refused a value (e.g. a NUL character in a string): the input was bad.
+    return error_response(400, "bad_request", "the request contains a value that cannot be used")
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return error_response(500, "internal_error", "internal error")
@@ -68,6 +73,7 @@ def install(app: FastAPI) -> None:
         RedisTimeoutError,
     ):
         app.add_exception_handler(outage, _dependency_down)
+    app.add_exception_handler(DataError, _bad_data)
     app.add_exception_handler(Exception, _unexpected)
 
 

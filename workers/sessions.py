@@ -23,6 +23,7 @@ import httpx2
 from mcp import Client, MCPError
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.types import DiscoverResult
 
 from shared.config import Settings
 from shared.jobs.schemas import BackendSpec
@@ -63,8 +64,9 @@ class SessionPool:
         self._settings = settings
         self._sessions: dict[str, PooledSession] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        # The connect mode that worked per backend, so later connects skip the discovery probe.
-        self._modes: dict[str, str] = {}
+        # How each backend was reached, so reconnects skip the `server/discover` probe:
+        # "legacy" (initialize), or a modern version plus the DiscoverResult the probe returned.
+        self._modes: dict[str, tuple[str, DiscoverResult | None]] = {}
         self._reaper: asyncio.Task[None] | None = None
         # Backends that just failed to connect: jobs queued behind the lock fail fast instead of
         # each waiting out its own connect timeout in turn.
@@ -139,10 +141,12 @@ class SessionPool:
             return session
 
     async def _open(self, key: str, spec: BackendSpec) -> PooledSession:
-        mode = self._modes.get(key, "auto")
+        mode, prior = self._modes.pop(key, ("auto", None))
         ready: asyncio.Future[Client] = asyncio.get_running_loop().create_future()
         stop = asyncio.Event()
-        owner = asyncio.create_task(self._own(spec, mode, ready, stop), name=f"mcp-session {spec['gateway']}")
+        owner = asyncio.create_task(
+            self._own(spec, mode, prior, ready, stop), name=f"mcp-session {spec['gateway']}"
+        )
         try:
             client = await asyncio.wait_for(asyncio.shield(ready), self._settings.mcp_connect_timeout_s)
         except BaseException:
@@ -154,15 +158,24 @@ class SessionPool:
         session = PooledSession(key=key, client=client, stop=stop, owner=owner)
         owner.add_done_callback(lambda _: setattr(session, "dead", True))
         version = client.protocol_version
-        self._modes[key] = "legacy" if version.startswith(HANDSHAKE_ERA_PREFIX) else version
+        # Remembered only once a connect has worked: a failed one falls back to a fresh probe.
+        if version.startswith(HANDSHAKE_ERA_PREFIX):
+            self._modes[key] = ("legacy", None)
+        elif client.session.discover_result is not None:
+            self._modes[key] = (version, client.session.discover_result)
         log.info("opened MCP session to %s (%s, protocol %s)", spec["gateway"], spec["url"], version)
         return session
 
     async def _own(
-        self, spec: BackendSpec, mode: str, ready: asyncio.Future[Client], stop: asyncio.Event
+        self,
+        spec: BackendSpec,
+        mode: str,
+        prior: DiscoverResult | None,
+        ready: asyncio.Future[Client],
+        stop: asyncio.Event,
     ) -> None:
         try:
-            async with self._connect(spec, mode) as client:
+            async with self.connect(spec, mode, prior) as client:
                 ready.set_result(client)
                 await stop.wait()
         except BaseException as exc:
@@ -174,7 +187,10 @@ class SessionPool:
                 raise
 
     @contextlib.asynccontextmanager
-    async def _connect(self, spec: BackendSpec, mode: str) -> AsyncIterator[Client]:
+    async def connect(
+        self, spec: BackendSpec, mode: str = "auto", prior: DiscoverResult | None = None
+    ) -> AsyncIterator[Client]:
+        """A session of its own to `spec`, outside the pool (discovery uses this)."""
         s = self._settings
         if spec["transport"] == "sse":
             transport = sse_client(
@@ -183,7 +199,7 @@ class SessionPool:
                 timeout=s.mcp_connect_timeout_s,
                 sse_read_timeout=s.mcp_session_idle_s + 60,
             )
-            async with Client(transport, mode=mode, cache=None) as client:
+            async with Client(transport, mode=mode, prior_discover=prior, cache=None) as client:
                 yield client
             return
         async with (

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mcp import Client, MCPError
+from mcp.types import CONNECTION_CLOSED, METHOD_NOT_FOUND, REQUEST_TIMEOUT
 
 from shared.jobs.schemas import BackendSpec, CallToolPayload, DiscoverPayload, Envelope
 from shared.jobs.store import CANCELLED_ERROR, JobStore
@@ -19,8 +20,6 @@ from workers.sessions import SessionPool, describe, session_expired
 
 log = logging.getLogger(__name__)
 
-REQUEST_TIMEOUT = -32001
-METHOD_NOT_FOUND = -32601
 PROGRESS_MIN_INTERVAL_S = 0.2
 
 
@@ -33,6 +32,8 @@ def classify(exc: BaseException, timeout_s: float) -> Envelope:
     if isinstance(exc, MCPError):
         if exc.code == REQUEST_TIMEOUT and not session_expired(exc):
             return failure("timeout", f"the backend did not answer within {timeout_s}s")
+        if exc.code == CONNECTION_CLOSED:
+            return failure("backend_unavailable", f"the backend connection closed: {exc.message}")
         return failure("protocol_error", f"MCP error {exc.code}: {exc.message}")
     if isinstance(exc, TimeoutError):
         return failure("timeout", f"the backend did not answer within {timeout_s}s")
@@ -180,9 +181,11 @@ async def discover(ctx: dict[str, Any], payload: DiscoverPayload) -> Envelope:
         return {"ok": True, "result": result}
 
     async def work() -> Envelope:
+        # A session of its own with a fresh protocol probe: the catalog and capabilities must
+        # come from the server as it is now, not from what a pooled session learned earlier.
         sessions: SessionPool = ctx["sessions"]
-        async with asyncio.timeout(backend["timeout_s"]):
-            return await sessions.run(backend, catalog)
+        async with asyncio.timeout(backend["timeout_s"]), sessions.connect(backend) as client:
+            return await catalog(client)
 
     # Discovery only reads, so it is always safe to run again.
     return await _guarded(ctx, payload["job_id"], backend, True, payload["deadline"], work)

@@ -1,0 +1,42 @@
+# mcpq developer tasks. `make run` and `make test` are all a fresh machine needs.
+PY ?= python3
+COMPOSE ?= docker-compose
+VENV := .venv
+BIN := $(VENV)/bin
+# Re-install only when the dependencies change.
+STAMP := $(VENV)/.installed
+
+.PHONY: venv run test lint format bench compose-check all
+
+all: lint test
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $@
+
+# API + one worker; embedded PostgreSQL and Valkey unless DATABASE_URL / REDIS_URL are set.
+run: venv
+	$(BIN)/python -m api.devserver
+
+# Tests pick their services: TEST_DATABASE_URL / TEST_REDIS_URL, then local ones, then embedded.
+test: venv
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: venv
+	$(BIN)/python bench/roundtrip.py
+
+# compose.yaml requires MCPQ_ADMIN_TOKEN; a placeholder is enough to validate it.
+compose-check:
+	MCPQ_ADMIN_TOKEN=$${MCPQ_ADMIN_TOKEN:-compose-check} $(COMPOSE) config -q
