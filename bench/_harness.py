@@ -64,8 +64,9 @@ def bench_database(admin_url: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def stack(*, workers: int = 1, backend_sleep_tool: bool = False, extra_env: dict[str, str] | None = None,
-          log_dir: Path | None = None) -> Iterator[Stack]:
+def stack(
+    *, workers: int = 1, extra_env: dict[str, str] | None = None, log_dir: Path | None = None
+) -> Iterator[Stack]:
     """Backend MCP server + API + N workers, each its own process, on a fresh database."""
     admin_url = os.environ.get("BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -101,11 +102,29 @@ def stack(*, workers: int = 1, backend_sleep_tool: bool = False, extra_env: dict
 
         backend_port, api_port = free_port(), free_port()
         spawn("backend", [str(ROOT / "bench" / "backend.py"), str(backend_port)])
-        spawn("api", ["-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(api_port),
-                      "--log-level", "warning", "--no-access-log"])
+        spawn(
+            "api",
+            [
+                "-m",
+                "uvicorn",
+                "api.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(api_port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+        )
         for i in range(workers):
             spawn(f"worker{i}", ["-m", "arq", "workers.main.WorkerSettings"])
         api = f"http://127.0.0.1:{api_port}"
         wait_http(f"{api}/ready", procs=list(procs.values()))
-        yield Stack(api=api, backend_url=f"http://127.0.0.1:{backend_port}/mcp", token=token,
-                    database_url=database_url, procs=procs)
+        yield Stack(
+            api=api,
+            backend_url=f"http://127.0.0.1:{backend_port}/mcp",
+            token=token,
+            database_url=database_url,
+            procs=procs,
+        )

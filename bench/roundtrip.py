@@ -45,8 +45,9 @@ async def timed(n: int, warmup: int, once: Callable[[int], Awaitable[None]]) -> 
 
 async def main(calls: int, warmup: int) -> None:
     with stack() as s:
-        async with httpx.AsyncClient(base_url=s.api, headers={"Authorization": f"Bearer {s.token}"},
-                                     timeout=60) as api:
+        async with httpx.AsyncClient(
+            base_url=s.api, headers={"Authorization": f"Bearer {s.token}"}, timeout=60
+        ) as api:
             created = await api.post("/v1/gateways", json={"name": "bench", "url": s.backend_url})
             created.raise_for_status()
 
@@ -61,9 +62,10 @@ async def main(calls: int, warmup: int) -> None:
                 body = got.json()
                 assert body["status"] == "completed" and body["result"]["content"][0]["text"] == f"j{i}", body
 
-            async with httpx2.AsyncClient() as http, Client(
-                streamable_http_client(s.backend_url, http_client=http), cache=None
-            ) as mcp:
+            async with (
+                httpx2.AsyncClient() as http,
+                Client(streamable_http_client(s.backend_url, http_client=http), cache=None) as mcp,
+            ):
 
                 async def direct(i: int) -> None:
                     r = await mcp.call_tool("echo", {"text": f"d{i}"})
@@ -81,8 +83,10 @@ async def main(calls: int, warmup: int) -> None:
     print("|---|---:|---:|---:|---:|")
     for name, samples in results.items():
         p50 = statistics.median(samples)
-        print(f"| {name} | {p50:.2f} | {percentile(samples, 99):.2f} | {statistics.fmean(samples):.2f} | "
-              f"{p50 - base:+.2f} |")
+        print(
+            f"| {name} | {p50:.2f} | {percentile(samples, 99):.2f} | {statistics.fmean(samples):.2f} | "
+            f"{p50 - base:+.2f} |"
+        )
 
 
 if __name__ == "__main__":
