@@ -92,8 +92,10 @@ class JobRecord:
 
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes]) -> JobRecord:
-        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        return cls.from_fields({k.decode(): v.decode() for k, v in raw.items()})
 
+    @classmethod
+    def from_fields(cls, fields: dict[str, str]) -> JobRecord:
         def loads(name: str) -> Any:
             value = fields.get(name)
             return json.loads(value) if value else None

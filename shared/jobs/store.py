@@ -33,7 +33,9 @@ end
 return {st, redis.call('HGET', KEYS[1], 'attempts') or '0'}
 """
 
-# KEYS[1] record; ARGV status, finished_at, result json, error json, ttl, channel, job id.
+# KEYS[1] record; ARGV status, finished_at, result json, error json, ttl, channel, job id,
+# largest result to publish whole. The message is the job id, then for a small result the whole
+# record as JSON, so waiters need no read.
 _FINISH = """
 local st = redis.call('HGET', KEYS[1], 'status')
 if (not st) or st == 'completed' or st == 'failed' or st == 'cancelled' then return 0 end
@@ -41,9 +43,19 @@ redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished_at', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[3]) end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[4]) end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('PUBLISH', ARGV[6], ARGV[7])
+if string.len(ARGV[3]) <= tonumber(ARGV[8]) then
+  local flat = redis.call('HGETALL', KEYS[1])
+  local record = {}
+  for i = 1, #flat, 2 do record[flat[i]] = flat[i + 1] end
+  redis.call('PUBLISH', ARGV[6], ARGV[7] .. ' ' .. cjson.encode(record))
+else
+  redis.call('PUBLISH', ARGV[6], ARGV[7])
+end
 return 1
 """
+
+# Results up to this size travel inside the completion message; larger ones are read by id.
+PUBLISH_WHOLE_MAX_BYTES = 32_768
 
 # KEYS[1] record; ARGV now, ttl, channel, job id, error json. Returns the status after the call.
 _CANCEL = """
@@ -142,6 +154,7 @@ class JobStore:
                 self._settings.result_ttl_s,
                 self.done_channel,
                 job_id,
+                PUBLISH_WHOLE_MAX_BYTES,
             ],
         )
         return bool(applied)

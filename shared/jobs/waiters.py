@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections import defaultdict
 from collections.abc import AsyncIterator
 
@@ -14,48 +15,59 @@ MAX_FALLBACK_S = 15.0
 
 
 class JobWaiters:
-    """Waiters register an event per job id; the process's one subscriber calls `on_done`."""
+    """Waiters register a watch per job id; the process's one subscriber calls `on_done`."""
 
     def __init__(self, store: JobStore, fallback_poll_s: float) -> None:
         self._store = store
         self._fallback_poll_s = fallback_poll_s
-        self._events: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        self._watches: defaultdict[str, set[JobWatch]] = defaultdict(set)
 
     @property
     def waiting(self) -> int:
-        return sum(len(events) for events in self._events.values())
+        return sum(len(watches) for watches in self._watches.values())
 
-    def on_done(self, job_id: str) -> None:
-        for event in self._events.get(job_id, ()):
-            event.set()
+    def on_done(self, message: str) -> None:
+        """A completion: the job id, then (small results) the whole record as JSON."""
+        job_id, _, body = message.partition(" ")
+        watches = self._watches.get(job_id)
+        if not watches:  # every process hears every completion; most are someone else's
+            return
+        record = JobRecord.from_fields(json.loads(body)) if body else None
+        for watch in watches:
+            watch.wake(record)
 
     def wake_all(self) -> None:
         # After a (re)connect we may have missed messages: let every waiter re-read its record.
-        for events in self._events.values():
-            for event in events:
-                event.set()
+        for watches in self._watches.values():
+            for watch in watches:
+                watch.wake(None)
 
     @contextlib.asynccontextmanager
     async def watch(self, job_id: str) -> AsyncIterator[JobWatch]:
         """Register interest in `job_id`. Enter this before enqueueing, so no push is missed."""
-        event = asyncio.Event()
-        self._events[job_id].add(event)
+        watch = JobWatch(self._store, job_id, self._fallback_poll_s)
+        self._watches[job_id].add(watch)
         try:
-            yield JobWatch(self._store, job_id, event, self._fallback_poll_s)
+            yield watch
         finally:
-            events = self._events.get(job_id)
-            if events is not None:
-                events.discard(event)
-                if not events:
-                    del self._events[job_id]
+            watches = self._watches.get(job_id)
+            if watches is not None:
+                watches.discard(watch)
+                if not watches:
+                    del self._watches[job_id]
 
 
 class JobWatch:
-    def __init__(self, store: JobStore, job_id: str, event: asyncio.Event, fallback_poll_s: float) -> None:
+    def __init__(self, store: JobStore, job_id: str, fallback_poll_s: float) -> None:
         self._store = store
         self._job_id = job_id
-        self._event = event
         self._fallback_poll_s = fallback_poll_s
+        self._event = asyncio.Event()
+        self._pushed: JobRecord | None = None
+
+    def wake(self, record: JobRecord | None) -> None:
+        self._pushed = record
+        self._event.set()
 
     async def wait(self, wait_s: float) -> JobRecord | None:
         """The record once terminal, or as it stands after `wait_s` seconds (None if unknown)."""
@@ -68,7 +80,9 @@ class JobWatch:
         while True:
             # Clear before reading: a push that lands during the read is then not lost.
             self._event.clear()
-            record = await self._store.get(self._job_id)
+            record, self._pushed = self._pushed, None
+            if record is None:
+                record = await self._store.get(self._job_id)
             if record is None or record.status.terminal:
                 return record
             remaining = deadline - loop.time()
