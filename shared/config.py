@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     worker_fallback_poll_s: float = 0.5
     mcp_session_idle_s: float = 300.0
     mcp_connect_timeout_s: float = 10.0
+    # Each worker serves Prometheus metrics here (0 turns it off).
+    worker_metrics_port: int = 9091
+    worker_metrics_host: str = "127.0.0.1"
     # Concurrent HTTP requests one pooled MCP session may have open to its backend.
     mcp_http_max_connections: int = 1000
 

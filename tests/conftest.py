@@ -123,6 +123,7 @@ def settings(database_url: str, redis_url: str) -> Settings:
         result_ttl_s=600,
         mcp_connect_timeout_s=5,
         default_backend_timeout_s=30,
+        worker_metrics_port=0,  # tests/test_metrics.py serves them on a port of its own
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from arq.connections import RedisSettings
 from arq.worker import func
+from prometheus_client import start_http_server
 
 from shared.config import get_settings
 from shared.jobs.schemas import JobKind
@@ -42,9 +43,23 @@ async def startup(ctx: dict[str, Any]) -> None:
         worker_id=f"{socket.gethostname()}:{os.getpid()}",
         in_flight=0,
     )
+    serve_metrics(settings.worker_metrics_host, settings.worker_metrics_port)
     ctx["wake_listener"] = await start_subscriber(
         ctx["redis"], {store.wake_channel: lambda _: wake.wake()}, wake.wake
     )
+
+
+def serve_metrics(host: str, port: int) -> None:
+    """Prometheus metrics on their own port, served from a thread by prometheus-client."""
+    if port <= 0:
+        return
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        # Several workers on one host: only the first gets the port. Say so; keep working.
+        log.warning("worker metrics not served on %s:%s: %s", host, port, exc)
+    else:
+        log.info("worker metrics on http://%s:%s/metrics", host, port)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import DiscoverResult
 
+from shared import metrics
 from shared.config import Settings
 from shared.jobs.schemas import BackendSpec
 
@@ -156,7 +157,14 @@ class SessionPool:
                 await owner
             raise
         session = PooledSession(key=key, client=client, stop=stop, owner=owner)
-        owner.add_done_callback(lambda _: setattr(session, "dead", True))
+        gauge = metrics.MCP_SESSIONS.labels(spec["gateway"])
+        gauge.inc()
+
+        def ended(_: object) -> None:
+            session.dead = True
+            gauge.dec()
+
+        owner.add_done_callback(ended)
         version = client.protocol_version
         # Remembered only once a connect has worked: a failed one falls back to a fresh probe.
         if version.startswith(HANDSHAKE_ERA_PREFIX):

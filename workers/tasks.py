@@ -14,7 +14,8 @@ from typing import Any
 from mcp import Client, MCPError
 from mcp.types import CONNECTION_CLOSED, METHOD_NOT_FOUND, REQUEST_TIMEOUT
 
-from shared.jobs.schemas import BackendSpec, CallToolPayload, DiscoverPayload, Envelope
+from shared import metrics
+from shared.jobs.schemas import BackendSpec, CallToolPayload, DiscoverPayload, Envelope, JobKind
 from shared.jobs.store import CANCELLED_ERROR, JobStore
 from workers.sessions import SessionPool, describe, session_expired
 
@@ -42,6 +43,7 @@ def classify(exc: BaseException, timeout_s: float) -> Envelope:
 
 async def _guarded(
     ctx: dict[str, Any],
+    kind: str,
     job_id: str,
     backend: BackendSpec,
     retry_safe: bool,
@@ -50,17 +52,22 @@ async def _guarded(
 ) -> Envelope:
     """The state machine around any backend operation: start, run, record the outcome, push it."""
     ctx["in_flight"] = ctx.get("in_flight", 0) + 1
+    metrics.JOBS_IN_FLIGHT.inc()
     try:
-        envelope = await _run_guarded(ctx, job_id, backend, retry_safe, deadline, work)
+        envelope = await _run_guarded(ctx, kind, job_id, backend, retry_safe, deadline, work)
     finally:
         ctx["in_flight"] -= 1
-    if not envelope.get("ok") and envelope["error"]["type"] != "skipped":
+        metrics.JOBS_IN_FLIGHT.dec()
+    outcome = "completed" if envelope.get("ok") else envelope["error"]["type"]
+    metrics.JOBS.labels(kind, outcome).inc()
+    if outcome not in ("completed", "skipped"):
         log.warning("job %s on %s failed: %s", job_id, backend["gateway"], envelope["error"]["message"])
     return envelope
 
 
 async def _run_guarded(
     ctx: dict[str, Any],
+    kind: str,
     job_id: str,
     backend: BackendSpec,
     retry_safe: bool,
@@ -68,10 +75,12 @@ async def _run_guarded(
     work: Callable[[], Awaitable[Envelope]],
 ) -> Envelope:
     store: JobStore = ctx["store"]
-    previous, attempts = await store.start(job_id, ctx["worker_id"])
+    previous, attempts, created = await store.start(job_id, ctx["worker_id"])
     if previous not in ("queued", "running"):
         # Cancelled while queued, already finished, or its record expired: nothing to do.
         return failure("skipped", f"job was already {previous}")
+    started = time.time()
+    metrics.QUEUE_WAIT_SECONDS.labels(kind).observe(max(0.0, started - created))
     if previous == "running" and not retry_safe:
         envelope = failure(
             "worker_lost",
@@ -95,6 +104,9 @@ async def _run_guarded(
                 # The transport broke; a timeout or protocol error leaves the shared session usable.
                 ctx["sessions"].forget(backend)
     await store.finish(job_id, envelope)
+    finished = time.time()
+    metrics.EXECUTION_SECONDS.labels(kind).observe(finished - started)
+    metrics.END_TO_END_SECONDS.labels(kind).observe(max(0.0, finished - created))
     return envelope
 
 
@@ -133,7 +145,9 @@ async def call_tool(ctx: dict[str, Any], payload: CallToolPayload) -> Envelope:
         async with asyncio.timeout(backend["timeout_s"] + 5):
             return await sessions.run(backend, call)
 
-    return await _guarded(ctx, job_id, backend, payload["retry_safe"], payload["deadline"], work)
+    return await _guarded(
+        ctx, JobKind.CALL_TOOL, job_id, backend, payload["retry_safe"], payload["deadline"], work
+    )
 
 
 async def _collect(fetch: Callable[[str | None], Awaitable[Any]], attr: str) -> list[dict[str, Any]]:
@@ -188,4 +202,4 @@ async def discover(ctx: dict[str, Any], payload: DiscoverPayload) -> Envelope:
             return await catalog(client)
 
     # Discovery only reads, so it is always safe to run again.
-    return await _guarded(ctx, payload["job_id"], backend, True, payload["deadline"], work)
+    return await _guarded(ctx, JobKind.DISCOVER, payload["job_id"], backend, True, payload["deadline"], work)

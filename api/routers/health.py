@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
+
+from shared import metrics
 
 router = APIRouter(tags=["health"])
 
@@ -35,3 +38,19 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse(
         {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
     )
+
+
+@router.get("/metrics")
+async def prometheus_metrics(request: Request) -> Response:
+    """Prometheus exposition. Pool and queue gauges are read now, at scrape time."""
+    ctx = request.app.state.ctx
+    pool = request.app.state.engine.sync_engine.pool
+    metrics.DB_POOL_SIZE.set(pool.size())
+    metrics.DB_POOL_CHECKED_OUT.set(pool.checkedout())
+    metrics.DB_POOL_OVERFLOW.set(max(0, pool.overflow()))
+    metrics.WAITING_REQUESTS.set(ctx.queue.waiters.waiting)
+    try:
+        metrics.QUEUE_DEPTH.set(await ctx.queue.redis.zcard(ctx.settings.queue_name))
+    except Exception:  # metrics must answer even while Redis is down; /ready reports that
+        metrics.QUEUE_DEPTH.set(float("nan"))
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

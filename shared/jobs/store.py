@@ -21,16 +21,17 @@ from shared.config import Settings
 from shared.jobs.schemas import Envelope, JobError, JobRecord, JobStatus, utc_iso
 from shared.redis import job_deserializer, job_serializer
 
-# KEYS[1] record; ARGV now, worker id. Returns {previous status, attempts}.
+# KEYS[1] record; ARGV now, worker id. Returns {previous status, attempts, created_ts}.
 _START = """
 local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return {'missing', '0'} end
+if not st then return {'missing', '0', '0'} end
+local created = redis.call('HGET', KEYS[1], 'created_ts') or '0'
 if st == 'queued' or st == 'running' then
   local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
   redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'worker', ARGV[2])
-  return {st, tostring(attempts)}
+  return {st, tostring(attempts), created}
 end
-return {st, redis.call('HGET', KEYS[1], 'attempts') or '0'}
+return {st, redis.call('HGET', KEYS[1], 'attempts') or '0', created}
 """
 
 # KEYS[1] record; ARGV status, finished_at, result json, error json, ttl, channel, job id,
@@ -132,9 +133,10 @@ class JobStore:
         raw = await self._redis.hgetall(self._key(job_id))  # type: ignore[misc]
         return JobRecord.from_hash(raw) if raw else None
 
-    async def start(self, job_id: str, worker: str) -> tuple[str, int]:
-        previous, attempts = await self._start(keys=[self._key(job_id)], args=[utc_iso(), worker])
-        return previous.decode(), int(attempts)
+    async def start(self, job_id: str, worker: str) -> tuple[str, int, float]:
+        """Mark the job running; returns its previous status, the attempt count, its enqueue time."""
+        previous, attempts, created = await self._start(keys=[self._key(job_id)], args=[utc_iso(), worker])
+        return previous.decode(), int(attempts), float(created)
 
     async def finish(self, job_id: str, envelope: Envelope) -> bool:
         """Record the outcome; False if the job had already ended (for example it was cancelled)."""

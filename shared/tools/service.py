@@ -8,6 +8,8 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -15,10 +17,11 @@ from jsonschema import SchemaError
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 
+from shared import metrics
 from shared.config import Settings
 from shared.context import AppContext
 from shared.db import SessionFactory
-from shared.errors import BadRequest, InvalidArguments, NotFound, ValidationFailed
+from shared.errors import BadRequest, InvalidArguments, MCPQError, NotFound, ValidationFailed
 from shared.gateways.service import backend_spec
 from shared.jobs.schemas import CallToolPayload, JobKind, JobRecord
 from shared.jobs.service import new_job_id
@@ -151,18 +154,37 @@ def _payload(tool: ResolvedTool, arguments: dict[str, Any], settings: Settings) 
 
 async def call(ctx: AppContext, ref: str, arguments: dict[str, Any], wait_s: float | None) -> JobRecord:
     """Run a tool call and await it for up to `wait_s` (the session is closed before the wait)."""
-    settings = ctx.settings
-    wait = settings.default_wait_s if wait_s is None else wait_s
-    if wait > settings.max_wait_s:
-        raise ValidationFailed(f"timeout_s may be at most {settings.max_wait_s}")
-    tool = await resolve(ctx, ref)
-    check_arguments(tool, arguments)
-    payload = _payload(tool, arguments, settings)
-    return await ctx.queue.run(JobKind.CALL_TOOL, payload, tool.qualified_name, wait)
+    started = time.perf_counter()
+    with _counted("sync"):
+        settings = ctx.settings
+        wait = settings.default_wait_s if wait_s is None else wait_s
+        if wait > settings.max_wait_s:
+            raise ValidationFailed(f"timeout_s may be at most {settings.max_wait_s}")
+        tool = await resolve(ctx, ref)
+        check_arguments(tool, arguments)
+        payload = _payload(tool, arguments, settings)
+        record = await ctx.queue.run(JobKind.CALL_TOOL, payload, tool.qualified_name, wait)
+    status = record.status.value if record.status.terminal else "pending"
+    metrics.CALLS.labels("sync", status).inc()
+    metrics.CALL_SECONDS.observe(time.perf_counter() - started)
+    return record
 
 
 async def submit(ctx: AppContext, ref: str, arguments: dict[str, Any]) -> str:
-    tool = await resolve(ctx, ref)
-    check_arguments(tool, arguments)
-    payload = _payload(tool, arguments, ctx.settings)
-    return await ctx.queue.submit(JobKind.CALL_TOOL, payload, tool.qualified_name)
+    with _counted("async"):
+        tool = await resolve(ctx, ref)
+        check_arguments(tool, arguments)
+        payload = _payload(tool, arguments, ctx.settings)
+        job_id = await ctx.queue.submit(JobKind.CALL_TOOL, payload, tool.qualified_name)
+    metrics.CALLS.labels("async", "accepted").inc()
+    return job_id
+
+
+@contextmanager
+def _counted(mode: str) -> Iterator[None]:
+    """Count calls refused before they reached the queue (unknown tool, bad arguments, ...)."""
+    try:
+        yield
+    except MCPQError:
+        metrics.CALLS.labels(mode, "rejected").inc()
+        raise
