@@ -30,7 +30,7 @@ async def ctx(settings: Settings) -> AsyncIterator[dict[str, Any]]:
 
 def spec(url: str, transport: str = "streamable_http", timeout_s: float = 10) -> BackendSpec:
     return {
-        "gateway_id": str(uuid.uuid4()),
+        "gateway_id": str(uuid.uuid5(uuid.NAMESPACE_URL, url)),
         "gateway": "unit",
         "url": url,
         "transport": transport,

@@ -45,7 +45,8 @@ class BackendConnectError(ConnectionError):
 
 
 def backend_key(spec: BackendSpec) -> str:
-    raw = json.dumps([spec["url"], spec["transport"], sorted(spec["headers"].items())])
+    # Per gateway: two registrations of one URL keep separate sessions (and metrics).
+    raw = json.dumps([spec["gateway_id"], spec["url"], spec["transport"], sorted(spec["headers"].items())])
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
