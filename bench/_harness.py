@@ -50,12 +50,19 @@ class Stack:
     procs: dict[str, subprocess.Popen[bytes]]
 
 
+def libpq(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 @contextlib.contextmanager
-def bench_database(admin_url: str) -> Iterator[str]:
+def bench_database(admin_url: str, settings: dict[str, str] | None = None) -> Iterator[str]:
+    """A fresh database, with per-database settings (ALTER DATABASE ... SET) applied."""
     name = f"mcpq_bench_{uuid.uuid4().hex[:8]}"
-    admin = make_url(admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    admin = libpq(admin_url)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
+        for key, value in (settings or {}).items():
+            conn.execute(f"ALTER DATABASE \"{name}\" SET {key} = '{value}'")
     try:
         yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     finally:
@@ -65,14 +72,20 @@ def bench_database(admin_url: str) -> Iterator[str]:
 
 @contextlib.contextmanager
 def stack(
-    *, workers: int = 1, extra_env: dict[str, str] | None = None, log_dir: Path | None = None
+    *,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+    log_dir: Path | None = None,
+    db_settings: dict[str, str] | None = None,
+    backend_args: tuple[str, ...] = (),
+    api_args: tuple[str, ...] = (),
 ) -> Iterator[Stack]:
     """Backend MCP server + API + N workers, each its own process, on a fresh database."""
     admin_url = os.environ.get("BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     token = secrets.token_urlsafe(16)
     run = uuid.uuid4().hex[:8]
-    with bench_database(admin_url) as database_url, contextlib.ExitStack() as stop:
+    with bench_database(admin_url, db_settings) as database_url, contextlib.ExitStack() as stop:
         env = {
             **os.environ,
             "DATABASE_URL": database_url,
@@ -81,6 +94,7 @@ def stack(
             "MCPQ_KEY_PREFIX": f"mcpq-bench-{run}",
             "MCPQ_QUEUE_NAME": f"mcpq-bench-{run}:queue",
             "PYTHONPATH": str(ROOT),
+            "MCPQ_WORKER_METRICS_PORT": "0",
             **(extra_env or {}),
         }
         procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -101,7 +115,7 @@ def stack(
             return proc
 
         backend_port, api_port = free_port(), free_port()
-        spawn("backend", [str(ROOT / "bench" / "backend.py"), str(backend_port)])
+        spawn("backend", [str(ROOT / "bench" / "backend.py"), str(backend_port), *backend_args])
         spawn(
             "api",
             [
@@ -115,6 +129,7 @@ def stack(
                 "--log-level",
                 "warning",
                 "--no-access-log",
+                *api_args,
             ],
         )
         for i in range(workers):

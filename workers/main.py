@@ -95,7 +95,7 @@ class WorkerSettings:
     queue_name = _settings.queue_name
     max_jobs = _settings.worker_max_jobs
     poll_delay = _settings.worker_fallback_poll_s
-    job_timeout = int(_settings.max_backend_timeout_s + 30)
+    job_timeout = int(_settings.max_backend_timeout_s + 30)  # JobStore.in_progress_ms relies on it
     keep_result = _settings.result_ttl_s
     # One health-check key per host (a container per replica), so `arq --check` in one container
     # cannot see another replica's beat, and a dead replica's key lapses within seconds.

@@ -96,7 +96,10 @@ async def _run_guarded(
             record = await store.get(job_id)
             if record is not None and record.cancel_requested:
                 await store.finish(job_id, {"ok": False, "error": CANCELLED_ERROR})
-            # Otherwise the worker is shutting down: arq re-queues the job and the next attempt decides.
+            else:
+                # The worker is shutting down: arq keeps the job for another worker, whose attempt
+                # decides (re-run if retry-safe, else worker_lost). Make it due now, not later.
+                await store.due_now(job_id)
             raise
         except Exception as exc:
             envelope = classify(exc, backend["timeout_s"])

@@ -50,7 +50,7 @@ async def prometheus_metrics(request: Request) -> Response:
     metrics.DB_POOL_OVERFLOW.set(max(0, pool.overflow()))
     metrics.WAITING_REQUESTS.set(ctx.queue.waiters.waiting)
     try:
-        metrics.QUEUE_DEPTH.set(await ctx.queue.redis.zcard(ctx.settings.queue_name))
+        metrics.QUEUE_DEPTH.set(await ctx.queue.store.queue_depth())
     except Exception:  # metrics must answer even while Redis is down; /ready reports that
         metrics.QUEUE_DEPTH.set(float("nan"))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -21,7 +21,14 @@ from shared.config import Settings
 from shared.jobs.schemas import Envelope, JobError, JobRecord, JobStatus, utc_iso
 from shared.redis import job_deserializer, job_serializer
 
-# KEYS[1] record; ARGV now, worker id. Returns {previous status, attempts, created_ts}.
+# KEYS[1] record, KEYS[2] arq queue; ARGV now, worker id, job id, queue score while running.
+# Returns {previous status, attempts, created_ts}.
+#
+# arq leaves a running job in its queue until it ends, and every poll re-checks each such id
+# (WATCH, EXISTS, ZSCORE: three round trips apiece). With thousands of slow calls in flight that
+# swamps the workers. So a started job's score moves to when arq's in-progress key expires:
+# polls skip it (they read scores up to now), and if its worker dies the job becomes due again
+# exactly when arq would have retried it.
 _START = """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {'missing', '0', '0'} end
@@ -29,6 +36,7 @@ local created = redis.call('HGET', KEYS[1], 'created_ts') or '0'
 if st == 'queued' or st == 'running' then
   local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
   redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'worker', ARGV[2])
+  redis.call('ZADD', KEYS[2], 'XX', ARGV[4], ARGV[3])
   return {st, tostring(attempts), created}
 end
 return {st, redis.call('HGET', KEYS[1], 'attempts') or '0', created}
@@ -135,8 +143,24 @@ class JobStore:
 
     async def start(self, job_id: str, worker: str) -> tuple[str, int, float]:
         """Mark the job running; returns its previous status, the attempt count, its enqueue time."""
-        previous, attempts, created = await self._start(keys=[self._key(job_id)], args=[utc_iso(), worker])
+        previous, attempts, created = await self._start(
+            keys=[self._key(job_id), self._settings.queue_name],
+            args=[utc_iso(), worker, job_id, timestamp_ms() + self.in_progress_ms],
+        )
         return previous.decode(), int(attempts), float(created)
+
+    @property
+    def in_progress_ms(self) -> int:
+        """arq's in-progress lock: the job timeout (max backend timeout + 30 s) plus arq's 10 s."""
+        return int((self._settings.max_backend_timeout_s + 30 + 10) * 1000)
+
+    async def due_now(self, job_id: str) -> None:
+        """Make an interrupted job due again at once (a worker shutting down hands it on)."""
+        await self._redis.zadd(self._settings.queue_name, {job_id: timestamp_ms()}, xx=True)
+
+    async def queue_depth(self) -> int:
+        """Jobs waiting for a worker (running ones carry a future score, see _START)."""
+        return int(await self._redis.zcount(self._settings.queue_name, "-inf", timestamp_ms()))
 
     async def finish(self, job_id: str, envelope: Envelope) -> bool:
         """Record the outcome; False if the job had already ended (for example it was cancelled)."""
