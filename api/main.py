@@ -15,7 +15,7 @@ from api.limits import BodySizeLimit
 from api.routers import gateways, health, jobs, tools
 from shared.config import Settings, get_settings
 from shared.context import AppContext
-from shared.db import make_engine, make_session_factory
+from shared.db import make_engine, make_read_session_factory, make_session_factory
 from shared.jobs.service import JobQueue
 from shared.jobs.store import JobStore
 from shared.jobs.waiters import JobWaiters
@@ -40,6 +40,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     ctx = AppContext(
         settings=settings,
         session_factory=make_session_factory(engine),
+        read_session_factory=make_read_session_factory(engine),
         queue=JobQueue(redis, store, waiters, settings),
         tool_cache=ToolCache(settings.tool_cache_ttl_s),
     )

@@ -14,6 +14,7 @@ from shared.tools.cache import ToolCache
 class AppContext:
     settings: Settings
     session_factory: SessionFactory
+    read_session_factory: SessionFactory
     queue: JobQueue
     tool_cache: ToolCache
 

@@ -23,4 +23,15 @@ def make_engine(settings: Settings, *, application_name: str = "mcpq") -> AsyncE
 
 
 def make_session_factory(engine: AsyncEngine) -> SessionFactory:
+    """Sessions for writes: one explicit transaction, committed at the end of the block."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_session_factory(engine: AsyncEngine) -> SessionFactory:
+    """Sessions for lookups, in autocommit mode: each statement is its own transaction.
+
+    Between statements (or while the event loop is busy with other requests) such a session
+    is plain "idle", never "idle in transaction": no snapshot is held, nothing ages, and no
+    ROLLBACK round trip is needed when it closes. Same pool as the write sessions.
+    """
+    return async_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False)

@@ -25,7 +25,7 @@ async def ready(request: Request) -> JSONResponse:
     checks: dict[str, str] = {}
 
     async def database() -> None:
-        async with ctx.session_factory() as s:
+        async with ctx.read_session_factory() as s:
             await s.execute(text("SELECT 1"))
 
     for name, probe in (("database", database), ("redis", ctx.queue.redis.ping)):

@@ -7,10 +7,10 @@ import uuid
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import Settings
 from shared.context import AppContext
-from shared.db import SessionFactory
 from shared.errors import BackendError, Conflict, GatewayTimeout, NotFound, ValidationFailed
 from shared.gateways import repository
 from shared.gateways.schemas import GatewayCreate, GatewayOut
@@ -38,9 +38,8 @@ def backend_spec(gateway: Gateway) -> BackendSpec:
     }
 
 
-async def _to_out(sf: SessionFactory, gateways: list[Gateway]) -> list[GatewayOut]:
-    async with sf() as s:
-        counts = await repository.counts(s, [g.id for g in gateways])
+async def _to_out(s: AsyncSession, gateways: list[Gateway]) -> list[GatewayOut]:
+    counts = await repository.counts(s, [g.id for g in gateways])
     return [
         GatewayOut(
             id=g.id,
@@ -99,7 +98,7 @@ async def register(ctx: AppContext, body: GatewayCreate) -> GatewayOut:
     timeout_s = body.timeout_s or settings.default_backend_timeout_s
     if timeout_s > settings.max_backend_timeout_s:
         raise ValidationFailed(f"timeout_s may be at most {settings.max_backend_timeout_s}")
-    async with sf() as s:
+    async with ctx.read_session_factory() as s:
         if await repository.name_taken(s, body.name):
             raise Conflict(f"a gateway named {body.name!r} already exists")
     gateway = Gateway(
@@ -121,13 +120,13 @@ async def register(ctx: AppContext, body: GatewayCreate) -> GatewayOut:
         await repository.replace_catalog(s, gateway.id, catalog)
         await s.commit()
     await ctx.catalog_changed()
-    return (await _to_out(sf, [gateway]))[0]
+    return await _show(ctx, gateway)
 
 
 async def refresh(ctx: AppContext, raw_id: str) -> GatewayOut:
     sf = ctx.session_factory
     gateway_id = parse_id(raw_id)
-    async with sf() as s:
+    async with ctx.read_session_factory() as s:
         gateway = await repository.get(s, gateway_id)
         if gateway is None:
             raise NotFound(f"gateway {raw_id} not found")
@@ -142,23 +141,26 @@ async def refresh(ctx: AppContext, raw_id: str) -> GatewayOut:
         await repository.replace_catalog(s, gateway_id, catalog)
         await s.commit()
     await ctx.catalog_changed()
-    return (await _to_out(sf, [gateway]))[0]
+    return await _show(ctx, gateway)
+
+
+async def _show(ctx: AppContext, gateway: Gateway) -> GatewayOut:
+    async with ctx.read_session_factory() as s:
+        return (await _to_out(s, [gateway]))[0]
 
 
 async def get(ctx: AppContext, raw_id: str) -> GatewayOut:
     gateway_id = parse_id(raw_id)
-    sf = ctx.session_factory
-    async with sf() as s:
+    async with ctx.read_session_factory() as s:
         gateway = await repository.get(s, gateway_id)
-    if gateway is None:
-        raise NotFound(f"gateway {raw_id} not found")
-    return (await _to_out(sf, [gateway]))[0]
+        if gateway is None:
+            raise NotFound(f"gateway {raw_id} not found")
+        return (await _to_out(s, [gateway]))[0]
 
 
 async def list_all(ctx: AppContext) -> list[GatewayOut]:
-    async with ctx.session_factory() as s:
-        gateways = await repository.list_all(s)
-    return await _to_out(ctx.session_factory, gateways)
+    async with ctx.read_session_factory() as s:
+        return await _to_out(s, await repository.list_all(s))
 
 
 async def delete(ctx: AppContext, raw_id: str) -> None:

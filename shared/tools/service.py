@@ -68,7 +68,7 @@ async def _lookup(sf: SessionFactory, ref: str) -> tuple[Tool, Gateway]:
 
 
 async def get(ctx: AppContext, ref: str) -> ToolOut:
-    return _to_out(*await _lookup(ctx.session_factory, ref))
+    return _to_out(*await _lookup(ctx.read_session_factory, ref))
 
 
 async def resolve(ctx: AppContext, ref: str) -> ResolvedTool:
@@ -76,7 +76,7 @@ async def resolve(ctx: AppContext, ref: str) -> ResolvedTool:
     cached = ctx.tool_cache.get(ref)
     if cached is not None:
         return cached
-    tool, gateway = await _lookup(ctx.session_factory, ref)
+    tool, gateway = await _lookup(ctx.read_session_factory, ref)
     resolved = ResolvedTool(
         id=str(tool.id),
         name=tool.name,
@@ -105,7 +105,7 @@ async def list_page(ctx: AppContext, *, gateway: str | None, cursor: str | None,
     if not 1 <= limit <= MAX_PAGE:
         raise ValidationFailed(f"limit must be between 1 and {MAX_PAGE}")
     after = _decode_cursor(cursor) if cursor else None
-    async with ctx.session_factory() as s:
+    async with ctx.read_session_factory() as s:
         rows = await repository.page(s, gateway=gateway, after=after, limit=limit + 1)
     items = [_to_out(t, g) for t, g in rows[:limit]]
     next_cursor = _encode_cursor(items[-1]) if len(rows) > limit else None
