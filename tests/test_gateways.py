@@ -16,12 +16,14 @@ from sqlalchemy import select, update
 from shared.config import Settings
 from shared.models import Gateway, Tool
 from tests.backends import Backends, free_port
-from tests.conftest import unique
+from tests.conftest import TEAM, unique
 
 # The tools build_server() defines at least (others may be added to the test backend).
 BACKEND_TOOLS = {"echo", "add", "sleep", "hold", "count", "fail"}
 GATEWAY_FIELDS = {
     "id",
+    "team_id",
+    "visibility",
     "name",
     "url",
     "transport",
@@ -47,7 +49,7 @@ async def register(client: httpx.AsyncClient, worker: Worker) -> AsyncIterator[R
     created: list[str] = []
 
     async def post(**body: Any) -> httpx.Response:
-        response = await client.post("/v1/gateways", json=body)
+        response = await client.post("/v1/gateways", json={"team": TEAM, **body})
         if response.status_code == 201:
             created.append(response.json()["id"])
         return response
@@ -298,7 +300,9 @@ async def test_delete_removes_gateway_and_tools(
     client: httpx.AsyncClient, backends: Backends, worker: Worker
 ) -> None:
     name = unique()
-    created = await client.post("/v1/gateways", json={"name": name, "url": backends.urls["stateful"]})
+    created = await client.post(
+        "/v1/gateways", json={"name": name, "url": backends.urls["stateful"], "team": TEAM}
+    )
     assert created.status_code == 201, created.text
     gateway_id = created.json()["id"]
     echo = await client.get(f"/v1/tools/{name}.echo")

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from api.main import create_app
 from shared.config import Settings
 from tests.backends import Backends
-from tests.conftest import ADMIN_TOKEN, worker_env
+from tests.conftest import ADMIN_TOKEN, TEAM, worker_env
 
 CALLS = 200
 WORKERS = 2
@@ -77,7 +77,9 @@ async def test_200_concurrent_calls_on_two_worker_processes(
 ) -> None:
     app, client = procs_client
     name = f"procs-{uuid.uuid4().hex[:6]}"
-    created = await client.post("/v1/gateways", json={"name": name, "url": backends.urls["stateless"]})
+    created = await client.post(
+        "/v1/gateways", json={"name": name, "url": backends.urls["stateless"], "team": TEAM}
+    )
     assert created.status_code == 201, created.text
 
     async def call(i: int) -> tuple[str, httpx.Response]:
