@@ -7,9 +7,9 @@ message is lost.
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from collections.abc import Hashable
+from time import monotonic
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -27,7 +27,7 @@ class TTLCache(Generic[K, V]):
         if entry is None:
             return None
         expires, value = entry
-        if time.monotonic() > expires:
+        if monotonic() > expires:
             del self._entries[key]
             return None
         return value
@@ -37,7 +37,7 @@ class TTLCache(Generic[K, V]):
         ttl = self._ttl_s if ttl_s is None else min(ttl_s, self._ttl_s)
         if ttl <= 0:
             return
-        self._entries[key] = (time.monotonic() + ttl, value)
+        self._entries[key] = (monotonic() + ttl, value)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)

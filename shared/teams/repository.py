@@ -10,10 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.models import Team, TeamMember
 
 
-async def get(s: AsyncSession, team_id: uuid.UUID) -> Team | None:
-    return await s.get(Team, team_id)
-
-
 async def by_ref(s: AsyncSession, ref: str) -> Team | None:
     """A team by id or by name."""
     try:
