@@ -37,6 +37,7 @@ format: venv
 bench: venv
 	$(BIN)/python bench/roundtrip.py
 
-# compose.yaml requires MCPQ_ADMIN_TOKEN; a placeholder is enough to validate it.
+# compose.yaml requires MCPQ_ADMIN_TOKEN and MCPQ_SECRET_KEYS; placeholders are enough to validate it.
 compose-check:
-	MCPQ_ADMIN_TOKEN=$${MCPQ_ADMIN_TOKEN:-compose-check} $(COMPOSE) config -q
+	MCPQ_ADMIN_TOKEN=$${MCPQ_ADMIN_TOKEN:-compose-check} MCPQ_SECRET_KEYS=$${MCPQ_SECRET_KEYS:-compose-check} \
+		$(COMPOSE) config -q

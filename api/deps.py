@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from shared.auth import service as auth_service
+from shared.auth.schemas import Principal
 from shared.context import AppContext
 from shared.errors import Unauthorized
 
@@ -16,12 +17,15 @@ def get_context(request: Request) -> AppContext:
     return ctx
 
 
-def require_admin(request: Request, ctx: Annotated[AppContext, Depends(get_context)]) -> None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthorized("missing bearer token")
-    if not hmac.compare_digest(token.encode(), ctx.settings.admin_token.encode()):
-        raise Unauthorized("invalid token")
-
-
 ContextDep = Annotated[AppContext, Depends(get_context)]
+
+
+async def authenticate(request: Request, ctx: ContextDep) -> Principal:
+    """The caller. A token lookup opens its own short session and closes it before the handler runs."""
+    scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secret:
+        raise Unauthorized("missing bearer token")
+    return await auth_service.authenticate(ctx, secret)
+
+
+PrincipalDep = Annotated[Principal, Depends(authenticate)]

@@ -1,9 +1,12 @@
 """`python -m api.devserver` (what `make run` runs): the API and one worker, on any machine.
 
-Whatever DATABASE_URL / REDIS_URL / MCPQ_ADMIN_TOKEN leave unset is provided here:
+Whatever DATABASE_URL / REDIS_URL / MCPQ_ADMIN_TOKEN / MCPQ_SECRET_KEYS /
+MCPQ_ALLOWED_BACKEND_NETWORKS leave unset is provided here:
 - PostgreSQL: embedded, its cluster kept in ./.mcpq-data/pg (database `mcpq`).
 - Redis: an embedded Valkey on a free port; its queue does not survive a restart.
 - Admin token: generated once, kept in ./.mcpq-data/admin-token.
+- Secret key (encrypts backend headers): generated once, kept in ./.mcpq-data/secret-key.
+- Backend allowlist: loopback (127.0.0.0/8, ::1), so backends on this machine can be registered.
 Then it runs uvicorn and one arq worker as child processes and stops everything when either
 exits or on Ctrl-C / SIGTERM.
 """
@@ -18,9 +21,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
+
+from cryptography.fernet import Fernet
 
 from shared.embedded import EmbeddedPostgres, EmbeddedRedis
 
@@ -28,19 +34,19 @@ DATA_DIR = Path(".mcpq-data")
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 SAMPLE_PATH = "/v1/gateways"  # shown in the sample curl command
+DEV_ALLOWED_NETWORKS = "127.0.0.0/8,::1/128"
 
 
-def admin_token(data_dir: Path) -> str:
-    """The token stored in data_dir, created on first use."""
-    path = data_dir / "admin-token"
+def stored_secret(path: Path, make: Callable[[], str]) -> str:
+    """The secret kept in `path` (readable by this user only), created on first use."""
     if path.exists():
         return path.read_text().strip()
-    token = secrets.token_urlsafe(32)
+    value = make()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    return token
+        f.write(value + "\n")
+    return value
 
 
 def name(child: subprocess.Popen[bytes]) -> str:
@@ -100,7 +106,14 @@ def main() -> int:
             print("devserver: starting embedded Valkey (Redis protocol)", flush=True)
             env["REDIS_URL"] = stack.enter_context(EmbeddedRedis(DATA_DIR / "valkey")).url()
         if not env.get("MCPQ_ADMIN_TOKEN"):
-            env["MCPQ_ADMIN_TOKEN"] = admin_token(DATA_DIR)
+            env["MCPQ_ADMIN_TOKEN"] = stored_secret(
+                DATA_DIR / "admin-token", lambda: secrets.token_urlsafe(32)
+            )
+        if not env.get("MCPQ_SECRET_KEYS"):
+            env["MCPQ_SECRET_KEYS"] = stored_secret(
+                DATA_DIR / "secret-key", lambda: Fernet.generate_key().decode()
+            )
+        env.setdefault("MCPQ_ALLOWED_BACKEND_NETWORKS", DEV_ALLOWED_NETWORKS)
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, on_signal)
@@ -117,6 +130,7 @@ def main() -> int:
             token = env["MCPQ_ADMIN_TOKEN"]
             print(
                 f"\nmcpq is ready\n  base URL:    {base}\n  admin token: {token}\n"
+                f"  backends may be on: public addresses and {env['MCPQ_ALLOWED_BACKEND_NETWORKS']}\n"
                 f"  try:         curl -H 'Authorization: Bearer {token}' {base}{SAMPLE_PATH}\n"
                 "Ctrl-C stops the API, the worker and the embedded servers.\n",
                 flush=True,

@@ -19,14 +19,18 @@ from shared.errors import MCPQError, Unauthorized
 log = logging.getLogger(__name__)
 
 
-def error_response(status: int, kind: str, detail: str, **extra: Any) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+def error_response(
+    status: int, kind: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse({"error": kind, "detail": detail, **extra}, status_code=status, headers=headers)
 
 
 async def _mcpq_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, MCPQError)
-    return error_response(exc.status_code, exc.kind, exc.detail, **exc.extra)
+    return error_response(exc.status_code, exc.kind, exc.detail, exc.headers, **exc.extra)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -10,9 +10,10 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from api import errors
-from api.deps import require_admin
+from api.deps import authenticate
 from api.limits import BodySizeLimit
-from api.routers import gateways, health, jobs, tools
+from api.routers import gateways, health, jobs, teams, tokens, tools
+from shared.cache import TTLCache
 from shared.config import Settings, get_settings
 from shared.context import AppContext
 from shared.db import make_engine, make_read_session_factory, make_session_factory
@@ -21,7 +22,7 @@ from shared.jobs.store import JobStore
 from shared.jobs.waiters import JobWaiters
 from shared.migrate import upgrade_to_head
 from shared.redis import make_redis, start_subscriber, stop_task
-from shared.tools.cache import ToolCache
+from shared.security import SecretBox
 
 log = logging.getLogger("mcpq.api")
 
@@ -31,6 +32,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     if not settings.admin_token:
         raise RuntimeError("MCPQ_ADMIN_TOKEN must be set")
+    secrets = SecretBox.from_settings(settings)  # refuses to start without MCPQ_SECRET_KEYS
     if settings.run_migrations:
         await asyncio.to_thread(upgrade_to_head, settings.database_url)
     engine = make_engine(settings, application_name="mcpq-api")
@@ -42,17 +44,26 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         session_factory=make_session_factory(engine),
         read_session_factory=make_read_session_factory(engine),
         queue=JobQueue(redis, store, waiters, settings),
-        tool_cache=ToolCache(settings.tool_cache_ttl_s),
+        secrets=secrets,
+        tool_cache=TTLCache(settings.tool_cache_ttl_s),
+        token_cache=TTLCache(settings.token_cache_ttl_s),
     )
 
     def reconnected() -> None:
         # Messages may have been missed while disconnected.
         waiters.wake_all()
         ctx.tool_cache.clear()
+        ctx.token_cache.clear()
 
-    # One pub/sub connection per process carries both job completions and catalog changes.
+    # One pub/sub connection per process carries job completions, catalog changes and revocations.
     subscriber = await start_subscriber(
-        redis, {store.done_channel: waiters.on_done, ctx.catalog_channel: ctx.tool_cache.clear}, reconnected
+        redis,
+        {
+            store.done_channel: waiters.on_done,
+            ctx.catalog_channel: ctx.tool_cache.clear,
+            ctx.tokens_channel: ctx.forget_token,
+        },
+        reconnected,
     )
     app.state.ctx = ctx
     app.state.engine = engine
@@ -69,8 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings or get_settings()
     errors.install(app)
     app.include_router(health.router)
-    for router in (gateways.router, tools.router, jobs.router):
-        app.include_router(router, dependencies=[Depends(require_admin)])
+    # Authentication runs before the body is parsed, so an anonymous request learns nothing more.
+    for router in (teams.router, tokens.router, gateways.router, tools.router, jobs.router):
+        app.include_router(router, dependencies=[Depends(authenticate)])
     app.add_middleware(BodySizeLimit, max_bytes=app.state.settings.max_body_bytes)
     return app
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from cryptography.fernet import Fernet
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,6 +92,9 @@ def stack(
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
             "MCPQ_ADMIN_TOKEN": token,
+            "MCPQ_SECRET_KEYS": Fernet.generate_key().decode(),
+            # The benchmark's backend listens on loopback, and nothing else is ever contacted.
+            "MCPQ_ALLOWED_BACKEND_NETWORKS": "127.0.0.1/32",
             "MCPQ_KEY_PREFIX": f"mcpq-bench-{run}",
             "MCPQ_QUEUE_NAME": f"mcpq-bench-{run}:queue",
             "PYTHONPATH": str(ROOT),

@@ -252,32 +252,54 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-async def register(api: httpx.AsyncClient, backend_url: str) -> str:
-    name = f"load-{uuid.uuid4().hex[:6]}"
-    r = await api.post("/v1/gateways", json={"name": name, "url": backend_url, "timeout_s": 600})
+async def register(admin: httpx.AsyncClient, backend_url: str) -> tuple[str, str]:
+    """A team, the backend as its gateway, and a member token: what the users call with."""
+    team = f"load-{uuid.uuid4().hex[:6]}"
+    (await admin.post("/v1/teams", json={"name": team})).raise_for_status()
+    r = await admin.post(
+        "/v1/gateways", json={"name": team, "url": backend_url, "timeout_s": 600, "team": team}
+    )
     r.raise_for_status()
-    return f"{name}.sleep"
+    minted = await admin.post("/v1/tokens", json={"name": "load", "team": team, "role": "member"})
+    minted.raise_for_status()
+    return f"{team}.sleep", str(minted.json()["token"])
+
+
+# httpx's connection pool scans all its connections per request: with thousands in one pool the
+# driver itself becomes the bottleneck. So users are spread over pools of this size.
+USERS_PER_CLIENT = 50
 
 
 async def drive(args: argparse.Namespace, s: Stack | None, out: Path) -> tuple[dict[str, Any], list[Sample]]:
     driver = Driver()
     base = s.api if s else args.api
     token = s.token if s else args.token
-    limits = httpx.Limits(max_connections=args.users + 50, max_keepalive_connections=args.users + 50)
-    async with httpx.AsyncClient(
-        base_url=base,
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=httpx.Timeout(600, connect=60),
-        limits=limits,
-    ) as api:
-        ref = await register(api, s.backend_url if s else args.backend_url)
+    timeout = httpx.Timeout(600, connect=60)
+    async with contextlib.AsyncExitStack() as clients:
+        api = await clients.enter_async_context(
+            httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+        )
+        ref, member_token = await register(api, s.backend_url if s else args.backend_url)
+        limits = httpx.Limits(max_connections=USERS_PER_CLIENT, max_keepalive_connections=USERS_PER_CLIENT)
+        pools = [
+            await clients.enter_async_context(
+                httpx.AsyncClient(
+                    base_url=base,
+                    headers={"Authorization": f"Bearer {member_token}"},
+                    timeout=timeout,
+                    limits=limits,
+                )
+            )
+            for _ in range(math.ceil(args.users / USERS_PER_CLIENT))
+        ]
         sampler = Sampler(s, api, s.database_url if s else args.database_url, driver)
         t0 = time.monotonic()
         sampling = asyncio.create_task(sampler.run(args.sample_interval, t0))
         stop_at = t0 + args.ramp + args.duration
         users = []
         for i in range(args.users):  # a steady ramp, so the start is not one thundering herd
-            users.append(asyncio.create_task(user_loop(api, ref, args, stop_at, driver)))
+            pool = pools[i // USERS_PER_CLIENT]
+            users.append(asyncio.create_task(user_loop(pool, ref, args, stop_at, driver)))
             if args.ramp and i % 50 == 49:
                 await asyncio.sleep(args.ramp * 50 / args.users)
         await asyncio.gather(*users)
@@ -537,6 +559,8 @@ def main() -> None:
         "MCPQ_TOOL_CACHE_TTL_S": str(args.tool_cache_ttl),
         "MCPQ_WORKER_MAX_JOBS": str(per_worker),
         "MCPQ_MAX_WAIT_S": "600",
+        # All users are one team here; its in-flight cap must admit them all.
+        "MCPQ_TEAM_MAX_IN_FLIGHT": str(args.users * 2),
     }
     with stack(
         workers=args.workers,

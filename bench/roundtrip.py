@@ -47,9 +47,18 @@ async def main(calls: int, warmup: int) -> None:
     with stack() as s:
         async with httpx.AsyncClient(
             base_url=s.api, headers={"Authorization": f"Bearer {s.token}"}, timeout=60
-        ) as api:
-            created = await api.post("/v1/gateways", json={"name": "bench", "url": s.backend_url})
+        ) as admin:
+            (await admin.post("/v1/teams", json={"name": "bench"})).raise_for_status()
+            created = await admin.post(
+                "/v1/gateways", json={"name": "bench", "url": s.backend_url, "team": "bench"}
+            )
             created.raise_for_status()
+            # Calls go through a team member's token, as a real client's would.
+            minted = await admin.post("/v1/tokens", json={"name": "bench", "team": "bench", "role": "member"})
+            minted.raise_for_status()
+        async with httpx.AsyncClient(
+            base_url=s.api, headers={"Authorization": f"Bearer {minted.json()['token']}"}, timeout=60
+        ) as api:
 
             async def via_call(i: int) -> None:
                 r = await api.post("/v1/tools/bench.echo/call", json={"arguments": {"text": f"m{i}"}})

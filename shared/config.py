@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(raw: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated CIDRs (a bare address is a /32 or /128)."""
+    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip())
 
 
 class Settings(BaseSettings):
@@ -20,6 +28,16 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("REDIS_URL", "MCPQ_REDIS_URL"),
     )
     admin_token: str = Field(default="", validation_alias=AliasChoices("MCPQ_ADMIN_TOKEN"))
+
+    # Security (see the README's security section)
+    # Fernet keys, comma-separated: the first encrypts, every one decrypts (rotation).
+    secret_keys: str = ""
+    # CIDRs a gateway URL may resolve into although they are not public (loopback, private, ...).
+    allowed_backend_networks: str = ""
+    # A token found valid is trusted this long without a database read: the bound on revocation.
+    token_cache_ttl_s: float = 10.0
+    # Jobs one team may have queued or running at once; past it, 429. 0 turns the limit off.
+    team_max_in_flight: int = 1000
 
     # Database
     run_migrations: bool = True
@@ -65,6 +83,16 @@ class Settings(BaseSettings):
             if url.startswith(prefix):
                 return "postgresql+psycopg://" + url[len(prefix) :]
         return url
+
+    @field_validator("allowed_backend_networks")
+    @classmethod
+    def _cidrs(cls, raw: str) -> str:
+        parse_networks(raw)  # fail at startup, not at the first registration
+        return raw
+
+    @property
+    def allowed_networks(self) -> tuple[IPNetwork, ...]:
+        return parse_networks(self.allowed_backend_networks)
 
     def key(self, *parts: str) -> str:
         """A Redis key under this deployment's prefix."""

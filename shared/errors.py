@@ -9,10 +9,13 @@ class MCPQError(Exception):
     status_code: int = 500
     kind: str = "internal_error"
 
-    def __init__(self, detail: str, *, extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, detail: str, *, extra: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.extra = extra or {}
+        self.headers = headers or {}
 
 
 class BadRequest(MCPQError):
@@ -23,6 +26,13 @@ class BadRequest(MCPQError):
 class Unauthorized(MCPQError):
     status_code = 401
     kind = "unauthorized"
+
+
+class Forbidden(MCPQError):
+    """The caller may see the item but its role does not allow the action."""
+
+    status_code = 403
+    kind = "forbidden"
 
 
 class NotFound(MCPQError):
@@ -49,6 +59,11 @@ class InvalidArguments(ValidationFailed):
     """Tool arguments that fail the tool's input_schema."""
 
     kind = "invalid_arguments"
+
+
+class TooManyRequests(MCPQError):
+    status_code = 429
+    kind = "too_many_requests"
 
 
 class BackendError(MCPQError):

@@ -118,12 +118,15 @@ class LegacyServer:
     def __init__(self) -> None:
         self.sessions: set[str] = set()
         self.initializations = 0
+        # The headers of the last request, to see what credentials a worker sent.
+        self.last_headers: dict[str, str] = {}
         self.app = Starlette(routes=[Route("/mcp", self.handle, methods=["POST", "GET", "DELETE"])])
 
     def expire_sessions(self) -> None:
         self.sessions.clear()
 
     async def handle(self, request: Request) -> Response:
+        self.last_headers = dict(request.headers)
         session_id = request.headers.get("mcp-session-id")
         if request.method == "DELETE":
             self.sessions.discard(session_id or "")

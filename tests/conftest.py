@@ -21,6 +21,7 @@ import pytest
 import redis as sync_redis
 from arq.connections import RedisSettings
 from arq.worker import Worker, create_worker
+from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
@@ -32,6 +33,11 @@ from workers.main import WorkerSettings
 
 ADMIN_TOKEN = "test-admin-token"
 RUN_ID = uuid.uuid4().hex[:10]
+# The team the platform-admin `client` registers its gateways in (created with the client; the
+# database is this run's own). Constants only: tests import this module a second time.
+TEAM = "test-team"
+# The test backends listen on 127.0.0.1; nothing else that is not public may be registered.
+ALLOWED_NETWORKS = "127.0.0.1/32"
 REDIS_LOCK_KEY = "mcpq:test-run-lock"
 
 
@@ -113,6 +119,8 @@ def settings(database_url: str, redis_url: str) -> Settings:
         database_url=database_url,
         redis_url=redis_url,
         admin_token=ADMIN_TOKEN,
+        secret_keys=Fernet.generate_key().decode(),
+        allowed_backend_networks=ALLOWED_NETWORKS,
         key_prefix=f"mcpq-test-{RUN_ID}",
         queue_name=f"mcpq-test-{RUN_ID}:queue",
         db_pool_size=5,
@@ -134,6 +142,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "DATABASE_URL": settings.database_url,
         "REDIS_URL": settings.redis_url,
         "MCPQ_ADMIN_TOKEN": settings.admin_token,
+        "MCPQ_SECRET_KEYS": settings.secret_keys,
+        "MCPQ_ALLOWED_BACKEND_NETWORKS": settings.allowed_backend_networks,
         "MCPQ_KEY_PREFIX": settings.key_prefix,
         "MCPQ_QUEUE_NAME": settings.queue_name,
         "MCPQ_DEFAULT_BACKEND_TIMEOUT_S": str(settings.default_backend_timeout_s),
@@ -164,6 +174,8 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
         timeout=60,
     ) as http:
+        created = await http.post("/v1/teams", json={"name": TEAM})
+        assert created.status_code == 201, created.text
         yield http
 
 
@@ -197,7 +209,9 @@ async def gateway(
 ) -> AsyncIterator[dict[str, Any]]:
     """A gateway registered on the stateful streamable-HTTP backend, removed afterwards."""
     name = f"gw-{uuid.uuid4().hex[:8]}"
-    response = await client.post("/v1/gateways", json={"name": name, "url": backends.urls["stateful"]})
+    response = await client.post(
+        "/v1/gateways", json={"name": name, "url": backends.urls["stateful"], "team": TEAM}
+    )
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     yield body

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
@@ -16,12 +18,14 @@ from sqlalchemy import select, update
 from shared.config import Settings
 from shared.models import Gateway, Tool
 from tests.backends import Backends, free_port
-from tests.conftest import unique
+from tests.conftest import TEAM, unique
 
 # The tools build_server() defines at least (others may be added to the test backend).
 BACKEND_TOOLS = {"echo", "add", "sleep", "hold", "count", "fail"}
 GATEWAY_FIELDS = {
     "id",
+    "team_id",
+    "visibility",
     "name",
     "url",
     "transport",
@@ -47,7 +51,7 @@ async def register(client: httpx.AsyncClient, worker: Worker) -> AsyncIterator[R
     created: list[str] = []
 
     async def post(**body: Any) -> httpx.Response:
-        response = await client.post("/v1/gateways", json=body)
+        response = await client.post("/v1/gateways", json={"team": TEAM, **body})
         if response.status_code == 201:
             created.append(response.json()["id"])
         return response
@@ -298,7 +302,9 @@ async def test_delete_removes_gateway_and_tools(
     client: httpx.AsyncClient, backends: Backends, worker: Worker
 ) -> None:
     name = unique()
-    created = await client.post("/v1/gateways", json={"name": name, "url": backends.urls["stateful"]})
+    created = await client.post(
+        "/v1/gateways", json={"name": name, "url": backends.urls["stateful"], "team": TEAM}
+    )
     assert created.status_code == 201, created.text
     gateway_id = created.json()["id"]
     echo = await client.get(f"/v1/tools/{name}.echo")
@@ -463,3 +469,42 @@ async def test_every_transport_registers_and_calls(
     assert result["status"] == "completed"
     assert result["result"]["isError"] is False
     assert result["result"]["content"] == [{"type": "text", "text": expected}]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.2", "::1"])
+async def test_ssrf_guard_refuses_addresses_outside_the_allowlist(
+    register: Register, settings: Settings, host: str
+) -> None:
+    """The tests' allowlist is 127.0.0.1/32: other loopback addresses are refused with 422, and
+    nothing connects to them (a listener there sees no connection)."""
+    assert settings.allowed_backend_networks == "127.0.0.1/32"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.bind((host, 0))
+    except OSError:
+        listener.close()
+        pytest.skip(f"{host} is not available on this machine")
+    with listener:
+        listener.listen()
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        url = f"http://[{host}]:{port}/mcp" if family == socket.AF_INET6 else f"http://{host}:{port}/mcp"
+        response = await register(name=unique(), url=url)
+        assert response.status_code == 422, response.text
+        assert response.json()["error"] == "validation_error"
+        assert "MCPQ_ALLOWED_BACKEND_NETWORKS" in response.json()["detail"]
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+
+
+async def test_ssrf_guard_resolves_names(register: Register, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name is judged by what it resolves to, not by how it looks."""
+
+    async def resolve(host: str, port: int, **kwargs: object) -> list[tuple[object, ...]]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", port))]
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", resolve)
+    response = await register(name=unique(), url="http://innocent.example/mcp")
+    assert response.status_code == 422, response.text
+    assert "metadata" in response.json()["detail"]

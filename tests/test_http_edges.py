@@ -27,6 +27,17 @@ V1_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("POST", "/v1/tools/gw.echo/jobs", {"arguments": {"text": "x"}}),
     ("GET", "/v1/jobs/0123456789abcdef", None),
     ("DELETE", "/v1/jobs/0123456789abcdef", None),
+    ("POST", "/v1/teams", {"name": "auth-probe"}),
+    ("GET", "/v1/teams", None),
+    ("GET", f"/v1/teams/{SOME_ID}", None),
+    ("PATCH", f"/v1/teams/{SOME_ID}", {"description": "x"}),
+    ("DELETE", f"/v1/teams/{SOME_ID}", None),
+    ("POST", f"/v1/teams/{SOME_ID}/members", {"email": "a@b.example"}),
+    ("GET", f"/v1/teams/{SOME_ID}/members", None),
+    ("DELETE", f"/v1/teams/{SOME_ID}/members/a@b.example", None),
+    ("POST", "/v1/tokens", {"name": "t", "team": SOME_ID, "role": "viewer"}),
+    ("GET", "/v1/tokens", None),
+    ("DELETE", f"/v1/tokens/{SOME_ID}", None),
 ]
 ROUTE_IDS = [f"{method} {path}" for method, path, _ in V1_ROUTES]
 

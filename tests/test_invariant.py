@@ -15,7 +15,7 @@ import psycopg
 from fastapi import FastAPI
 
 from tests.backends import Backends
-from tests.conftest import libpq_url
+from tests.conftest import libpq_url, unique
 
 
 def _pg_states(database_url: str) -> dict[str, int]:
@@ -82,6 +82,37 @@ async def test_no_connection_held_during_long_poll(
     response = await poll
     assert response.status_code == 200
     assert response.json()["status"] == "completed"
+
+
+async def test_no_connection_held_with_a_team_token(
+    app: FastAPI, client: httpx.AsyncClient, backends: Backends, database_url: str
+) -> None:
+    """With auth on: a team member's token, not yet cached, is looked up in its own short session,
+    closed before the handler runs; nothing stays checked out while the call is held."""
+    team = (await client.post("/v1/teams", json={"name": unique("inv")})).json()
+    try:
+        gateway = await client.post(
+            "/v1/gateways", json={"name": unique(), "url": backends.urls["stateful"], "team": team["id"]}
+        )
+        assert gateway.status_code == 201, gateway.text
+        token = await client.post("/v1/tokens", json={"name": "m", "team": team["id"], "role": "member"})
+        auth = {"Authorization": f"Bearer {token.json()['token']}"}
+        key = uuid.uuid4().hex
+        backends.gate(key)
+        call = asyncio.create_task(
+            client.post(
+                f"/v1/tools/{gateway.json()['name']}.hold/call",
+                json={"arguments": {"key": key}, "timeout_s": 30},
+                headers=auth,
+            )
+        )
+        await _held(backends, key)
+        await _assert_nothing_held(app, database_url)
+        backends.gate(key).release()
+        response = await call
+        assert response.status_code == 200, response.text
+    finally:
+        await client.delete(f"/v1/teams/{team['id']}")
 
 
 async def test_probe_sees_a_held_transaction(database_url: str) -> None:

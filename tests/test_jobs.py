@@ -20,8 +20,9 @@ from shared.config import Settings
 from shared.jobs.schemas import JobKind
 from shared.models import Gateway
 from tests.backends import Backends, Gate, free_port
+from tests.conftest import TEAM
 
-JOB_FIELDS = {"id", "kind", "tool", "status", "created_at", "started_at", "finished_at", "attempts"}
+JOB_FIELDS = {"id", "kind", "tool", "team", "status", "created_at", "started_at", "finished_at", "attempts"}
 
 
 def _ts(value: str) -> datetime:
@@ -188,7 +189,9 @@ async def test_failed_job_shows_the_error(
     app: FastAPI, client: httpx.AsyncClient, backends: Backends, worker: Any
 ) -> None:
     name = f"down-{uuid.uuid4().hex[:8]}"
-    created = await client.post("/v1/gateways", json={"name": name, "url": backends.urls["stateless"]})
+    created = await client.post(
+        "/v1/gateways", json={"name": name, "url": backends.urls["stateless"], "team": TEAM}
+    )
     assert created.status_code == 201, created.text
     gateway = created.json()
     try:
@@ -360,7 +363,7 @@ async def test_cancelled_queued_job_never_reaches_the_backend(
             "gateway": gateway["name"],
             "url": gateway["url"],
             "transport": gateway["transport"],
-            "headers": {},
+            "headers_enc": "",
             "timeout_s": gateway["timeout_s"],
         },
         "tool": "count",

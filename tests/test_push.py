@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import arq.worker
 import pytest
 
+from shared.auth.schemas import PLATFORM_ADMIN
 from shared.config import Settings
 from shared.jobs.schemas import JobKind, JobStatus
 from shared.jobs.service import JobQueue, new_job_id
@@ -54,7 +55,7 @@ def echo_payload(backends: Backends, text: str) -> dict[str, object]:
             "gateway": "push",
             "url": backends.urls["stateless"],
             "transport": "streamable_http",
-            "headers": {},
+            "headers_enc": "",
             "timeout_s": 10,
         },
         "tool": "echo",
@@ -103,7 +104,7 @@ async def test_waiter_is_woken_by_the_push(settings: Settings) -> None:
 
         finisher = asyncio.create_task(finish_later())
         started = time.monotonic()
-        record = await queue.get(job_id, wait_s=20)
+        record = await queue.get(job_id, PLATFORM_ADMIN, wait_s=20)
         await finisher
         assert record.status is JobStatus.COMPLETED
         assert time.monotonic() - started < 1.0  # the fallback check would take 30 s
@@ -113,7 +114,7 @@ async def test_job_no_worker_picks_up_ends_as_expired(settings: Settings, backen
     own = isolated(settings, queue_ttl_s=1, fallback_poll_s=0.5)
     async with job_queue(own) as queue:  # no worker consumes this queue
         job_id = await queue.submit(JobKind.CALL_TOOL, echo_payload(backends, "lost"), "push.echo")
-        record = await queue.get(job_id, wait_s=5)
+        record = await queue.get(job_id, PLATFORM_ADMIN, wait_s=5)
         assert record.status is JobStatus.FAILED
         assert record.error is not None and record.error["type"] == "expired"
 
@@ -155,6 +156,6 @@ async def test_reconcile_folds_in_arq_results(
             "q": own.queue_name,
         }
         await queue.redis.set(result_key_prefix + job_id, job_serializer(stored), ex=60)
-        record = await queue.get(job_id)
+        record = await queue.get(job_id, PLATFORM_ADMIN)
         assert record.status is status
         assert record.error is not None and record.error["type"] == error_type

@@ -21,7 +21,7 @@ from fastapi import FastAPI
 
 from shared.config import Settings
 from tests.backends import Backends, build_server, free_port
-from tests.conftest import unique
+from tests.conftest import TEAM, unique
 
 BACKEND_TOOLS = {"echo", "add", "sleep", "hold", "count", "fail"}
 TOOL_FIELDS = {
@@ -52,7 +52,7 @@ async def raw_client(app: FastAPI, settings: Settings) -> AsyncIterator[httpx.As
 
 
 async def _create_gateway(client: httpx.AsyncClient, name: str, url: str, **extra: Any) -> dict[str, Any]:
-    response = await client.post("/v1/gateways", json={"name": name, "url": url, **extra})
+    response = await client.post("/v1/gateways", json={"name": name, "url": url, "team": TEAM, **extra})
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body

@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from api.main import create_app
 from shared.config import Settings
 from tests.backends import Backends
-from tests.conftest import ADMIN_TOKEN, worker_env
+from tests.conftest import ADMIN_TOKEN, TEAM, worker_env
 
 WorkerFactory = Callable[[], subprocess.Popen[bytes]]
 
@@ -59,7 +59,10 @@ def spawn_worker(own_queue: Settings) -> Iterator[WorkerFactory]:
 
 
 @pytest.fixture(scope="module")
-async def api(own_queue: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+async def api(
+    own_queue: Settings, client: httpx.AsyncClient
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    # `client` is asked for so that the shared test team exists in the database.
     app = create_app(own_queue)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -74,7 +77,9 @@ async def api(own_queue: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncCl
 
 async def _gateway(client: httpx.AsyncClient, backends: Backends) -> str:
     name = f"death-{uuid.uuid4().hex[:6]}"
-    created = await client.post("/v1/gateways", json={"name": name, "url": backends.urls["stateful"]})
+    created = await client.post(
+        "/v1/gateways", json={"name": name, "url": backends.urls["stateful"], "team": TEAM}
+    )
     assert created.status_code == 201, created.text
     return name
 

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from api.main import create_app
 from shared.config import Settings
 from tests.backends import Backends
-from tests.conftest import ADMIN_TOKEN, worker_env
+from tests.conftest import ADMIN_TOKEN, TEAM, worker_env
 
 CALLS = 200
 WORKERS = 2
@@ -57,7 +57,10 @@ def worker_processes(own_queue: Settings) -> Iterator[list[subprocess.Popen[byte
 
 
 @pytest.fixture(scope="module")
-async def procs_client(own_queue: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+async def procs_client(
+    own_queue: Settings, client: httpx.AsyncClient
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    # `client` is asked for so that the shared test team exists in the database.
     app = create_app(own_queue)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -77,7 +80,9 @@ async def test_200_concurrent_calls_on_two_worker_processes(
 ) -> None:
     app, client = procs_client
     name = f"procs-{uuid.uuid4().hex[:6]}"
-    created = await client.post("/v1/gateways", json={"name": name, "url": backends.urls["stateless"]})
+    created = await client.post(
+        "/v1/gateways", json={"name": name, "url": backends.urls["stateless"], "team": TEAM}
+    )
     assert created.status_code == 201, created.text
 
     async def call(i: int) -> tuple[str, httpx.Response]:

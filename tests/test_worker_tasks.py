@@ -14,6 +14,7 @@ from shared.config import Settings
 from shared.jobs.schemas import BackendSpec, CallToolPayload, DiscoverPayload, JobStatus
 from shared.jobs.store import JobStore
 from shared.redis import make_redis
+from shared.security import SecretBox
 from tests.backends import Backends, free_port
 from workers.sessions import SessionPool
 from workers.tasks import call_tool, discover
@@ -22,7 +23,7 @@ from workers.tasks import call_tool, discover
 @pytest.fixture
 async def ctx(settings: Settings) -> AsyncIterator[dict[str, Any]]:
     redis = make_redis(settings)
-    sessions = SessionPool(settings)
+    sessions = SessionPool(settings, SecretBox.from_settings(settings))
     yield {"store": JobStore(redis, settings), "sessions": sessions, "worker_id": "unit-test", "redis": redis}
     await sessions.close()
     await redis.aclose()
@@ -34,7 +35,7 @@ def spec(url: str, transport: str = "streamable_http", timeout_s: float = 10) ->
         "gateway": "unit",
         "url": url,
         "transport": transport,
-        "headers": {},
+        "headers_enc": "",
         "timeout_s": timeout_s,
     }
 

@@ -18,6 +18,7 @@ from shared.config import get_settings
 from shared.jobs.schemas import JobKind
 from shared.jobs.store import JobStore
 from shared.redis import job_deserializer, job_serializer, start_subscriber, stop_task
+from shared.security import SecretBox
 from workers import wake
 from workers.sessions import SessionPool
 from workers.tasks import call_tool, discover
@@ -30,11 +31,12 @@ wake.install()
 async def startup(ctx: dict[str, Any]) -> None:
     # Tests run a worker in-process and hand it their own settings through ctx.
     settings = ctx.get("settings") or get_settings()
-    # arq logs every job's arguments at INFO, and ours carry backend headers (credentials).
-    # Our tasks log what matters (failures) themselves.
+    # arq logs every job's arguments at INFO. Ours carry backend headers only encrypted, but
+    # logs are no place for them either; our tasks log what matters (failures) themselves.
     logging.getLogger("arq.worker").setLevel(logging.WARNING)
     store = JobStore(ctx["redis"], settings)
-    sessions = SessionPool(settings)
+    # Workers decrypt backend headers; without MCPQ_SECRET_KEYS they refuse to start.
+    sessions = SessionPool(settings, SecretBox.from_settings(settings))
     sessions.start()
     ctx.update(
         settings=settings,

@@ -26,8 +26,11 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import DiscoverResult
 
 from shared import metrics
+from shared.cache import TTLCache
 from shared.config import Settings
+from shared.gateways import netguard
 from shared.jobs.schemas import BackendSpec
+from shared.security import SecretBox
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +47,6 @@ class BackendConnectError(ConnectionError):
     """Connecting to the backend failed moments ago; not retried yet."""
 
 
-def backend_key(spec: BackendSpec) -> str:
-    # Per gateway: two registrations of one URL keep separate sessions (and metrics).
-    raw = json.dumps([spec["gateway_id"], spec["url"], spec["transport"], sorted(spec["headers"].items())])
-    return hashlib.sha256(raw.encode()).hexdigest()
-
-
 @dataclass
 class PooledSession:
     key: str
@@ -62,8 +59,13 @@ class PooledSession:
 
 
 class SessionPool:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, secrets: SecretBox) -> None:
         self._settings = settings
+        self._secrets = secrets
+        self._allowed = settings.allowed_networks
+        # Decrypted headers by ciphertext: a gateway's ciphertext is the same in every job (the API
+        # copies the stored value), so each is decrypted once, not once per call.
+        self._headers: TTLCache[str, dict[str, str]] = TTLCache(settings.mcp_session_idle_s, 1024)
         self._sessions: dict[str, PooledSession] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         # How each backend was reached, so reconnects skip the `server/discover` probe:
@@ -114,14 +116,33 @@ class SessionPool:
                 session.last_used = time.monotonic()
         raise AssertionError("unreachable")
 
+    def headers(self, spec: BackendSpec) -> dict[str, str]:
+        """The backend's headers, decrypted (ValueError if no configured key opens them)."""
+        sealed = spec["headers_enc"]
+        plain = self._headers.get(sealed)
+        if plain is None:
+            plain = self._secrets.open(sealed)
+            self._headers.put(sealed, plain)
+        return plain
+
+    def key(self, spec: BackendSpec) -> str:
+        """One pooled session per gateway (two registrations of one URL keep separate sessions
+        and metrics), URL, transport and decrypted headers (the ciphertext differs each time the
+        headers are encrypted, so it cannot be the key)."""
+        raw = json.dumps(
+            [spec["gateway_id"], spec["url"], spec["transport"], sorted(self.headers(spec).items())]
+        )
+        return hashlib.sha256(raw.encode()).hexdigest()
+
     def forget(self, spec: BackendSpec) -> None:
         """Drop the session to `spec` after a transport failure; the next job reconnects."""
-        session = self._sessions.get(backend_key(spec))
-        if session is not None:
-            self._discard(session)
+        with contextlib.suppress(ValueError):
+            session = self._sessions.get(self.key(spec))
+            if session is not None:
+                self._discard(session)
 
     async def _get(self, spec: BackendSpec) -> PooledSession:
-        key = backend_key(spec)
+        key = self.key(spec)
         session = self._sessions.get(key)
         if session is not None and not session.dead:
             return session
@@ -201,10 +222,14 @@ class SessionPool:
     ) -> AsyncIterator[Client]:
         """A session of its own to `spec`, outside the pool (discovery uses this)."""
         s = self._settings
+        headers = self.headers(spec)
+        # The API checked the URL at registration; check again what it resolves to now (this
+        # narrows, but cannot close, the DNS rebinding window: see shared/gateways/netguard.py).
+        await netguard.check_url(spec["url"], self._allowed)
         if spec["transport"] == "sse":
             transport = sse_client(
                 spec["url"],
-                headers=spec["headers"],
+                headers=headers,
                 timeout=s.mcp_connect_timeout_s,
                 sse_read_timeout=s.mcp_session_idle_s + 60,
             )
@@ -213,7 +238,7 @@ class SessionPool:
             return
         async with (
             httpx2.AsyncClient(
-                headers=spec["headers"],
+                headers=headers,
                 # No read timeout here: each request carries its own (the job's backend timeout).
                 timeout=httpx2.Timeout(s.mcp_connect_timeout_s, read=None, pool=None),
                 limits=httpx2.Limits(

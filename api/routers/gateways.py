@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from api.deps import ContextDep
+from api.deps import ContextDep, PrincipalDep
 from shared.gateways import service as gateway_service
 from shared.gateways.schemas import GatewayCreate, GatewayList, GatewayOut
 
@@ -12,26 +12,26 @@ router = APIRouter(prefix="/v1/gateways", tags=["gateways"])
 
 
 @router.post("", status_code=201)
-async def create_gateway(body: GatewayCreate, ctx: ContextDep) -> GatewayOut:
-    return await gateway_service.register(ctx, body)
+async def create_gateway(body: GatewayCreate, ctx: ContextDep, principal: PrincipalDep) -> GatewayOut:
+    return await gateway_service.register(ctx, principal, body)
 
 
 @router.get("")
-async def list_gateways(ctx: ContextDep) -> GatewayList:
-    return GatewayList(items=await gateway_service.list_all(ctx))
+async def list_gateways(ctx: ContextDep, principal: PrincipalDep) -> GatewayList:
+    return GatewayList(items=await gateway_service.list_all(ctx, principal))
 
 
 @router.get("/{gateway_id}")
-async def get_gateway(gateway_id: str, ctx: ContextDep) -> GatewayOut:
-    return await gateway_service.get(ctx, gateway_id)
+async def get_gateway(gateway_id: str, ctx: ContextDep, principal: PrincipalDep) -> GatewayOut:
+    return await gateway_service.get(ctx, principal, gateway_id)
 
 
 @router.delete("/{gateway_id}", status_code=204)
-async def delete_gateway(gateway_id: str, ctx: ContextDep) -> Response:
-    await gateway_service.delete(ctx, gateway_id)
+async def delete_gateway(gateway_id: str, ctx: ContextDep, principal: PrincipalDep) -> Response:
+    await gateway_service.delete(ctx, principal, gateway_id)
     return Response(status_code=204)
 
 
 @router.post("/{gateway_id}/refresh")
-async def refresh_gateway(gateway_id: str, ctx: ContextDep) -> GatewayOut:
-    return await gateway_service.refresh(ctx, gateway_id)
+async def refresh_gateway(gateway_id: str, ctx: ContextDep, principal: PrincipalDep) -> GatewayOut:
+    return await gateway_service.refresh(ctx, principal, gateway_id)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from api.deps import ContextDep
+from api.deps import ContextDep, PrincipalDep
 from shared.errors import ValidationFailed
 from shared.jobs.schemas import JobRecord, JobStatus
 
@@ -49,14 +49,15 @@ def call_response(record: JobRecord) -> JSONResponse:
 async def get_job(
     job_id: str,
     ctx: ContextDep,
+    principal: PrincipalDep,
     wait: Annotated[float, Query(ge=0, description="long-poll up to this many seconds")] = 0.0,
 ) -> dict[str, Any]:
     if wait > ctx.settings.max_wait_s:
         raise ValidationFailed(f"wait may be at most {ctx.settings.max_wait_s}")
-    return (await ctx.queue.get(job_id, wait)).to_public()
+    return (await ctx.queue.get(job_id, principal, wait)).to_public()
 
 
 @router.delete("/{job_id}")
-async def cancel_job(job_id: str, ctx: ContextDep) -> JSONResponse:
-    record = await ctx.queue.cancel(job_id)
+async def cancel_job(job_id: str, ctx: ContextDep, principal: PrincipalDep) -> JSONResponse:
+    record = await ctx.queue.cancel(job_id, principal)
     return JSONResponse(record.to_public(), status_code=200 if record.status.terminal else 202)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from api.deps import ContextDep
+from api.deps import ContextDep, PrincipalDep
 from api.routers.jobs import accepted, call_response
 from shared.jobs.schemas import JobStatus
 from shared.tools import service as tool_service
@@ -19,25 +19,28 @@ router = APIRouter(prefix="/v1/tools", tags=["tools"])
 @router.get("")
 async def list_tools(
     ctx: ContextDep,
+    principal: PrincipalDep,
     gateway: str | None = None,
     limit: Annotated[int, Query(ge=1, le=tool_service.MAX_PAGE)] = 100,
     cursor: str | None = None,
 ) -> ToolPage:
-    return await tool_service.list_page(ctx, gateway=gateway, cursor=cursor, limit=limit)
+    return await tool_service.list_page(ctx, principal, gateway=gateway, cursor=cursor, limit=limit)
 
 
 @router.get("/{ref}")
-async def get_tool(ref: str, ctx: ContextDep) -> ToolOut:
-    return await tool_service.get(ctx, ref)
+async def get_tool(ref: str, ctx: ContextDep, principal: PrincipalDep) -> ToolOut:
+    return await tool_service.get(ctx, principal, ref)
 
 
 @router.post("/{ref}/call")
-async def call_tool(ref: str, body: CallRequest, ctx: ContextDep) -> JSONResponse:
-    record = await tool_service.call(ctx, ref, body.arguments, body.timeout_s)
+async def call_tool(ref: str, body: CallRequest, ctx: ContextDep, principal: PrincipalDep) -> JSONResponse:
+    record = await tool_service.call(ctx, principal, ref, body.arguments, body.timeout_s)
     return call_response(record)
 
 
 @router.post("/{ref}/jobs", status_code=202)
-async def submit_job(ref: str, body: JobSubmitRequest, ctx: ContextDep) -> JSONResponse:
-    job_id = await tool_service.submit(ctx, ref, body.arguments)
+async def submit_job(
+    ref: str, body: JobSubmitRequest, ctx: ContextDep, principal: PrincipalDep
+) -> JSONResponse:
+    job_id = await tool_service.submit(ctx, principal, ref, body.arguments)
     return accepted(job_id, JobStatus.QUEUED.value)

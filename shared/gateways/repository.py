@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.models import Gateway, Prompt, Resource, Tool
@@ -13,16 +13,30 @@ from shared.models import Gateway, Prompt, Resource, Tool
 CatalogModel = type[Tool] | type[Resource] | type[Prompt]
 
 
+def visible_to(team_id: uuid.UUID | None) -> ColumnElement[bool]:
+    """Gateways a caller of `team_id` sees: its team's and the public ones (None: every gateway)."""
+    if team_id is None:
+        return true()
+    return or_(Gateway.team_id == team_id, Gateway.visibility == "public")
+
+
 async def get(s: AsyncSession, gateway_id: uuid.UUID) -> Gateway | None:
     return await s.get(Gateway, gateway_id)
 
 
-async def name_taken(s: AsyncSession, name: str) -> bool:
-    return (await s.scalar(select(Gateway.id).where(Gateway.name == name))) is not None
+async def name_taken(s: AsyncSession, team_id: uuid.UUID, name: str) -> bool:
+    stmt = select(Gateway.id).where(Gateway.team_id == team_id, Gateway.name == name)
+    return (await s.scalar(stmt)) is not None
 
 
-async def list_all(s: AsyncSession) -> list[Gateway]:
-    return list(await s.scalars(select(Gateway).order_by(Gateway.name)))
+async def list_visible(s: AsyncSession, team_id: uuid.UUID | None) -> list[Gateway]:
+    stmt = select(Gateway).where(visible_to(team_id)).order_by(Gateway.name, Gateway.id)
+    return list(await s.scalars(stmt))
+
+
+async def sealed_headers(s: AsyncSession) -> list[Gateway]:
+    """Gateways that have encrypted headers (for key rotation)."""
+    return list(await s.scalars(select(Gateway).where(Gateway.headers_enc != "").order_by(Gateway.id)))
 
 
 async def counts(s: AsyncSession, gateway_ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[int, int, int]]:

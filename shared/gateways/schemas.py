@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Transport = Literal["streamable_http", "sse"]
+Visibility = Literal["team", "public"]
 
 MAX_HEADERS = 32
 
@@ -19,7 +20,11 @@ class GatewayCreate(BaseModel):
 
     name: str = Field(pattern=r"^[a-z0-9_-]{1,64}$")
     url: str = Field(max_length=2048)
+    # The owning team (id or name); a team token's own team when left out.
+    team: str | None = Field(default=None, min_length=1, max_length=64)
+    visibility: Visibility = "team"
     transport: Transport = "streamable_http"
+    # Sent to the backend on every request (credentials). Encrypted at rest, never shown.
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float | None = Field(default=None, gt=0)
 
@@ -46,6 +51,8 @@ class GatewayOut(BaseModel):
     """A gateway as the API shows it. Backend `headers` are write-only and never appear here."""
 
     id: uuid.UUID
+    team_id: uuid.UUID
+    visibility: str
     name: str
     url: str
     transport: str

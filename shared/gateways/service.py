@@ -9,14 +9,18 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.auth.schemas import PLATFORM_ADMIN, Principal, Role
 from shared.config import Settings
 from shared.context import AppContext
+from shared.db import SessionFactory
 from shared.errors import BackendError, Conflict, GatewayTimeout, NotFound, ValidationFailed
-from shared.gateways import repository
+from shared.gateways import netguard, repository
 from shared.gateways.schemas import GatewayCreate, GatewayOut
 from shared.jobs.schemas import BackendSpec, DiscoverPayload, JobKind, JobRecord, JobStatus
 from shared.jobs.service import JobQueue, new_job_id
 from shared.models import Gateway, utcnow
+from shared.security import SecretBox
+from shared.teams import repository as team_repository
 
 
 def parse_id(raw: str, what: str = "gateway") -> uuid.UUID:
@@ -27,15 +31,34 @@ def parse_id(raw: str, what: str = "gateway") -> uuid.UUID:
 
 
 def backend_spec(gateway: Gateway) -> BackendSpec:
-    """Copy what a worker needs out of the ORM row, as plain values."""
+    """Copy what a worker needs out of the ORM row, as plain values. Headers stay encrypted."""
     return {
         "gateway_id": str(gateway.id),
         "gateway": gateway.name,
         "url": gateway.url,
         "transport": gateway.transport,
-        "headers": dict(gateway.headers or {}),
+        "headers_enc": gateway.headers_enc,
         "timeout_s": gateway.timeout_s,
     }
+
+
+async def check_url(settings: Settings, url: str) -> None:
+    """The SSRF guard: 422 unless every address the URL's host resolves to is admitted."""
+    try:
+        await netguard.check_url(url, settings.allowed_networks)
+    except netguard.RefusedAddress as exc:
+        raise ValidationFailed(str(exc)) from None
+
+
+async def _visible(sf: SessionFactory, principal: Principal, raw_id: str, needed: Role) -> Gateway:
+    """The gateway if the caller may act on it: 404 if it cannot see it, 403 if its role falls short."""
+    gateway_id = parse_id(raw_id)
+    async with sf() as s:
+        gateway = await repository.get(s, gateway_id)
+    if gateway is None:
+        raise NotFound(f"gateway {raw_id} not found")
+    principal.authorize(gateway.team_id, needed, f"gateway {raw_id}", public=gateway.visibility == "public")
+    return gateway
 
 
 async def _to_out(s: AsyncSession, gateways: list[Gateway]) -> list[GatewayOut]:
@@ -43,6 +66,8 @@ async def _to_out(s: AsyncSession, gateways: list[Gateway]) -> list[GatewayOut]:
     return [
         GatewayOut(
             id=g.id,
+            team_id=g.team_id,
+            visibility=g.visibility,
             name=g.name,
             url=g.url,
             transport=g.transport,
@@ -62,7 +87,9 @@ async def _to_out(s: AsyncSession, gateways: list[Gateway]) -> list[GatewayOut]:
     ]
 
 
-async def _discover(queue: JobQueue, spec: BackendSpec, settings: Settings) -> dict[str, Any]:
+async def _discover(
+    queue: JobQueue, spec: BackendSpec, team_id: uuid.UUID, settings: Settings
+) -> dict[str, Any]:
     job_id = new_job_id()
     payload: DiscoverPayload = {
         "job_id": job_id,
@@ -70,14 +97,18 @@ async def _discover(queue: JobQueue, spec: BackendSpec, settings: Settings) -> d
         "deadline": time.time() + settings.queue_ttl_s,
     }
     record: JobRecord = await queue.run(
-        JobKind.DISCOVER, dict(payload), f"{spec['gateway']} (discovery)", settings.discovery_timeout_s
+        JobKind.DISCOVER,
+        dict(payload),
+        f"{spec['gateway']} (discovery)",
+        settings.discovery_timeout_s,
+        team=str(team_id),
     )
     if record.status is JobStatus.COMPLETED:
         return dict(record.result)
     if record.status.terminal:
         error = record.error or {"type": "error", "message": "discovery failed"}
         raise BackendError(f"discovery of {spec['url']} failed: {error['message']}", extra={"job_id": job_id})
-    await queue.cancel(job_id)
+    await queue.cancel(job_id, PLATFORM_ADMIN)  # the service's own job: no caller to check
     raise GatewayTimeout(
         f"discovery of {spec['url']} did not finish within {settings.discovery_timeout_s}s "
         "(is the backend slow, or are no workers running?)",
@@ -93,55 +124,63 @@ def _apply_server_info(gateway: Gateway, catalog: dict[str, Any]) -> None:
     gateway.status = "active"
 
 
-async def register(ctx: AppContext, body: GatewayCreate) -> GatewayOut:
+async def register(ctx: AppContext, principal: Principal, body: GatewayCreate) -> GatewayOut:
     sf, settings = ctx.session_factory, ctx.settings
     timeout_s = body.timeout_s or settings.default_backend_timeout_s
     if timeout_s > settings.max_backend_timeout_s:
         raise ValidationFailed(f"timeout_s may be at most {settings.max_backend_timeout_s}")
+    team_ref = body.team or (str(principal.team_id) if principal.team_id else None)
+    if team_ref is None:
+        raise ValidationFailed("team: the platform admin must say which team owns the gateway")
     async with ctx.read_session_factory() as s:
-        if await repository.name_taken(s, body.name):
-            raise Conflict(f"a gateway named {body.name!r} already exists")
+        team = await team_repository.by_ref(s, team_ref)
+        if team is None:
+            raise NotFound(f"team {team_ref!r} not found")
+        principal.authorize(team.id, Role.ADMIN, f"team {team_ref!r}")
+        if await repository.name_taken(s, team.id, body.name):
+            raise Conflict(f"this team already has a gateway named {body.name!r}")
+        team_id = team.id
+    await check_url(settings, body.url)  # resolves the host: no session is open meanwhile
     gateway = Gateway(
         id=uuid.uuid4(),
+        team_id=team_id,
+        visibility=body.visibility,
         name=body.name,
         url=body.url,
         transport=body.transport,
-        headers=body.headers,
+        headers_enc=ctx.secrets.seal(body.headers),
         timeout_s=timeout_s,
     )
-    catalog = await _discover(ctx.queue, backend_spec(gateway), settings)
+    catalog = await _discover(ctx.queue, backend_spec(gateway), team_id, settings)
     _apply_server_info(gateway, catalog)
     async with sf() as s:
         s.add(gateway)
         try:
             await s.flush()
         except IntegrityError:
-            raise Conflict(f"a gateway named {body.name!r} already exists") from None
+            raise Conflict(f"this team already has a gateway named {body.name!r}") from None
         await repository.replace_catalog(s, gateway.id, catalog)
         await s.commit()
     await ctx.catalog_changed()
     return await _show(ctx, gateway)
 
 
-async def refresh(ctx: AppContext, raw_id: str) -> GatewayOut:
+async def refresh(ctx: AppContext, principal: Principal, raw_id: str) -> GatewayOut:
     sf = ctx.session_factory
-    gateway_id = parse_id(raw_id)
-    async with ctx.read_session_factory() as s:
-        gateway = await repository.get(s, gateway_id)
-        if gateway is None:
-            raise NotFound(f"gateway {raw_id} not found")
-        spec = backend_spec(gateway)
-    catalog = await _discover(ctx.queue, spec, ctx.settings)
+    gateway = await _visible(ctx.read_session_factory, principal, raw_id, Role.ADMIN)
+    # DNS may have changed since registration: check again what the name resolves to now.
+    await check_url(ctx.settings, gateway.url)
+    catalog = await _discover(ctx.queue, backend_spec(gateway), gateway.team_id, ctx.settings)
     async with sf() as s:
-        gateway = await repository.get(s, gateway_id)
-        if gateway is None:
+        fresh = await repository.get(s, gateway.id)
+        if fresh is None:
             raise NotFound(f"gateway {raw_id} was deleted during the refresh")
-        _apply_server_info(gateway, catalog)
-        gateway.refreshed_at = gateway.updated_at = utcnow()
-        await repository.replace_catalog(s, gateway_id, catalog)
+        _apply_server_info(fresh, catalog)
+        fresh.refreshed_at = fresh.updated_at = utcnow()
+        await repository.replace_catalog(s, fresh.id, catalog)
         await s.commit()
     await ctx.catalog_changed()
-    return await _show(ctx, gateway)
+    return await _show(ctx, fresh)
 
 
 async def _show(ctx: AppContext, gateway: Gateway) -> GatewayOut:
@@ -149,25 +188,31 @@ async def _show(ctx: AppContext, gateway: Gateway) -> GatewayOut:
         return (await _to_out(s, [gateway]))[0]
 
 
-async def get(ctx: AppContext, raw_id: str) -> GatewayOut:
-    gateway_id = parse_id(raw_id)
+async def get(ctx: AppContext, principal: Principal, raw_id: str) -> GatewayOut:
+    gateway = await _visible(ctx.read_session_factory, principal, raw_id, Role.VIEWER)
+    return await _show(ctx, gateway)
+
+
+async def list_all(ctx: AppContext, principal: Principal) -> list[GatewayOut]:
     async with ctx.read_session_factory() as s:
-        gateway = await repository.get(s, gateway_id)
-        if gateway is None:
-            raise NotFound(f"gateway {raw_id} not found")
-        return (await _to_out(s, [gateway]))[0]
+        return await _to_out(s, await repository.list_visible(s, principal.team_id))
 
 
-async def list_all(ctx: AppContext) -> list[GatewayOut]:
-    async with ctx.read_session_factory() as s:
-        return await _to_out(s, await repository.list_all(s))
-
-
-async def delete(ctx: AppContext, raw_id: str) -> None:
-    gateway_id = parse_id(raw_id)
+async def delete(ctx: AppContext, principal: Principal, raw_id: str) -> None:
+    gateway = await _visible(ctx.read_session_factory, principal, raw_id, Role.ADMIN)
     async with ctx.session_factory() as s:
-        deleted = await repository.delete_gateway(s, gateway_id)
+        deleted = await repository.delete_gateway(s, gateway.id)
         await s.commit()
     if not deleted:
         raise NotFound(f"gateway {raw_id} not found")
     await ctx.catalog_changed()
+
+
+async def rotate_secrets(sf: SessionFactory, box: SecretBox) -> int:
+    """Re-encrypt every gateway's headers with the first key; returns how many were rewritten."""
+    async with sf() as s:
+        gateways = await repository.sealed_headers(s)
+        for gateway in gateways:
+            gateway.headers_enc = box.rotate(gateway.headers_enc)
+        await s.commit()
+    return len(gateways)

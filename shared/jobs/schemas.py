@@ -36,7 +36,9 @@ class BackendSpec(TypedDict):
     gateway: str
     url: str
     transport: str
-    headers: dict[str, str]
+    # The backend's headers (credentials) as a Fernet token ("" for none): a reader of Redis
+    # learns nothing from it. Only workers decrypt it, when they connect.
+    headers_enc: str
     timeout_s: float
 
 
@@ -80,6 +82,8 @@ class JobRecord:
     kind: str
     status: JobStatus
     tool: str | None
+    # The team the job belongs to; only that team (and the platform admin) sees it.
+    team: str | None
     created_at: str
     started_at: str | None
     finished_at: str | None
@@ -105,6 +109,7 @@ class JobRecord:
             kind=fields.get("kind", ""),
             status=JobStatus(fields["status"]),
             tool=fields.get("tool") or None,
+            team=fields.get("team") or None,
             created_at=fields["created_at"],
             started_at=fields.get("started_at") or None,
             finished_at=fields.get("finished_at") or None,
@@ -121,6 +126,7 @@ class JobRecord:
             "id": self.id,
             "kind": self.kind,
             "tool": self.tool,
+            "team": self.team,
             "status": self.status.value,
             "created_at": self.created_at,
             "started_at": self.started_at,

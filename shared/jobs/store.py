@@ -3,6 +3,12 @@
 The record holds what `GET /v1/jobs/{id}` reports. Workers write it; arq's stored result is
 the fallback source of truth when a job ended without our code running (expired, aborted
 before start, a worker crash): `reconcile` folds that into the record.
+
+Jobs in flight are counted per team in a sorted set (the record's `slot` names it): enqueue
+admits a job only while the set is below the team's limit, and the scripts that make a job
+terminal (finish, cancel while queued) remove it. ZREM is idempotent, so no path can count a
+job out twice; each entry's score is the latest moment the job can still be in flight, so a job
+that never reaches a terminal state (its record expired unread) ages out instead of leaking a slot.
 """
 
 from __future__ import annotations
@@ -15,7 +21,6 @@ from arq.constants import job_key_prefix
 from arq.jobs import Job, serialize_job
 from arq.utils import timestamp_ms
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from shared.config import Settings
 from shared.jobs.schemas import Envelope, JobError, JobRecord, JobStatus, utc_iso
@@ -42,39 +47,73 @@ end
 return {st, redis.call('HGET', KEYS[1], 'attempts') or '0', created}
 """
 
-# KEYS[1] record; ARGV status, finished_at, result json, error json, ttl, channel, job id,
+# KEYS[1] record, KEYS[2] arq job, KEYS[3] arq queue, KEYS[4] the team's in-flight set;
+# ARGV job id, now ms, limit (0: none), in-flight horizon ms, record ttl, serialized arq job,
+# queue ttl ms, wake channel, then the record's field/value pairs. Returns 0 if over the limit.
+_ENQUEUE = """
+local limit = tonumber(ARGV[3])
+if limit > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[2])
+  if redis.call('ZCARD', KEYS[4]) >= limit then return 0 end
+  redis.call('ZADD', KEYS[4], tonumber(ARGV[2]) + tonumber(ARGV[4]), ARGV[1])
+  redis.call('PEXPIRE', KEYS[4], ARGV[4])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 9))
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('PSETEX', KEYS[2], ARGV[7], ARGV[6])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+redis.call('PUBLISH', ARGV[8], '1')
+return 1
+"""
+
+# Frees the job's in-flight slot; shared by the scripts that make a job terminal.
+_RELEASE_SLOT = """
+local slot = redis.call('HGET', KEYS[1], 'slot')
+if slot and slot ~= '' then redis.call('ZREM', slot, ARGV[1]) end
+"""
+
+# KEYS[1] record; ARGV job id, status, finished_at, result json, error json, ttl, channel,
 # largest result to publish whole. The message is the job id, then for a small result the whole
 # record as JSON, so waiters need no read.
-_FINISH = """
+_FINISH = (
+    """
 local st = redis.call('HGET', KEYS[1], 'status')
 if (not st) or st == 'completed' or st == 'failed' or st == 'cancelled' then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished_at', ARGV[2])
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[3]) end
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[4]) end
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-if string.len(ARGV[3]) <= tonumber(ARGV[8]) then
+"""
+    + _RELEASE_SLOT
+    + """
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_at', ARGV[3])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[4]) end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[5]) end
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+if string.len(ARGV[4]) <= tonumber(ARGV[8]) then
   local flat = redis.call('HGETALL', KEYS[1])
   local record = {}
   for i = 1, #flat, 2 do record[flat[i]] = flat[i + 1] end
-  redis.call('PUBLISH', ARGV[6], ARGV[7] .. ' ' .. cjson.encode(record))
+  redis.call('PUBLISH', ARGV[7], ARGV[1] .. ' ' .. cjson.encode(record))
 else
-  redis.call('PUBLISH', ARGV[6], ARGV[7])
+  redis.call('PUBLISH', ARGV[7], ARGV[1])
 end
 return 1
 """
+)
 
 # Results up to this size travel inside the completion message; larger ones are read by id.
 PUBLISH_WHOLE_MAX_BYTES = 32_768
 
-# KEYS[1] record; ARGV now, ttl, channel, job id, error json. Returns the status after the call.
-_CANCEL = """
+# KEYS[1] record; ARGV job id, now, ttl, channel, error json. Returns the status after the call.
+_CANCEL = (
+    """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return 'missing' end
 if st == 'queued' then
-  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1], 'error', ARGV[5],
+"""
+    + _RELEASE_SLOT
+    + """
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[2], 'error', ARGV[5],
              'cancel_requested', '1')
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
-  redis.call('PUBLISH', ARGV[3], ARGV[4])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  redis.call('PUBLISH', ARGV[4], ARGV[1])
   return 'cancelled'
 end
 if st == 'running' then
@@ -82,6 +121,7 @@ if st == 'running' then
 end
 return st
 """
+)
 
 CANCELLED_ERROR: JobError = {"type": "cancelled", "message": "cancelled on request"}
 
@@ -92,6 +132,7 @@ class JobStore:
         self._settings = settings
         self.done_channel = settings.key("jobs", "done")
         self.wake_channel = settings.key("workers", "wake")
+        self._enqueue = redis.register_script(_ENQUEUE)
         self._start = redis.register_script(_START)
         self._finish = redis.register_script(_FINISH)
         self._cancel = redis.register_script(_CANCEL)
@@ -99,43 +140,69 @@ class JobStore:
     def _key(self, job_id: str) -> str:
         return self._settings.key("job", job_id)
 
-    def _create(self, pipe: Pipeline, job_id: str, kind: str, tool: str | None) -> None:
-        s = self._settings
+    def in_flight_key(self, team: str) -> str:
+        return self._settings.key("team", team, "in-flight")
+
+    @property
+    def _record_ttl(self) -> int:
         # Outlives the longest a job can wait and run, then the retention time.
-        ttl = int(s.queue_ttl_s + s.max_backend_timeout_s + s.result_ttl_s)
-        fields = {
+        s = self._settings
+        return int(s.queue_ttl_s + s.max_backend_timeout_s + s.result_ttl_s)
+
+    def _fields(self, job_id: str, kind: str, tool: str | None, team: str | None) -> dict[str, str]:
+        return {
             "id": job_id,
             "kind": kind,
             "tool": tool or "",
+            "team": team or "",
             "status": JobStatus.QUEUED.value,
             "created_at": utc_iso(),
             "created_ts": repr(time.time()),
             "attempts": "0",
         }
-        pipe.hset(self._key(job_id), mapping=fields)
-        pipe.expire(self._key(job_id), ttl)
 
-    async def create(self, job_id: str, kind: str, tool: str | None) -> None:
+    async def create(self, job_id: str, kind: str, tool: str | None, team: str | None = None) -> None:
         """A record alone, with no arq job behind it (tests, and jobs enqueued elsewhere)."""
         async with self._redis.pipeline(transaction=True) as pipe:
-            self._create(pipe, job_id, kind, tool)
+            pipe.hset(self._key(job_id), mapping=self._fields(job_id, kind, tool, team))
+            pipe.expire(self._key(job_id), self._record_ttl)
             await pipe.execute()
 
-    async def enqueue(self, job_id: str, kind: str, tool: str | None, payload: dict[str, Any]) -> None:
-        """Record, arq job and worker wake-up in one MULTI/EXEC: one round trip instead of five.
+    async def enqueue(
+        self, job_id: str, kind: str, tool: str | None, payload: dict[str, Any], team: str | None
+    ) -> bool:
+        """Admit the job against its team's in-flight limit, then write record, arq job and worker
+        wake-up in one script: one round trip. False (nothing written) if the team is at its limit.
 
         It writes what `ArqRedis.enqueue_job` writes (the serialized job under arq's job key,
         the id in the queue's sorted set) minus its WATCH/EXISTS guard against a reused id,
         which fresh random ids make moot.
         """
+        s = self._settings
         now_ms = timestamp_ms()
         job = serialize_job(kind, (payload,), {}, None, now_ms, serializer=job_serializer)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            self._create(pipe, job_id, kind, tool)
-            pipe.psetex(job_key_prefix + job_id, int(self._settings.queue_ttl_s * 1000), job)
-            pipe.zadd(self._settings.queue_name, {job_id: now_ms})
-            pipe.publish(self.wake_channel, b"1")
-            await pipe.execute()
+        fields = self._fields(job_id, kind, tool, team)
+        limit = s.team_max_in_flight if team else 0
+        slot = self.in_flight_key(team) if team else ""
+        if limit:
+            fields["slot"] = slot
+        # The latest a job can still be in flight: its queue wait, its run, and some slack.
+        horizon_ms = int((s.queue_ttl_s + s.max_backend_timeout_s + 60) * 1000)
+        admitted = await self._enqueue(
+            keys=[self._key(job_id), job_key_prefix + job_id, s.queue_name, slot or self._key(job_id)],
+            args=[
+                job_id,
+                now_ms,
+                limit,
+                horizon_ms,
+                self._record_ttl,
+                job,
+                int(s.queue_ttl_s * 1000),
+                self.wake_channel,
+                *(item for pair in fields.items() for item in pair),
+            ],
+        )
+        return bool(admitted)
 
     async def get(self, job_id: str) -> JobRecord | None:
         raw = await self._redis.hgetall(self._key(job_id))  # type: ignore[misc]
@@ -173,13 +240,13 @@ class JobStore:
         applied = await self._finish(
             keys=[self._key(job_id)],
             args=[
+                job_id,
                 status.value,
                 utc_iso(),
                 result,
                 error,
                 self._settings.result_ttl_s,
                 self.done_channel,
-                job_id,
                 PUBLISH_WHOLE_MAX_BYTES,
             ],
         )
@@ -192,10 +259,10 @@ class JobStore:
         state = await self._cancel(
             keys=[self._key(job_id)],
             args=[
+                job_id,
                 utc_iso(),
                 self._settings.result_ttl_s,
                 self.done_channel,
-                job_id,
                 json.dumps(CANCELLED_ERROR),
             ],
         )

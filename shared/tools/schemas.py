@@ -21,6 +21,9 @@ class ResolvedTool:
     input_schema: dict[str, Any]
     retry_safe: bool
     backend: BackendSpec
+    # The owning team of the tool's gateway, and whether other teams may use it.
+    team_id: uuid.UUID
+    public: bool
 
 
 class ToolOut(BaseModel):

@@ -18,6 +18,7 @@ from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 
 from shared import metrics
+from shared.auth.schemas import Principal, Role
 from shared.config import Settings
 from shared.context import AppContext
 from shared.db import SessionFactory
@@ -54,29 +55,35 @@ def _retry_safe(annotations: dict[str, Any] | None) -> bool:
     return bool(hints.get("idempotentHint") or hints.get("readOnlyHint"))
 
 
-async def _lookup(sf: SessionFactory, ref: str) -> tuple[Tool, Gateway]:
-    """`ref` is a tool id or `{gateway}.{tool}`; gateway names cannot contain a dot."""
+async def _lookup(sf: SessionFactory, principal: Principal, ref: str) -> tuple[Tool, Gateway]:
+    """`ref` is a tool id or `{gateway}.{tool}`; gateway names cannot contain a dot.
+    Only tools the caller sees are found: another team's private tool is simply not found."""
     async with sf() as s:
         try:
-            found = await repository.by_id(s, uuid.UUID(ref))
+            found = await repository.by_id(s, principal.team_id, uuid.UUID(ref))
         except ValueError:
             gateway, dot, name = ref.partition(".")
-            found = await repository.by_qualified_name(s, gateway, name) if dot else None
+            found = await repository.by_qualified_name(s, principal.team_id, gateway, name) if dot else None
     if found is None:
         raise NotFound(f"tool {ref!r} not found")
     return found
 
 
-async def get(ctx: AppContext, ref: str) -> ToolOut:
-    return _to_out(*await _lookup(ctx.read_session_factory, ref))
+async def get(ctx: AppContext, principal: Principal, ref: str) -> ToolOut:
+    return _to_out(*await _lookup(ctx.read_session_factory, principal, ref))
 
 
-async def resolve(ctx: AppContext, ref: str) -> ResolvedTool:
-    """The tool as plain values: from the process cache, else from a short session."""
-    cached = ctx.tool_cache.get(ref)
+async def resolve(ctx: AppContext, principal: Principal, ref: str) -> ResolvedTool:
+    """The tool as plain values: from the process cache, else from a short session.
+
+    The cache is keyed by the caller's scope as well as the ref, since what a ref resolves to
+    (and whether it resolves at all) depends on the caller's team.
+    """
+    key = (principal.scope, ref)
+    cached = ctx.tool_cache.get(key)
     if cached is not None:
         return cached
-    tool, gateway = await _lookup(ctx.read_session_factory, ref)
+    tool, gateway = await _lookup(ctx.read_session_factory, principal, ref)
     resolved = ResolvedTool(
         id=str(tool.id),
         name=tool.name,
@@ -84,29 +91,34 @@ async def resolve(ctx: AppContext, ref: str) -> ResolvedTool:
         input_schema=tool.input_schema,
         retry_safe=_retry_safe(tool.annotations),
         backend=backend_spec(gateway),
+        team_id=gateway.team_id,
+        public=gateway.visibility == "public",
     )
-    ctx.tool_cache.put(ref, resolved)
+    ctx.tool_cache.put(key, resolved)
     return resolved
 
 
 def _encode_cursor(tool: ToolOut) -> str:
-    return base64.urlsafe_b64encode(json.dumps([tool.gateway, tool.name]).encode()).decode()
+    position = [tool.gateway, str(tool.gateway_id), tool.name]
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode()
 
 
-def _decode_cursor(cursor: str) -> tuple[str, str]:
+def _decode_cursor(cursor: str) -> repository.Position:
     try:
-        gateway, name = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return str(gateway), str(name)
+        gateway, gateway_id, name = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return str(gateway), uuid.UUID(str(gateway_id)), str(name)
     except (ValueError, TypeError, binascii.Error):
         raise BadRequest("invalid cursor") from None
 
 
-async def list_page(ctx: AppContext, *, gateway: str | None, cursor: str | None, limit: int) -> ToolPage:
+async def list_page(
+    ctx: AppContext, principal: Principal, *, gateway: str | None, cursor: str | None, limit: int
+) -> ToolPage:
     if not 1 <= limit <= MAX_PAGE:
         raise ValidationFailed(f"limit must be between 1 and {MAX_PAGE}")
     after = _decode_cursor(cursor) if cursor else None
     async with ctx.read_session_factory() as s:
-        rows = await repository.page(s, gateway=gateway, after=after, limit=limit + 1)
+        rows = await repository.page(s, principal.team_id, gateway=gateway, after=after, limit=limit + 1)
     items = [_to_out(t, g) for t, g in rows[:limit]]
     next_cursor = _encode_cursor(items[-1]) if len(rows) > limit else None
     return ToolPage(items=items, next_cursor=next_cursor)
@@ -152,7 +164,18 @@ def _payload(tool: ResolvedTool, arguments: dict[str, Any], settings: Settings) 
     return dict(payload)
 
 
-async def call(ctx: AppContext, ref: str, arguments: dict[str, Any], wait_s: float | None) -> JobRecord:
+async def _callable(ctx: AppContext, principal: Principal, ref: str) -> tuple[ResolvedTool, str]:
+    """The tool, if the caller may call it, and the team its job belongs to: the caller's own
+    (a public tool called by another team runs as that team's job), or for the platform admin the
+    tool's team."""
+    tool = await resolve(ctx, principal, ref)
+    principal.authorize(tool.team_id, Role.MEMBER, f"tool {ref!r}", public=tool.public)
+    return tool, str(principal.team_id or tool.team_id)
+
+
+async def call(
+    ctx: AppContext, principal: Principal, ref: str, arguments: dict[str, Any], wait_s: float | None
+) -> JobRecord:
     """Run a tool call and await it for up to `wait_s` (the session is closed before the wait)."""
     started = time.perf_counter()
     with _counted("sync"):
@@ -160,22 +183,22 @@ async def call(ctx: AppContext, ref: str, arguments: dict[str, Any], wait_s: flo
         wait = settings.default_wait_s if wait_s is None else wait_s
         if wait > settings.max_wait_s:
             raise ValidationFailed(f"timeout_s may be at most {settings.max_wait_s}")
-        tool = await resolve(ctx, ref)
+        tool, team = await _callable(ctx, principal, ref)
         check_arguments(tool, arguments)
         payload = _payload(tool, arguments, settings)
-        record = await ctx.queue.run(JobKind.CALL_TOOL, payload, tool.qualified_name, wait)
+        record = await ctx.queue.run(JobKind.CALL_TOOL, payload, tool.qualified_name, wait, team=team)
     status = record.status.value if record.status.terminal else "pending"
     metrics.CALLS.labels("sync", status).inc()
     metrics.CALL_SECONDS.observe(time.perf_counter() - started)
     return record
 
 
-async def submit(ctx: AppContext, ref: str, arguments: dict[str, Any]) -> str:
+async def submit(ctx: AppContext, principal: Principal, ref: str, arguments: dict[str, Any]) -> str:
     with _counted("async"):
-        tool = await resolve(ctx, ref)
+        tool, team = await _callable(ctx, principal, ref)
         check_arguments(tool, arguments)
         payload = _payload(tool, arguments, ctx.settings)
-        job_id = await ctx.queue.submit(JobKind.CALL_TOOL, payload, tool.qualified_name)
+        job_id = await ctx.queue.submit(JobKind.CALL_TOOL, payload, tool.qualified_name, team=team)
     metrics.CALLS.labels("async", "accepted").inc()
     return job_id
 
