@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     default_backend_timeout_s: float = 60.0
     max_backend_timeout_s: float = 600.0
     discovery_timeout_s: float = 30.0
-    fallback_poll_s: float = 1.0
+    fallback_poll_s: float = 2.0
     max_body_bytes: int = 1_048_576
     # Resolved tools are cached per API process this long (0 turns the cache off).
     tool_cache_ttl_s: float = 30.0

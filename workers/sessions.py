@@ -242,7 +242,8 @@ class SessionPool:
                 # No read timeout here: each request carries its own (the job's backend timeout).
                 timeout=httpx2.Timeout(s.mcp_connect_timeout_s, read=None, pool=None),
                 limits=httpx2.Limits(
-                    max_connections=s.mcp_http_max_connections, max_keepalive_connections=100
+                    max_connections=max(s.mcp_http_max_connections, s.worker_max_jobs),
+                    max_keepalive_connections=100,
                 ),
             ) as http,
             Client(streamable_http_client(spec["url"], http_client=http), mode=mode, cache=None) as client,

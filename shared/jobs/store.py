@@ -17,7 +17,7 @@ import json
 import time
 from typing import Any
 
-from arq.constants import job_key_prefix
+from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import Job, serialize_job
 from arq.utils import timestamp_ms
 from redis.asyncio import Redis
@@ -267,6 +267,19 @@ class JobStore:
             ],
         )
         return str(state.decode() if isinstance(state, bytes) else state)
+
+    async def needs_reconcile(self, job_id: str) -> bool:
+        """One round trip: has this job ended (or could `reconcile` end it) without a push?"""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(self._key(job_id), ["status", "created_ts"])
+            pipe.exists(result_key_prefix + job_id)
+            (status, created), has_arq_result = await pipe.execute()
+        if status is None or status.decode() not in (JobStatus.QUEUED, JobStatus.RUNNING) or has_arq_result:
+            return True
+        return (
+            status.decode() == JobStatus.QUEUED
+            and time.time() - float(created or 0) > self._settings.queue_ttl_s
+        )
 
     async def reconcile(self, job_id: str) -> JobRecord | None:
         """Fold arq's stored result (or an expired queue wait) into a record that is not terminal."""

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from shared.jobs.schemas import JobRecord
 from shared.jobs.store import JobStore
 
-MAX_FALLBACK_S = 15.0
+MAX_FALLBACK_S = 30.0
 
 
 class JobWaiters:
@@ -74,24 +74,27 @@ class JobWatch:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         # The push is the fast path. The fallback check catches jobs that ended without one
-        # (expired in the queue, aborted before start, a worker that died); it backs off, so
-        # thousands of long waits do not turn into thousands of reads a second.
+        # (expired in the queue, aborted before start, a worker that died). It costs one round
+        # trip and backs off, so thousands of long waits stay cheap.
         fallback = self._fallback_poll_s
-        while True:
-            # Clear before reading: a push that lands during the read is then not lost.
+        # Clear before reading: a push that lands during the read is then not lost.
+        self._event.clear()
+        record = await self._store.get(self._job_id)
+        while record is not None and not record.status.terminal:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                # The status may have moved on (queued -> running) without a push: say how it is.
+                return await self._store.get(self._job_id)
+            try:
+                async with asyncio.timeout(min(remaining, fallback)):
+                    await self._event.wait()
+            except TimeoutError:
+                fallback = min(fallback * 2, MAX_FALLBACK_S)
+                if await self._store.needs_reconcile(self._job_id):
+                    record = await self._store.reconcile(self._job_id)
+                continue
             self._event.clear()
             record, self._pushed = self._pushed, None
             if record is None:
                 record = await self._store.get(self._job_id)
-            if record is None or record.status.terminal:
-                return record
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return record
-            try:
-                await asyncio.wait_for(self._event.wait(), min(remaining, fallback))
-            except TimeoutError:
-                fallback = min(fallback * 2, MAX_FALLBACK_S)
-                record = await self._store.reconcile(self._job_id)
-                if record is None or record.status.terminal:
-                    return record
+        return record
