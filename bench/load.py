@@ -84,6 +84,8 @@ class Sample:
     cpu_api: float
     cpu_workers: float
     cpu_backend: float
+    cpu_driver: float
+    cpu_machine: float
 
 
 async def user_loop(
@@ -156,8 +158,10 @@ class Sampler:
         self.procs: dict[str, psutil.Process] = {}
         if s is not None:
             self.procs = {name: psutil.Process(p.pid) for name, p in s.procs.items()}
-        for proc in self.procs.values():
+        self.driver_proc = psutil.Process()
+        for proc in [*self.procs.values(), self.driver_proc]:
             proc.cpu_percent()  # prime
+        psutil.cpu_percent()
 
     async def run(self, interval: float, t0: float) -> None:
         conn = None
@@ -210,6 +214,8 @@ class Sampler:
             cpu_api=cpu.get("api", 0.0),
             cpu_workers=sum(v for k, v in cpu.items() if k.startswith("worker")),
             cpu_backend=cpu.get("backend", 0.0),
+            cpu_driver=round(self.driver_proc.cpu_percent(), 1),
+            cpu_machine=round(psutil.cpu_percent() * psutil.cpu_count(), 1),
         )
 
     async def scrape(self) -> dict[str, float]:
@@ -350,6 +356,8 @@ def summarise(
             "api": round(statistics.fmean(x.cpu_api for x in steady), 1) if steady else 0,
             "workers": round(statistics.fmean(x.cpu_workers for x in steady), 1) if steady else 0,
             "backend": round(statistics.fmean(x.cpu_backend for x in steady), 1) if steady else 0,
+            "driver": round(statistics.fmean(x.cpu_driver for x in steady), 1) if steady else 0,
+            "machine": round(statistics.fmean(x.cpu_machine for x in steady), 1) if steady else 0,
         },
         "samples": len(samples),
         "per_minute": per_minute(driver, t0),
@@ -377,6 +385,7 @@ def write_report(args: argparse.Namespace, summary: dict[str, Any], samples: lis
     plot(samples, out / "plot.png", summary)
     errors = sum(summary["errors"].values())
     minutes = summary["per_minute"]
+    cpu = summary["mean_cpu_percent"]
     stability = (
         f"{min(m['calls'] for m in minutes[1:-1])}-{max(m['calls'] for m in minutes[1:-1])} calls/min, "
         f"p50 {min(m['p50_s'] for m in minutes[1:-1])}-{max(m['p50_s'] for m in minutes[1:-1])} s "
@@ -391,6 +400,7 @@ def write_report(args: argparse.Namespace, summary: dict[str, Any], samples: lis
         "",
         f"{summary['users']} users, tool sleeps {summary['sleep_s']} s, mode `{summary['mode']}`, "
         f"{summary['workers']} worker processes, API DB pool {summary['db_pool']} (+0 overflow), "
+        f"tool cache {args.tool_cache_ttl} s, "
         f"`idle_in_transaction_session_timeout = 1s` on the bench database, "
         f"{summary['elapsed_s']} s in all ({args.ramp} s ramp), sampled every {args.sample_interval} s "
         f"({summary['samples']} samples).",
@@ -410,8 +420,9 @@ def write_report(args: argparse.Namespace, summary: dict[str, Any], samples: lis
         f"| latency p50 / p99 (steady state) | {summary['p50_s']} s / {summary['p99_s']} s |",
         f"| peak RSS: API / workers (sum) / backend | {summary['peak_rss_api_mb']} / "
         f"{summary['peak_rss_workers_mb']} / {summary['peak_rss_backend_mb']} MB |",
-        f"| mean CPU (steady): API / workers / backend | {summary['mean_cpu_percent']['api']} / "
-        f"{summary['mean_cpu_percent']['workers']} / {summary['mean_cpu_percent']['backend']} % |",
+        f"| mean CPU (steady), % of one core: API / workers / backend / load driver / whole machine "
+        f"(of {psutil.cpu_count() * 100}) | {cpu['api']} / {cpu['workers']} / {cpu['backend']} / "
+        f"{cpu['driver']} / {cpu['machine']} |",
         "",
         "![over time](plot.png)",
         "",
@@ -533,8 +544,9 @@ def main() -> None:
     parser.add_argument(
         "--tool-cache-ttl",
         type=float,
-        default=0.0,
-        help="0 (default): every call resolves its tool in a short DB session",
+        default=30.0,
+        help="the gateway's MCPQ_TOOL_CACHE_TTL_S (default: the product default); 0 makes every call "
+        "resolve its tool in a short DB session",
     )
     parser.add_argument("--sample-interval", type=float, default=0.5)
     parser.add_argument("--levels", default="", help="e.g. 1,50,500: throughput per level vs direct")

@@ -5,19 +5,22 @@ It never opens a database connection: jobs carry every value they need.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 from typing import Any
 
-from arq.connections import RedisSettings
+from arq.connections import ArqRedis, RedisSettings
 from arq.worker import func
 from prometheus_client import start_http_server
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import get_settings
 from shared.jobs.schemas import JobKind
 from shared.jobs.store import JobStore
-from shared.redis import job_deserializer, job_serializer, start_subscriber, stop_task
+from shared.redis import job_deserializer, job_serializer, run_guarded, start_subscriber, stop_task
 from shared.security import SecretBox
 from workers import wake
 from workers.sessions import SessionPool
@@ -49,6 +52,20 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["wake_listener"] = await start_subscriber(
         ctx["redis"], {store.wake_channel: lambda _: wake.wake()}, wake.wake
     )
+    ctx["wake_tokens"] = asyncio.create_task(
+        run_guarded("wake-tokens", lambda: take_wake_tokens(ctx["redis"], store.wake_list))
+    )
+
+
+async def take_wake_tokens(redis: ArqRedis, wake_list: str) -> None:
+    """Block on the wake list; each token (one per enqueued job) wakes this worker's poll."""
+    while True:
+        try:
+            if await redis.blpop([wake_list], timeout=5) is not None:  # type: ignore[misc]
+                wake.wake()
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            log.warning("wake list unavailable (%s); relying on the fallback poll", exc)
+            await asyncio.sleep(1)
 
 
 def serve_metrics(host: str, port: int) -> None:
@@ -66,6 +83,7 @@ def serve_metrics(host: str, port: int) -> None:
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     await stop_task(ctx.get("wake_listener"))
+    await stop_task(ctx.get("wake_tokens"))
     sessions: SessionPool | None = ctx.get("sessions")
     if sessions is not None:
         await sessions.close()

@@ -49,7 +49,10 @@ return {st, redis.call('HGET', KEYS[1], 'attempts') or '0', created}
 
 # KEYS[1] record, KEYS[2] arq job, KEYS[3] arq queue, KEYS[4] the team's in-flight set;
 # ARGV job id, now ms, limit (0: none), in-flight horizon ms, record ttl, serialized arq job,
-# queue ttl ms, wake channel, then the record's field/value pairs. Returns 0 if over the limit.
+# queue ttl ms, wake list, then the record's field/value pairs. Returns 0 if over the limit.
+# The wake-up is a token in a list that idle workers block on: each new job wakes one worker,
+# not all of them (a broadcast made every worker race for every job). Capped: with no worker
+# running, tokens must not pile up.
 _ENQUEUE = """
 local limit = tonumber(ARGV[3])
 if limit > 0 then
@@ -62,7 +65,8 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 9))
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('PSETEX', KEYS[2], ARGV[7], ARGV[6])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
-redis.call('PUBLISH', ARGV[8], '1')
+redis.call('LPUSH', ARGV[8], '1')
+redis.call('LTRIM', ARGV[8], 0, 999)
 return 1
 """
 
@@ -131,6 +135,8 @@ class JobStore:
         self._redis = redis
         self._settings = settings
         self.done_channel = settings.key("jobs", "done")
+        # New jobs: a token for one worker. Aborts: a broadcast, since only the runner can act.
+        self.wake_list = settings.key("workers", "wake-list")
         self.wake_channel = settings.key("workers", "wake")
         self._enqueue = redis.register_script(_ENQUEUE)
         self._start = redis.register_script(_START)
@@ -198,7 +204,7 @@ class JobStore:
                 self._record_ttl,
                 job,
                 int(s.queue_ttl_s * 1000),
-                self.wake_channel,
+                self.wake_list,
                 *(item for pair in fields.items() for item in pair),
             ],
         )
