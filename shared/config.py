@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     # Each worker serves Prometheus metrics here (0 turns it off).
     worker_metrics_port: int = 9091
     worker_metrics_host: str = "127.0.0.1"
+    # Calls in flight on one pooled MCP session before a worker opens another to the same
+    # backend (an HTTP client's pool slows down with its connection count), and the cap.
+    mcp_session_max_calls: int = 100
+    mcp_max_sessions_per_backend: int = 64
     # Concurrent HTTP requests one pooled MCP session may have open to its backend.
     mcp_http_max_connections: int = 1000
 

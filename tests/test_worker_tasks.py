@@ -231,3 +231,29 @@ async def test_handshake_era_backend_negotiates_2025_11_25(ctx: dict[str, Any], 
         call, _ = await run_call(ctx, backend, "echo", {"text": f"h{i}"})
         assert call["result"]["content"][0]["text"] == f"h{i}"
     assert ctx["sessions"].open_sessions == 1
+
+
+async def test_busy_backend_gets_more_sessions_up_to_the_cap(settings: Settings, backends: Backends) -> None:
+    narrow = settings.model_copy(update={"mcp_session_max_calls": 2, "mcp_max_sessions_per_backend": 3})
+    redis = make_redis(narrow)
+    sessions = SessionPool(narrow, SecretBox.from_settings(narrow))
+    ctx = {"store": JobStore(redis, narrow), "sessions": sessions, "worker_id": "unit-test", "redis": redis}
+    keys = [uuid.uuid4().hex for _ in range(8)]
+    for key in keys:
+        backends.gate(key)
+    try:
+        calls = [
+            asyncio.create_task(run_call(ctx, spec(backends.urls["stateless"]), "hold", {"key": key}))
+            for key in keys
+        ]
+        for key in keys:
+            assert await asyncio.to_thread(backends.gate(key).entered.wait, 10)
+        # 8 calls, 2 per session, at most 3 sessions: the cap holds and the rest share.
+        assert sessions.open_sessions == 3
+        for key in keys:
+            backends.gate(key).release()
+        results = await asyncio.gather(*calls)
+        assert all(envelope["ok"] for envelope, _ in results)
+    finally:
+        await sessions.close()
+        await redis.aclose()

@@ -66,7 +66,10 @@ class SessionPool:
         # Decrypted headers by ciphertext: a gateway's ciphertext is the same in every job (the API
         # copies the stored value), so each is decrypted once, not once per call.
         self._headers: TTLCache[str, dict[str, str]] = TTLCache(settings.mcp_session_idle_s, 1024)
-        self._sessions: dict[str, PooledSession] = {}
+        # Live sessions per backend key. A session carries many concurrent calls; past
+        # `mcp_session_max_calls` in flight on each, another one is opened, because one HTTP
+        # client's connection pool slows down with the number of connections it manages.
+        self._sessions: dict[str, list[PooledSession]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         # How each backend was reached, so reconnects skip the `server/discover` probe:
         # "legacy" (initialize), or a modern version plus the DiscoverResult the probe returned.
@@ -78,7 +81,7 @@ class SessionPool:
 
     @property
     def open_sessions(self) -> int:
-        return sum(1 for s in self._sessions.values() if not s.dead)
+        return sum(1 for sessions in self._sessions.values() for s in sessions if not s.dead)
 
     def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap_idle())
@@ -86,7 +89,7 @@ class SessionPool:
     async def close(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
-        sessions = list(self._sessions.values())
+        sessions = [s for group in self._sessions.values() for s in group]
         self._sessions.clear()
         for session in sessions:
             await self._close(session)
@@ -135,21 +138,28 @@ class SessionPool:
         return hashlib.sha256(raw.encode()).hexdigest()
 
     def forget(self, spec: BackendSpec) -> None:
-        """Drop the session to `spec` after a transport failure; the next job reconnects."""
+        """Drop the sessions to `spec` after a transport failure; the next job reconnects."""
         with contextlib.suppress(ValueError):
-            session = self._sessions.get(self.key(spec))
-            if session is not None:
+            for session in list(self._sessions.get(self.key(spec), ())):
                 self._discard(session)
+
+    def _least_busy(self, key: str) -> PooledSession | None:
+        live = [s for s in self._sessions.get(key, ()) if not s.dead]
+        return min(live, key=lambda s: s.in_flight) if live else None
 
     async def _get(self, spec: BackendSpec) -> PooledSession:
         key = self.key(spec)
-        session = self._sessions.get(key)
-        if session is not None and not session.dead:
+        limit = self._settings.mcp_session_max_calls
+        session = self._least_busy(key)
+        if session is not None and session.in_flight < limit:
             return session
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
-            session = self._sessions.get(key)
-            if session is not None and not session.dead:
+            session = self._least_busy(key)
+            if session is not None and (
+                session.in_flight < limit
+                or len(self._sessions[key]) >= self._settings.mcp_max_sessions_per_backend
+            ):
                 return session
             failed = self._recent_failures.get(key)
             if failed is not None and time.monotonic() - failed[0] < CONNECT_FAILURE_MEMORY_S:
@@ -160,7 +170,7 @@ class SessionPool:
                 self._recent_failures[key] = (time.monotonic(), describe(exc))
                 raise
             self._recent_failures.pop(key, None)
-            self._sessions[key] = session
+            self._sessions.setdefault(key, []).append(session)
             return session
 
     async def _open(self, key: str, spec: BackendSpec) -> PooledSession:
@@ -184,6 +194,7 @@ class SessionPool:
 
         def ended(_: object) -> None:
             session.dead = True
+            self._remove(session)
             gauge.dec()
 
         owner.add_done_callback(ended)
@@ -252,9 +263,15 @@ class SessionPool:
 
     def _discard(self, session: PooledSession) -> None:
         session.dead = True
-        if self._sessions.get(session.key) is session:
-            del self._sessions[session.key]
+        self._remove(session)
         session.stop.set()
+
+    def _remove(self, session: PooledSession) -> None:
+        group = self._sessions.get(session.key)
+        if group is not None and session in group:
+            group.remove(session)
+            if not group:
+                del self._sessions[session.key]
 
     async def _close(self, session: PooledSession) -> None:
         session.dead = True
@@ -269,9 +286,10 @@ class SessionPool:
         while True:
             await asyncio.sleep(min(30.0, self._settings.mcp_session_idle_s))
             cutoff = time.monotonic() - self._settings.mcp_session_idle_s
-            for session in list(self._sessions.values()):
-                if session.in_flight == 0 and session.last_used < cutoff:
-                    self._discard(session)
+            for group in list(self._sessions.values()):
+                for session in list(group):
+                    if session.in_flight == 0 and session.last_used < cutoff:
+                        self._discard(session)
 
 
 def session_expired(exc: MCPError) -> bool:
