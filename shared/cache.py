@@ -7,8 +7,9 @@ message is lost.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from time import monotonic
 from typing import Generic, TypeVar
 
@@ -21,6 +22,7 @@ class TTLCache(Generic[K, V]):
         self._ttl_s = ttl_s
         self._max_entries = max_entries
         self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._loading: dict[K, asyncio.Future[V]] = {}
 
     def get(self, key: K) -> V | None:
         entry = self._entries.get(key)
@@ -41,6 +43,34 @@ class TTLCache(Generic[K, V]):
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
+
+    async def get_or_load(self, key: K, load: Callable[[], Awaitable[tuple[V, float | None]]]) -> V:
+        """The cached value, or one `load` shared by every caller that misses at the same time.
+
+        Without this, an entry expiring under load sends every concurrent request to the
+        database at once (thousands of lookups for one token), and a small pool times out.
+        `load` returns the value and an optional shorter TTL; its exception reaches all waiters.
+        """
+        value = self.get(key)
+        if value is not None:
+            return value
+        pending = self._loading.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
+        self._loading[key] = future
+        try:
+            value, ttl_s = await load()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here; waiters re-raise it
+            raise
+        else:
+            self.put(key, value, ttl_s)
+            future.set_result(value)
+            return value
+        finally:
+            del self._loading[key]
 
     def discard(self, key: K) -> None:
         self._entries.pop(key, None)

@@ -37,19 +37,18 @@ async def authenticate(ctx: AppContext, secret: str) -> Principal:
     if not secret.startswith(TOKEN_PREFIX):
         raise Unauthorized("invalid token")
     key = digest(secret)
-    cached = ctx.token_cache.get(key)
-    if cached is not None:
-        return cached
-    now = utcnow()
-    async with ctx.read_session_factory() as s:
-        grant = await repository.grant_by_hash(s, key, now)
-    if grant is None:
-        raise Unauthorized("invalid, expired or revoked token")
-    token_id, team_id, role, expires_at = grant
-    principal = Principal(role=Role(role), team_id=team_id, token_id=token_id)
-    ttl = None if expires_at is None else (expires_at - now).total_seconds()
-    ctx.token_cache.put(key, principal, ttl)
-    return principal
+
+    async def load() -> tuple[Principal, float | None]:
+        now = utcnow()
+        async with ctx.read_session_factory() as s:
+            grant = await repository.grant_by_hash(s, key, now)
+        if grant is None:
+            raise Unauthorized("invalid, expired or revoked token")
+        token_id, team_id, role, expires_at = grant
+        principal = Principal(role=Role(role), team_id=team_id, token_id=token_id)
+        return principal, None if expires_at is None else (expires_at - now).total_seconds()
+
+    return await ctx.token_cache.get_or_load(key, load)
 
 
 def _out(token: ApiToken) -> TokenOut:

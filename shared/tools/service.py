@@ -79,23 +79,22 @@ async def resolve(ctx: AppContext, principal: Principal, ref: str) -> ResolvedTo
     The cache is keyed by the caller's scope as well as the ref, since what a ref resolves to
     (and whether it resolves at all) depends on the caller's team.
     """
-    key = (principal.scope, ref)
-    cached = ctx.tool_cache.get(key)
-    if cached is not None:
-        return cached
-    tool, gateway = await _lookup(ctx.read_session_factory, principal, ref)
-    resolved = ResolvedTool(
-        id=str(tool.id),
-        name=tool.name,
-        qualified_name=f"{gateway.name}.{tool.name}",
-        input_schema=tool.input_schema,
-        retry_safe=_retry_safe(tool.annotations),
-        backend=backend_spec(gateway),
-        team_id=gateway.team_id,
-        public=gateway.visibility == "public",
-    )
-    ctx.tool_cache.put(key, resolved)
-    return resolved
+
+    async def load() -> tuple[ResolvedTool, float | None]:
+        tool, gateway = await _lookup(ctx.read_session_factory, principal, ref)
+        resolved = ResolvedTool(
+            id=str(tool.id),
+            name=tool.name,
+            qualified_name=f"{gateway.name}.{tool.name}",
+            input_schema=tool.input_schema,
+            retry_safe=_retry_safe(tool.annotations),
+            backend=backend_spec(gateway),
+            team_id=gateway.team_id,
+            public=gateway.visibility == "public",
+        )
+        return resolved, None
+
+    return await ctx.tool_cache.get_or_load((principal.scope, ref), load)
 
 
 def _encode_cursor(tool: ToolOut) -> str:
