@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI
 from api import errors
 from api.deps import authenticate
 from api.limits import BodySizeLimit
-from api.routers import gateways, health, jobs, teams, tokens, tools
+from api.routers import gateways, health, jobs, prompts, resources, teams, tokens, tools
 from shared.cache import TTLCache
 from shared.config import Settings, get_settings
 from shared.context import AppContext
@@ -81,7 +81,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(health.router)
     # Authentication runs before the body is parsed, so an anonymous request learns nothing more.
-    for router in (teams.router, tokens.router, gateways.router, tools.router, jobs.router):
+    for router in (
+        teams.router,
+        tokens.router,
+        gateways.router,
+        tools.router,
+        resources.router,
+        prompts.router,
+        jobs.router,
+    ):
         app.include_router(router, dependencies=[Depends(authenticate)])
     app.add_middleware(BodySizeLimit, max_bytes=app.state.settings.max_body_bytes)
     return app

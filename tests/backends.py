@@ -29,6 +29,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+# Binary resource contents: every byte value, so a base64 round trip is checked in full.
+LOGO_BYTES = bytes(range(256))
+
 
 @dataclass
 class Gate:
@@ -98,16 +101,32 @@ def build_server(gates: dict[str, Gate], counters: dict[str, int]) -> MCPServer:
         """Raise inside the tool: MCP answers with isError."""
         raise ValueError(message)
 
+    @server.tool()
+    def test_error_handling() -> str:
+        """Always fails (the conformance suite's tools-call-error scenario calls it)."""
+        raise RuntimeError("This tool intentionally returns an error for testing")
+
+    _add_resources_and_prompts(server)
+    return server
+
+
+def _add_resources_and_prompts(server: MCPServer) -> None:
     @server.resource("demo://readme")
     def readme() -> str:
         return "hello from a resource"
+
+    @server.resource("demo://logo.png", mime_type="image/png")
+    def logo() -> bytes:
+        return LOGO_BYTES
+
+    @server.resource("demo://items/{item}")
+    def item(item: str) -> str:
+        return f"item {item}"
 
     @server.prompt()
     def greet(name: str) -> str:
         """Greet someone."""
         return f"Hello {name}"
-
-    return server
 
 
 class LegacyServer:
