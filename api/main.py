@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI
 from api import errors
 from api.deps import authenticate
 from api.limits import BodySizeLimit
-from api.routers import gateways, health, jobs, prompts, resources, teams, tokens, tools
+from api.routers import gateways, health, jobs, prompts, resources, servers, teams, tokens, tools
 from shared.cache import TTLCache
 from shared.config import Settings, get_settings
 from shared.context import AppContext
@@ -88,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tools.router,
         resources.router,
         prompts.router,
+        servers.router,
         jobs.router,
     ):
         app.include_router(router, dependencies=[Depends(authenticate)])
