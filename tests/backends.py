@@ -23,6 +23,7 @@ from typing import Any
 import uvicorn
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -104,7 +105,7 @@ def build_server(gates: dict[str, Gate], counters: dict[str, int]) -> MCPServer:
     @server.tool()
     def test_error_handling() -> str:
         """Always fails (the conformance suite's tools-call-error scenario calls it)."""
-        raise RuntimeError("This tool intentionally returns an error for testing")
+        raise ToolError("This tool intentionally returns an error for testing")
 
     _add_resources_and_prompts(server)
     return server

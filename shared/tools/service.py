@@ -83,8 +83,14 @@ async def resolve(ctx: AppContext, principal: Principal, ref: str) -> ResolvedTo
     cached = ctx.tool_cache.get(key)
     if cached is not None:
         return cached
-    tool, gateway = await _lookup(ctx.read_session_factory, principal, ref)
-    resolved = ResolvedTool(
+    found = resolved(*await _lookup(ctx.read_session_factory, principal, ref))
+    ctx.tool_cache.put(key, found)
+    return found
+
+
+def resolved(tool: Tool, gateway: Gateway) -> ResolvedTool:
+    """The tool as plain values, copied out of the ORM rows."""
+    return ResolvedTool(
         id=str(tool.id),
         name=tool.name,
         qualified_name=f"{gateway.name}.{tool.name}",
@@ -94,8 +100,6 @@ async def resolve(ctx: AppContext, principal: Principal, ref: str) -> ResolvedTo
         team_id=gateway.team_id,
         public=gateway.visibility == "public",
     )
-    ctx.tool_cache.put(key, resolved)
-    return resolved
 
 
 def _encode_cursor(tool: ToolOut) -> str:
@@ -152,7 +156,7 @@ def check_arguments(tool: ResolvedTool, arguments: dict[str, Any]) -> None:
         )
 
 
-def _payload(tool: ResolvedTool, arguments: dict[str, Any], settings: Settings) -> dict[str, Any]:
+def payload(tool: ResolvedTool, arguments: dict[str, Any], settings: Settings) -> dict[str, Any]:
     payload: CallToolPayload = {
         "job_id": new_job_id(),
         "backend": tool.backend,
@@ -185,8 +189,8 @@ async def call(
             raise ValidationFailed(f"timeout_s may be at most {settings.max_wait_s}")
         tool, team = await _callable(ctx, principal, ref)
         check_arguments(tool, arguments)
-        payload = _payload(tool, arguments, settings)
-        record = await ctx.queue.run(JobKind.CALL_TOOL, payload, tool.qualified_name, wait, team=team)
+        job = payload(tool, arguments, settings)
+        record = await ctx.queue.run(JobKind.CALL_TOOL, job, tool.qualified_name, wait, team=team)
     status = record.status.value if record.status.terminal else "pending"
     metrics.CALLS.labels("sync", status).inc()
     metrics.CALL_SECONDS.observe(time.perf_counter() - started)
@@ -197,8 +201,8 @@ async def submit(ctx: AppContext, principal: Principal, ref: str, arguments: dic
     with _counted("async"):
         tool, team = await _callable(ctx, principal, ref)
         check_arguments(tool, arguments)
-        payload = _payload(tool, arguments, ctx.settings)
-        job_id = await ctx.queue.submit(JobKind.CALL_TOOL, payload, tool.qualified_name, team=team)
+        job = payload(tool, arguments, ctx.settings)
+        job_id = await ctx.queue.submit(JobKind.CALL_TOOL, job, tool.qualified_name, team=team)
     metrics.CALLS.labels("async", "accepted").inc()
     return job_id
 
