@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Re-install only when the dependencies change.
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint format bench compose-check all
+.PHONY: venv run test lint format bench conformance compose-check all
 
 all: lint test
 
@@ -36,6 +36,11 @@ format: venv
 
 bench: venv
 	$(BIN)/python bench/roundtrip.py
+
+# The official MCP conformance suite against /v1/servers/{id}/mcp (needs Node >= 22 and npx on
+# PATH; starts its own API, worker and backend on loopback; see tests/conformance/stack.py).
+conformance: venv
+	$(BIN)/python -m tests.conformance.stack
 
 # compose.yaml requires MCPQ_ADMIN_TOKEN and MCPQ_SECRET_KEYS; placeholders are enough to validate it.
 compose-check:

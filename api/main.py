@@ -8,11 +8,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from starlette.routing import Route
 
 from api import errors
 from api.deps import authenticate
 from api.limits import BodySizeLimit
-from api.routers import gateways, health, jobs, teams, tokens, tools
+from api.mcp.endpoint import MCP_METHODS, MCPEndpoint
+from api.mcp.endpoint import route as mcp_route
+from api.routers import gateways, health, jobs, prompts, resources, servers, teams, tokens, tools
 from shared.cache import TTLCache
 from shared.config import Settings, get_settings
 from shared.context import AppContext
@@ -60,6 +63,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis,
         {
             store.done_channel: waiters.on_done,
+            store.progress_channel: waiters.on_progress,
             ctx.catalog_channel: ctx.tool_cache.clear,
             ctx.tokens_channel: ctx.forget_token,
         },
@@ -67,8 +71,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     app.state.ctx = ctx
     app.state.engine = engine
+    app.state.mcp = MCPEndpoint(ctx)
     try:
-        yield
+        async with app.state.mcp.run():
+            yield
     finally:
         await stop_task(subscriber)
         await redis.aclose()
@@ -81,8 +87,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(health.router)
     # Authentication runs before the body is parsed, so an anonymous request learns nothing more.
-    for router in (teams.router, tokens.router, gateways.router, tools.router, jobs.router):
+    for router in (
+        teams.router,
+        tokens.router,
+        gateways.router,
+        tools.router,
+        resources.router,
+        prompts.router,
+        servers.router,
+        jobs.router,
+    ):
         app.include_router(router, dependencies=[Depends(authenticate)])
+    # The MCP front door: an ASGI endpoint of its own (it authenticates by itself; see api/mcp).
+    app.router.routes.append(Route("/v1/servers/{server_id}/mcp", endpoint=mcp_route, methods=MCP_METHODS))
     app.add_middleware(BodySizeLimit, max_bytes=app.state.settings.max_body_bytes)
     return app
 

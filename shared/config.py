@@ -39,6 +39,15 @@ class Settings(BaseSettings):
     # Jobs one team may have queued or running at once; past it, 429. 0 turns the limit off.
     team_max_in_flight: int = 1000
 
+    # The MCP front door (/v1/servers/{id}/mcp): DNS-rebinding protection. Requests whose Host
+    # (or Origin, when sent) is not in these lists are refused. The localhost variants are always
+    # allowed; add the public host name(s) the API is reached by, comma-separated ("host:*" means
+    # any port).
+    mcp_allowed_hosts: str = ""
+    mcp_allowed_origins: str = ""
+    # Idle MCP sessions (no request in flight, no open stream) close after this long.
+    mcp_endpoint_session_idle_s: float = 600.0
+
     # Database
     run_migrations: bool = True
     db_pool_size: int = 10
@@ -97,6 +106,16 @@ class Settings(BaseSettings):
     @property
     def allowed_networks(self) -> tuple[IPNetwork, ...]:
         return parse_networks(self.allowed_backend_networks)
+
+    @property
+    def mcp_hosts(self) -> list[str]:
+        local = ["127.0.0.1", "localhost", "[::1]", "127.0.0.1:*", "localhost:*", "[::1]:*"]
+        return local + [h.strip() for h in self.mcp_allowed_hosts.split(",") if h.strip()]
+
+    @property
+    def mcp_origins(self) -> list[str]:
+        local = [f"{scheme}://{host}" for scheme in ("http", "https") for host in self.mcp_hosts]
+        return local + [o.strip() for o in self.mcp_allowed_origins.split(",") if o.strip()]
 
     def key(self, *parts: str) -> str:
         """A Redis key under this deployment's prefix."""

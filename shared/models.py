@@ -6,7 +6,18 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Float, ForeignKey, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -135,3 +146,37 @@ class Prompt(Base):
     name: Mapped[str] = mapped_column(Text)
     description: Mapped[str | None] = mapped_column(Text)
     arguments: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
+
+
+class Server(Base):
+    """A virtual MCP server: tools, resources and prompts composed from any gateways its team sees,
+    served at /v1/servers/{id}/mcp."""
+
+    __tablename__ = "servers"
+    __table_args__ = (UniqueConstraint("team_id", "name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(Text)
+    # Anonymous MCP clients may use the endpoint (as a member of the server's team). Off by default.
+    public_mcp: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+def _membership(table: str, item_table: str, item_column: str) -> Table:
+    """A server's items of one kind. Rows go when the server or the item goes (a gateway's deletion
+    or a refresh that drops the item), through the foreign keys' ON DELETE CASCADE."""
+    return Table(
+        table,
+        Base.metadata,
+        Column("server_id", ForeignKey("servers.id", ondelete="CASCADE"), primary_key=True),
+        Column(item_column, ForeignKey(f"{item_table}.id", ondelete="CASCADE"), primary_key=True, index=True),
+        Column("position", Float, nullable=False, default=0.0),
+    )
+
+
+server_tools = _membership("server_tools", "tools", "tool_id")
+server_resources = _membership("server_resources", "resources", "resource_id")
+server_prompts = _membership("server_prompts", "prompts", "prompt_id")

@@ -23,11 +23,15 @@ from typing import Any
 import uvicorn
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+# Binary resource contents: every byte value, so a base64 round trip is checked in full.
+LOGO_BYTES = bytes(range(256))
 
 
 @dataclass
@@ -98,16 +102,32 @@ def build_server(gates: dict[str, Gate], counters: dict[str, int]) -> MCPServer:
         """Raise inside the tool: MCP answers with isError."""
         raise ValueError(message)
 
+    @server.tool()
+    def test_error_handling() -> str:
+        """Always fails (the conformance suite's tools-call-error scenario calls it)."""
+        raise ToolError("This tool intentionally returns an error for testing")
+
+    _add_resources_and_prompts(server)
+    return server
+
+
+def _add_resources_and_prompts(server: MCPServer) -> None:
     @server.resource("demo://readme")
     def readme() -> str:
         return "hello from a resource"
+
+    @server.resource("demo://logo.png", mime_type="image/png")
+    def logo() -> bytes:
+        return LOGO_BYTES
+
+    @server.resource("demo://items/{item}")
+    def item(item: str) -> str:
+        return f"item {item}"
 
     @server.prompt()
     def greet(name: str) -> str:
         """Greet someone."""
         return f"Hello {name}"
-
-    return server
 
 
 class LegacyServer:

@@ -95,7 +95,7 @@ async def test_register_discovers_the_catalog(register: Register, backends: Back
     assert body["server_version"] == "1.2.3"
     assert body["protocol_version"]
     assert body["tool_count"] >= len(BACKEND_TOOLS)
-    assert body["resource_count"] == 1
+    assert body["resource_count"] == 3  # two resources and a template
     assert body["prompt_count"] == 1
 
 

@@ -24,7 +24,7 @@ from shared.redis import job_deserializer, job_serializer, run_guarded, start_su
 from shared.security import SecretBox
 from workers import wake
 from workers.sessions import SessionPool
-from workers.tasks import call_tool, discover
+from workers.tasks import call_tool, discover, get_prompt, read_resource
 
 log = logging.getLogger("mcpq.worker")
 
@@ -103,6 +103,8 @@ class WorkerSettings:
     functions = [
         func(call_tool, name=JobKind.CALL_TOOL.value, max_tries=3),
         func(discover, name=JobKind.DISCOVER.value, max_tries=2),
+        func(read_resource, name=JobKind.READ_RESOURCE.value, max_tries=3),
+        func(get_prompt, name=JobKind.GET_PROMPT.value, max_tries=3),
     ]
     on_startup = startup
     on_shutdown = shutdown

@@ -15,7 +15,15 @@ from mcp import Client, MCPError
 from mcp.types import CONNECTION_CLOSED, METHOD_NOT_FOUND, REQUEST_TIMEOUT
 
 from shared import metrics
-from shared.jobs.schemas import BackendSpec, CallToolPayload, DiscoverPayload, Envelope, JobKind
+from shared.jobs.schemas import (
+    BackendSpec,
+    CallToolPayload,
+    DiscoverPayload,
+    Envelope,
+    GetPromptPayload,
+    JobKind,
+    ReadResourcePayload,
+)
 from shared.jobs.store import CANCELLED_ERROR, JobStore
 from workers.sessions import SessionPool, describe, session_expired
 
@@ -150,6 +158,49 @@ async def call_tool(ctx: dict[str, Any], payload: CallToolPayload) -> Envelope:
 
     return await _guarded(
         ctx, JobKind.CALL_TOOL, job_id, backend, payload["retry_safe"], payload["deadline"], work
+    )
+
+
+async def read_resource(ctx: dict[str, Any], payload: ReadResourcePayload) -> Envelope:
+    """Read one resource on a pooled session. Contents come back as MCP sent them: `text`, or
+    `blob` (base64) for binary contents."""
+    backend = payload["backend"]
+
+    async def read(client: Client) -> Envelope:
+        result = await client.read_resource(payload["uri"])
+        dumped = _dump(result)
+        return {"ok": True, "result": {k: dumped[k] for k in ("contents", "_meta") if k in dumped}}
+
+    async def work() -> Envelope:
+        sessions: SessionPool = ctx["sessions"]
+        async with asyncio.timeout(backend["timeout_s"] + 5):
+            return await sessions.run(backend, read)
+
+    # Reading has no side effects, so a read interrupted by a dying worker is simply run again.
+    return await _guarded(
+        ctx, JobKind.READ_RESOURCE, payload["job_id"], backend, True, payload["deadline"], work
+    )
+
+
+async def get_prompt(ctx: dict[str, Any], payload: GetPromptPayload) -> Envelope:
+    """Render one prompt on a pooled session; the result is the MCP GetPromptResult as JSON."""
+    backend = payload["backend"]
+
+    async def render(client: Client) -> Envelope:
+        result = await client.get_prompt(payload["prompt"], payload["arguments"] or None)
+        dumped = _dump(result)
+        return {
+            "ok": True,
+            "result": {k: dumped[k] for k in ("description", "messages", "_meta") if k in dumped},
+        }
+
+    async def work() -> Envelope:
+        sessions: SessionPool = ctx["sessions"]
+        async with asyncio.timeout(backend["timeout_s"] + 5):
+            return await sessions.run(backend, render)
+
+    return await _guarded(
+        ctx, JobKind.GET_PROMPT, payload["job_id"], backend, True, payload["deadline"], work
     )
 
 

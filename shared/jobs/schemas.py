@@ -27,6 +27,8 @@ TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED
 class JobKind(StrEnum):
     CALL_TOOL = "call_tool"
     DISCOVER = "discover"
+    READ_RESOURCE = "read_resource"
+    GET_PROMPT = "get_prompt"
 
 
 class BackendSpec(TypedDict):
@@ -49,6 +51,21 @@ class CallToolPayload(TypedDict):
     arguments: dict[str, Any]
     # A tool that is safe to run twice (MCP idempotentHint/readOnlyHint) is re-run after a worker dies.
     retry_safe: bool
+    deadline: float
+
+
+class ReadResourcePayload(TypedDict):
+    job_id: str
+    backend: BackendSpec
+    uri: str
+    deadline: float
+
+
+class GetPromptPayload(TypedDict):
+    job_id: str
+    backend: BackendSpec
+    prompt: str
+    arguments: dict[str, str]
     deadline: float
 
 

@@ -37,7 +37,7 @@ def _not_found(job_id: str) -> NotFound:
     return NotFound(f"job {job_id} not found (unknown, expired, or not your team's)")
 
 
-def _authorize(principal: Principal, record: JobRecord) -> None:
+def authorize(principal: Principal, record: JobRecord) -> None:
     try:
         owner = uuid.UUID(record.team) if record.team else None
     except ValueError:
@@ -95,7 +95,7 @@ class JobQueue:
         record = await (self.store.get(job_id) if wait_s > 0 else self.store.reconcile(job_id))
         if record is None:
             raise _not_found(job_id)
-        _authorize(principal, record)
+        authorize(principal, record)
         if wait_s > 0 and not record.status.terminal:
             async with self.waiters.watch(job_id) as watch:
                 record = await watch.wait(wait_s)
@@ -103,21 +103,27 @@ class JobQueue:
                 raise _not_found(job_id)
         return record
 
+    async def request_cancel(self, job_id: str) -> str:
+        """Ask for a cancellation without waiting for it; returns the state the job was in. The
+        caller has checked who may do this."""
+        state = await self.store.request_cancel(job_id)
+        if state == JobStatus.RUNNING:
+            # arq's abort: the worker running it cancels the task, which cancels the backend call.
+            await self.redis.zadd(abort_jobs_ss, {job_id: timestamp_ms()})
+            await self.redis.publish(self.store.wake_channel, b"1")
+        return state
+
     async def cancel(self, job_id: str, principal: Principal) -> JobRecord:
         record = await self.store.get(job_id)
         if record is None:
             raise _not_found(job_id)
-        _authorize(principal, record)
+        authorize(principal, record)
         async with self.waiters.watch(job_id) as watch:
-            state = await self.store.request_cancel(job_id)
+            state = await self.request_cancel(job_id)
             if state == "missing":
                 raise _not_found(job_id)
             if state in (JobStatus.COMPLETED, JobStatus.FAILED):
                 raise Conflict(f"job {job_id} has already {state}; nothing to cancel")
-            if state == JobStatus.RUNNING:
-                # arq's abort: the worker running it cancels the task, which cancels the backend call.
-                await self.redis.zadd(abort_jobs_ss, {job_id: timestamp_ms()})
-                await self.redis.publish(self.store.wake_channel, b"1")
             record = await watch.wait(CANCEL_CONFIRM_S)
         if record is None:
             raise _not_found(job_id)

@@ -47,7 +47,8 @@ end
 return {st, redis.call('HGET', KEYS[1], 'attempts') or '0', created}
 """
 
-# KEYS[1] record, KEYS[2] arq job, KEYS[3] arq queue, KEYS[4] the team's in-flight set;
+# KEYS[1] record, KEYS[2] arq job, KEYS[3] arq queue, KEYS[4] the team's in-flight set,
+# KEYS[5] the team's task index (KEYS[1] when the job is not listed as a task);
 # ARGV job id, now ms, limit (0: none), in-flight horizon ms, record ttl, serialized arq job,
 # queue ttl ms, wake list, then the record's field/value pairs. Returns 0 if over the limit.
 # The wake-up is a token in a list that idle workers block on: each new job wakes one worker,
@@ -60,6 +61,14 @@ if limit > 0 then
   if redis.call('ZCARD', KEYS[4]) >= limit then return 0 end
   redis.call('ZADD', KEYS[4], tonumber(ARGV[2]) + tonumber(ARGV[4]), ARGV[1])
   redis.call('PEXPIRE', KEYS[4], ARGV[4])
+end
+if KEYS[5] ~= KEYS[1] then
+  -- Tool-call jobs are MCP tasks too: index them by creation time, for tasks/list. Entries
+  -- older than a record can live are trimmed here, so the index never outgrows the records.
+  local ttl_ms = tonumber(ARGV[5]) * 1000
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', tonumber(ARGV[2]) - ttl_ms)
+  redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
+  redis.call('PEXPIRE', KEYS[5], ttl_ms)
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 9))
 redis.call('EXPIRE', KEYS[1], ARGV[5])
@@ -138,6 +147,7 @@ class JobStore:
         # New jobs: a token for one worker. Aborts: a broadcast, since only the runner can act.
         self.wake_list = settings.key("workers", "wake-list")
         self.wake_channel = settings.key("workers", "wake")
+        self.progress_channel = settings.key("jobs", "progress")
         self._enqueue = redis.register_script(_ENQUEUE)
         self._start = redis.register_script(_START)
         self._finish = redis.register_script(_FINISH)
@@ -148,6 +158,10 @@ class JobStore:
 
     def in_flight_key(self, team: str) -> str:
         return self._settings.key("team", team, "in-flight")
+
+    def tasks_key(self, team: str) -> str:
+        """The team's tool-call jobs by creation time: what MCP `tasks/list` pages through."""
+        return self._settings.key("team", team, "tasks")
 
     @property
     def _record_ttl(self) -> int:
@@ -195,7 +209,13 @@ class JobStore:
         # The latest a job can still be in flight: its queue wait, its run, and some slack.
         horizon_ms = int((s.queue_ttl_s + s.max_backend_timeout_s + 60) * 1000)
         admitted = await self._enqueue(
-            keys=[self._key(job_id), job_key_prefix + job_id, s.queue_name, slot or self._key(job_id)],
+            keys=[
+                self._key(job_id),
+                job_key_prefix + job_id,
+                s.queue_name,
+                slot or self._key(job_id),
+                self.tasks_key(team) if team and kind == "call_tool" else self._key(job_id),
+            ],
             args=[
                 job_id,
                 now_ms,
@@ -259,7 +279,25 @@ class JobStore:
         return bool(applied)
 
     async def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
-        await self._redis.hset(self._key(job_id), "progress", json.dumps(progress))  # type: ignore[misc]
+        """Store the latest progress in the record and push it to whoever relays it live (the MCP
+        front door forwards it as notifications/progress): one pipeline, one round trip."""
+        body = json.dumps(progress)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hset(self._key(job_id), "progress", body)
+            pipe.publish(self.progress_channel, f"{job_id} {body}")
+            await pipe.execute()
+
+    async def task_ids(self, team: str, offset: int, limit: int) -> list[str]:
+        """The team's tool-call job ids, newest first."""
+        ids = await self._redis.zrevrange(self.tasks_key(team), offset, offset + limit - 1)
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    async def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(self._key(job_id))
+            raws = await pipe.execute()
+        return [JobRecord.from_hash(raw) if raw else None for raw in raws]
 
     async def request_cancel(self, job_id: str) -> str:
         state = await self._cancel(

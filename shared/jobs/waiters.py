@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import json
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 from shared.jobs.schemas import JobRecord
 from shared.jobs.store import JobStore
@@ -21,6 +22,7 @@ class JobWaiters:
         self._store = store
         self._fallback_poll_s = fallback_poll_s
         self._watches: defaultdict[str, set[JobWatch]] = defaultdict(set)
+        self._progress: defaultdict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
 
     @property
     def waiting(self) -> int:
@@ -35,6 +37,30 @@ class JobWaiters:
         record = JobRecord.from_fields(json.loads(body)) if body else None
         for watch in watches:
             watch.wake(record)
+
+    def on_progress(self, message: str) -> None:
+        """A worker's progress report: the job id, then the progress as JSON."""
+        job_id, _, body = message.partition(" ")
+        listeners = self._progress.get(job_id)
+        if not listeners:
+            return
+        progress = json.loads(body)
+        for listener in listeners:
+            listener.put_nowait(progress)
+
+    @contextlib.contextmanager
+    def progress(self, job_id: str) -> Iterator[asyncio.Queue[dict[str, Any]]]:
+        """Progress reports of `job_id` while the block runs (the MCP front door relays them)."""
+        listener: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+        self._progress[job_id].add(listener)
+        try:
+            yield listener
+        finally:
+            listeners = self._progress.get(job_id)
+            if listeners is not None:
+                listeners.discard(listener)
+                if not listeners:
+                    del self._progress[job_id]
 
     def wake_all(self) -> None:
         # After a (re)connect we may have missed messages: let every waiter re-read its record.

@@ -81,20 +81,23 @@ async def resolve(ctx: AppContext, principal: Principal, ref: str) -> ResolvedTo
     """
 
     async def load() -> tuple[ResolvedTool, float | None]:
-        tool, gateway = await _lookup(ctx.read_session_factory, principal, ref)
-        resolved = ResolvedTool(
-            id=str(tool.id),
-            name=tool.name,
-            qualified_name=f"{gateway.name}.{tool.name}",
-            input_schema=tool.input_schema,
-            retry_safe=_retry_safe(tool.annotations),
-            backend=backend_spec(gateway),
-            team_id=gateway.team_id,
-            public=gateway.visibility == "public",
-        )
-        return resolved, None
+        return resolved(*await _lookup(ctx.read_session_factory, principal, ref)), None
 
     return await ctx.tool_cache.get_or_load((principal.scope, ref), load)
+
+
+def resolved(tool: Tool, gateway: Gateway) -> ResolvedTool:
+    """The tool as plain values, copied out of the ORM rows."""
+    return ResolvedTool(
+        id=str(tool.id),
+        name=tool.name,
+        qualified_name=f"{gateway.name}.{tool.name}",
+        input_schema=tool.input_schema,
+        retry_safe=_retry_safe(tool.annotations),
+        backend=backend_spec(gateway),
+        team_id=gateway.team_id,
+        public=gateway.visibility == "public",
+    )
 
 
 def _encode_cursor(tool: ToolOut) -> str:
@@ -151,7 +154,7 @@ def check_arguments(tool: ResolvedTool, arguments: dict[str, Any]) -> None:
         )
 
 
-def _payload(tool: ResolvedTool, arguments: dict[str, Any], settings: Settings) -> dict[str, Any]:
+def payload(tool: ResolvedTool, arguments: dict[str, Any], settings: Settings) -> dict[str, Any]:
     payload: CallToolPayload = {
         "job_id": new_job_id(),
         "backend": tool.backend,
@@ -184,8 +187,8 @@ async def call(
             raise ValidationFailed(f"timeout_s may be at most {settings.max_wait_s}")
         tool, team = await _callable(ctx, principal, ref)
         check_arguments(tool, arguments)
-        payload = _payload(tool, arguments, settings)
-        record = await ctx.queue.run(JobKind.CALL_TOOL, payload, tool.qualified_name, wait, team=team)
+        job = payload(tool, arguments, settings)
+        record = await ctx.queue.run(JobKind.CALL_TOOL, job, tool.qualified_name, wait, team=team)
     status = record.status.value if record.status.terminal else "pending"
     metrics.CALLS.labels("sync", status).inc()
     metrics.CALL_SECONDS.observe(time.perf_counter() - started)
@@ -196,8 +199,8 @@ async def submit(ctx: AppContext, principal: Principal, ref: str, arguments: dic
     with _counted("async"):
         tool, team = await _callable(ctx, principal, ref)
         check_arguments(tool, arguments)
-        payload = _payload(tool, arguments, ctx.settings)
-        job_id = await ctx.queue.submit(JobKind.CALL_TOOL, payload, tool.qualified_name, team=team)
+        job = payload(tool, arguments, ctx.settings)
+        job_id = await ctx.queue.submit(JobKind.CALL_TOOL, job, tool.qualified_name, team=team)
     metrics.CALLS.labels("async", "accepted").inc()
     return job_id
 

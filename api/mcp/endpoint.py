@@ -1,0 +1,119 @@
+"""The ASGI endpoint at /v1/servers/{id}/mcp: DNS-rebinding check, auth, then the SDK's
+streamable-HTTP session manager (one per process, shared by every virtual server; each request
+carries its server and caller on the ASGI scope).
+
+Order matters: the Host/Origin check runs first (no DB read for a rebinding attempt), then the
+server is looked up and the bearer token checked, each in a short session closed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
+
+from api.errors import error_response
+from api.mcp.handlers import SCOPE_KEY, Caller, FrontDoor
+from shared.auth import service as auth_service
+from shared.auth.schemas import Principal, Role
+from shared.context import AppContext
+from shared.errors import MCPQError, NotFound, Unauthorized
+from shared.servers import service as server_service
+
+MCP_METHODS = ["GET", "POST", "DELETE"]
+
+
+class MCPEndpoint:
+    def __init__(self, ctx: AppContext) -> None:
+        settings = ctx.settings
+        self.ctx = ctx
+        self.front = FrontDoor(ctx)
+        self.security = TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=settings.mcp_hosts,
+            allowed_origins=settings.mcp_origins,
+        )
+        self.manager = StreamableHTTPSessionManager(
+            app=self.front.server,
+            security_settings=self.security,
+            session_idle_timeout=settings.mcp_endpoint_session_idle_s,
+            max_request_body_size=settings.max_body_bytes,
+        )
+
+    @asynccontextmanager
+    async def run(self) -> AsyncIterator[None]:
+        """Run the session manager in a task of its own: its anyio task group must be entered and
+        left by one task, which the lifespan's caller need not be."""
+        ready, stop = asyncio.Event(), asyncio.Event()
+
+        async def own() -> None:
+            async with self.manager.run():
+                ready.set()
+                await stop.wait()
+
+        owner = asyncio.create_task(own(), name="mcp-session-manager")
+        waiting = asyncio.create_task(ready.wait())
+        await asyncio.wait({owner, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if owner.done():
+            waiting.cancel()
+            owner.result()  # it failed to start: raise why
+        try:
+            yield
+        finally:
+            stop.set()
+            await owner
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        refused = await TransportSecurityMiddleware(self.security).validate_request(request)
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
+        try:
+            caller = await self._caller(request, str(scope.get("path_params", {}).get("server_id", "")))
+        except MCPQError as exc:
+            await error_response(exc.status_code, exc.kind, exc.detail)(scope, receive, send)
+            return
+        scope[SCOPE_KEY] = caller
+        await self.manager.handle_request(scope, receive, send)
+
+    async def _caller(self, request: Request, server_id: str) -> Caller:
+        """The same bearer tokens as REST. Another team's server answers 404, like an unknown one,
+        unless it is `public_mcp`: then anyone (with or without a token) may use it, acting as a
+        member of the server's team."""
+        scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+        bearer = secret if scheme.lower() == "bearer" and secret else None
+        principal = await auth_service.authenticate(self.ctx, bearer) if bearer else None
+        server = await server_service.lookup(self.ctx, server_id)
+        if server is None:
+            raise NotFound(f"server {server_id} not found")
+        if principal is not None:
+            try:
+                principal.authorize(server.team_id, Role.VIEWER, f"server {server_id}")
+            except NotFound:
+                if not server.public_mcp:
+                    raise
+            else:
+                return Caller(server=server, principal=principal, anonymous=False)
+        elif not server.public_mcp:
+            raise Unauthorized("missing bearer token")
+        return Caller(
+            server=server, principal=Principal(role=Role.MEMBER, team_id=server.team_id), anonymous=True
+        )
+
+
+class _Route:
+    """The route's endpoint: hands the request to the process's MCPEndpoint (built in the lifespan).
+    A class instance, not a function, so Starlette calls it as a raw ASGI app."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint: MCPEndpoint = scope["app"].state.mcp
+        await endpoint(scope, receive, send)
+
+
+route = _Route()

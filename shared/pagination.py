@@ -1,0 +1,27 @@
+"""Opaque keyset cursors: a position (a short list of plain values) as URL-safe base64 JSON."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from typing import Any
+
+from shared.errors import BadRequest
+
+# (gateway name, gateway id, item key): gateway names are unique per team only, so the id breaks
+# ties between same-named gateways of different teams.
+Position = tuple[str, uuid.UUID, str]
+
+
+def encode(position: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode()
+
+
+def decode(cursor: str) -> Position:
+    try:
+        gateway, gateway_id, key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return str(gateway), uuid.UUID(str(gateway_id)), str(key)
+    except (ValueError, TypeError, binascii.Error):
+        raise BadRequest("invalid cursor") from None
