@@ -366,7 +366,9 @@ async def drive(args: argparse.Namespace, s: Stack | None, out: Path) -> tuple[d
         elapsed = time.monotonic() - t0
         stop_sampling.set()
         await asyncio.to_thread(sampler.join, 30)
-    samples = [Sample(**x) for x in json.loads((out / "samples.json").read_text())]
+    handoff = out / "samples.json"  # the sampler process's output; samples.csv is the record
+    samples = [Sample(**x) for x in json.loads(handoff.read_text())]
+    handoff.unlink()
     return summarise(args, driver, samples, elapsed, t0, out, s), samples
 
 
