@@ -39,6 +39,8 @@ class World:
     secrets: dict[str, str] = field(default_factory=dict)
     # "A": team A's private gateway, "B": team B's private one, "P": team B's public one.
     gateways: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # "A" and "B": a virtual server of each team, composing its own gateway's echo.
+    servers: dict[str, dict[str, Any]] = field(default_factory=dict)
     job_a: str = ""
 
     def auth(self, caller: str) -> dict[str, str]:
@@ -72,6 +74,20 @@ class World:
         created: dict[str, Any] = response.json()
         return created
 
+    async def server(self, team: str) -> dict[str, Any]:
+        body = {
+            "name": unique("srv"),
+            "team": self.team_id(team),
+            "tools": [f"{self.gateways[team]['name']}.echo"],
+        }
+        response = await self.http.post("/v1/servers", json=body)
+        assert response.status_code == 201, response.text
+        created: dict[str, Any] = response.json()
+        return created
+
+    def resource(self, gateway: str) -> str:
+        return f"{self.gateways[gateway]['name']}:demo://readme"
+
     async def queued_job(self, team: str) -> str:
         """A job record of `team` still queued (no worker will see it), so it can be cancelled."""
         job_id = uuid.uuid4().hex
@@ -93,6 +109,7 @@ async def world(
         for role in ("admin", "member", "viewer"):
             w.secrets[f"{team}:{role}"] = (await w.token(team, role))["token"]
     w.gateways = {"A": await w.gateway("A"), "B": await w.gateway("B"), "P": await w.gateway("B", "public")}
+    w.servers = {"A": await w.server("A"), "B": await w.server("B")}
     submitted = await w.as_(
         "A:member", "POST", f"/v1/tools/{w.gateways['A']['name']}.echo/jobs", {"arguments": {"text": "a"}}
     )
@@ -270,6 +287,85 @@ async def _(w: World, c: str) -> Request:
     return "POST", f"/v1/tools/{w.gateways['A']['name']}.echo/jobs", {"arguments": {"text": c}}
 
 
+# ---- resources ------------------------------------------------------------------------------
+@case("GET /v1/resources", "200 200 200 200 200 200 200")
+async def _(w: World, c: str) -> Request:
+    return "GET", "/v1/resources", None
+
+
+@case("GET /v1/resources/{A}:uri", "200 200 200 404 404 404 200")
+async def _(w: World, c: str) -> Request:
+    return "GET", f"/v1/resources/{w.resource('A')}", None
+
+
+@case("POST /v1/resources/{A}:uri/read", "200 200 403 404 404 404 200")
+async def _(w: World, c: str) -> Request:
+    return "POST", f"/v1/resources/{w.resource('A')}/read", {}
+
+
+@case("POST /v1/resources/{public}:uri/read", "200 200 403 200 200 403 200")
+async def _(w: World, c: str) -> Request:
+    return "POST", f"/v1/resources/{w.resource('P')}/read", {}
+
+
+@case("POST /v1/resources/{A}:uri/jobs", "202 202 403 404 404 404 202")
+async def _(w: World, c: str) -> Request:
+    return "POST", f"/v1/resources/{w.resource('A')}/jobs", {}
+
+
+# ---- prompts --------------------------------------------------------------------------------
+@case("GET /v1/prompts", "200 200 200 200 200 200 200")
+async def _(w: World, c: str) -> Request:
+    return "GET", "/v1/prompts", None
+
+
+@case("GET /v1/prompts/{A}.greet", "200 200 200 404 404 404 200")
+async def _(w: World, c: str) -> Request:
+    return "GET", f"/v1/prompts/{w.gateways['A']['name']}.greet", None
+
+
+@case("POST /v1/prompts/{A}.greet/render", "200 200 403 404 404 404 200")
+async def _(w: World, c: str) -> Request:
+    return "POST", f"/v1/prompts/{w.gateways['A']['name']}.greet/render", {"arguments": {"name": c}}
+
+
+@case("POST /v1/prompts/{public}.greet/render", "200 200 403 200 200 403 200")
+async def _(w: World, c: str) -> Request:
+    return "POST", f"/v1/prompts/{w.gateways['P']['name']}.greet/render", {"arguments": {"name": c}}
+
+
+@case("POST /v1/prompts/{A}.greet/jobs", "202 202 403 404 404 404 202")
+async def _(w: World, c: str) -> Request:
+    return "POST", f"/v1/prompts/{w.gateways['A']['name']}.greet/jobs", {"arguments": {"name": c}}
+
+
+# ---- virtual servers ------------------------------------------------------------------------
+@case("POST /v1/servers team=A", "201 403 403 404 404 404 201")
+async def _(w: World, c: str) -> Request:
+    tools = [f"{w.gateways['A']['name']}.echo"]
+    return "POST", "/v1/servers", {"name": unique("srv"), "team": w.team_id("A"), "tools": tools}
+
+
+@case("GET /v1/servers", "200 200 200 200 200 200 200")
+async def _(w: World, c: str) -> Request:
+    return "GET", "/v1/servers", None
+
+
+@case("GET /v1/servers/{A}", "200 200 200 404 404 404 200")
+async def _(w: World, c: str) -> Request:
+    return "GET", f"/v1/servers/{w.servers['A']['id']}", None
+
+
+@case("PATCH /v1/servers/{A}", "200 403 403 404 404 404 200")
+async def _(w: World, c: str) -> Request:
+    return "PATCH", f"/v1/servers/{w.servers['A']['id']}", {"description": f"set by {c}"}
+
+
+@case("DELETE /v1/servers/{A}", "204 403 403 404 404 404 204")
+async def _(w: World, c: str) -> Request:
+    return "DELETE", f"/v1/servers/{(await w.server('A'))['id']}", None
+
+
 # ---- jobs -----------------------------------------------------------------------------------
 @case("GET /v1/jobs/{A's job}", "200 200 403 404 404 404 200")
 async def _(w: World, c: str) -> Request:
@@ -326,6 +422,16 @@ async def test_team_a_lists_never_show_team_b_private_items(world: World, caller
     tool_gateways = {t["gateway_id"] for t in tools}
     assert {a, public} <= tool_gateways and b not in tool_gateways
     assert await _all_tools(world, caller, gateway=world.gateways["B"]["name"]) == []
+
+    for kind in ("resources", "prompts"):
+        listed = (await world.as_(caller, "GET", f"/v1/{kind}?limit=500")).json()["items"]
+        names = {item["gateway"] for item in listed}
+        assert {world.gateways["A"]["name"], world.gateways["P"]["name"]} <= names
+        assert world.gateways["B"]["name"] not in names
+
+    servers = (await world.as_(caller, "GET", "/v1/servers")).json()["items"]
+    server_ids = {srv["id"] for srv in servers}
+    assert world.servers["A"]["id"] in server_ids and world.servers["B"]["id"] not in server_ids
 
     teams = (await world.as_(caller, "GET", "/v1/teams")).json()["items"]
     assert [t["id"] for t in teams] == [world.team_id("A")]
