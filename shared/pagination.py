@@ -25,3 +25,8 @@ def decode(cursor: str) -> Position:
         return str(gateway), uuid.UUID(str(gateway_id)), str(key)
     except (ValueError, TypeError, binascii.Error):
         raise BadRequest("invalid cursor") from None
+
+
+def next_cursor(last: list[Any] | None, more: bool) -> str | None:
+    """The cursor after the page's last item, if another page follows."""
+    return encode(last) if last is not None and more else None

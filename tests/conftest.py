@@ -158,25 +158,50 @@ def backends() -> Iterator[Backends]:
     servers.stop()
 
 
-@pytest.fixture(scope="session")
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
+def isolated(settings: Settings, **overrides: object) -> Settings:
+    """The run's settings with a queue and key prefix of their own: no other worker or API of
+    this test run sees these jobs."""
+    suffix = uuid.uuid4().hex[:6]
+    return settings.model_copy(
+        update={
+            "queue_name": f"{settings.queue_name}-{suffix}",
+            "key_prefix": f"{settings.key_prefix}-{suffix}",
+            **overrides,
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def serve(app_settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """An app with these settings, running its lifespan, and a platform-admin client on it."""
+    application = create_app(app_settings)
     async with application.router.lifespan_context(application):
-        yield application
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://mcpq.test",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            timeout=60,
+        ) as http:
+            yield application, http
 
 
 @pytest.fixture(scope="session")
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport,
-        base_url="http://mcpq.test",
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-        timeout=60,
-    ) as http:
+async def served(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    async with serve(settings) as (application, http):
         created = await http.post("/v1/teams", json={"name": TEAM})
         assert created.status_code == 201, created.text
-        yield http
+        yield application, http
+
+
+@pytest.fixture(scope="session")
+def app(served: tuple[FastAPI, httpx.AsyncClient]) -> FastAPI:
+    return served[0]
+
+
+@pytest.fixture(scope="session")
+def client(served: tuple[FastAPI, httpx.AsyncClient]) -> httpx.AsyncClient:
+    return served[1]
 
 
 def make_worker(settings: Settings, **overrides: Any) -> Worker:

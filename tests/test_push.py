@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 import arq.worker
@@ -19,19 +18,8 @@ from shared.jobs.store import JobStore
 from shared.jobs.waiters import JobWaiters
 from shared.redis import make_redis, start_subscriber, stop_task
 from tests.backends import Backends
-from tests.conftest import make_worker
+from tests.conftest import isolated, make_worker
 from workers import wake
-
-
-def isolated(settings: Settings, **overrides: object) -> Settings:
-    suffix = uuid.uuid4().hex[:6]
-    return settings.model_copy(
-        update={
-            "queue_name": f"{settings.queue_name}-{suffix}",
-            "key_prefix": f"{settings.key_prefix}-{suffix}",
-            **overrides,
-        }
-    )
 
 
 @contextlib.asynccontextmanager

@@ -19,23 +19,17 @@ import pytest
 from arq.utils import timestamp_ms
 from fastapi import FastAPI
 
-from api.main import create_app
 from shared.config import Settings
 from tests.backends import Backends
-from tests.conftest import ADMIN_TOKEN, TEAM, worker_env
+from tests.conftest import TEAM, isolated, serve, worker_env
 
 WorkerFactory = Callable[[], subprocess.Popen[bytes]]
 
 
 @pytest.fixture(scope="module")
 def own_queue(settings: Settings) -> Settings:
-    suffix = uuid.uuid4().hex[:6]
-    return settings.model_copy(
-        update={
-            "queue_name": f"{settings.queue_name}-death-{suffix}",
-            "key_prefix": f"{settings.key_prefix}-{suffix}",
-        }
-    )
+    # A queue of its own, so the in-process worker of other tests cannot take these jobs.
+    return isolated(settings)
 
 
 @pytest.fixture
@@ -63,16 +57,8 @@ async def api(
     own_queue: Settings, client: httpx.AsyncClient
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     # `client` is asked for so that the shared test team exists in the database.
-    app = create_app(own_queue)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url="http://mcpq.test",
-            timeout=60,
-            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-        ) as http:
-            yield app, http
+    async with serve(own_queue) as served:
+        yield served
 
 
 async def _gateway(client: httpx.AsyncClient, backends: Backends) -> str:

@@ -12,10 +12,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from api.main import create_app
 from shared.config import Settings
 from tests.backends import Backends
-from tests.conftest import ADMIN_TOKEN, TEAM, worker_env
+from tests.conftest import TEAM, isolated, serve, worker_env
 
 CALLS = 200
 WORKERS = 2
@@ -24,13 +23,7 @@ WORKERS = 2
 @pytest.fixture(scope="module")
 def own_queue(settings: Settings) -> Settings:
     # A queue of its own, so the in-process worker of other tests cannot take these jobs.
-    suffix = uuid.uuid4().hex[:6]
-    return settings.model_copy(
-        update={
-            "queue_name": f"{settings.queue_name}-procs-{suffix}",
-            "key_prefix": f"{settings.key_prefix}-{suffix}",
-        }
-    )
+    return isolated(settings)
 
 
 @pytest.fixture(scope="module")
@@ -61,16 +54,8 @@ async def procs_client(
     own_queue: Settings, client: httpx.AsyncClient
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     # `client` is asked for so that the shared test team exists in the database.
-    app = create_app(own_queue)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url="http://mcpq.test",
-            timeout=60,
-            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-        ) as http:
-            yield app, http
+    async with serve(own_queue) as served:
+        yield served
 
 
 async def test_200_concurrent_calls_on_two_worker_processes(

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-import uuid
 
-from shared import pagination
+from shared import catalog, pagination
 from shared.auth.schemas import Principal, Role
 from shared.config import Settings
 from shared.context import AppContext
 from shared.db import SessionFactory
-from shared.errors import InvalidArguments, NotFound, ValidationFailed
+from shared.errors import InvalidArguments, ValidationFailed
 from shared.gateways.service import backend_spec
 from shared.jobs.schemas import GetPromptPayload, JobKind, JobRecord
 from shared.jobs.service import new_job_id
@@ -46,16 +45,15 @@ def resolved(prompt: Prompt, gateway: Gateway) -> ResolvedPrompt:
 
 
 async def _lookup(sf: SessionFactory, principal: Principal, ref: str) -> tuple[Prompt, Gateway]:
-    """`ref` is a prompt id or `{gateway}.{prompt}`. Only prompts the caller sees are found."""
-    async with sf() as s:
-        try:
-            found = await repository.by_id(s, principal.team_id, uuid.UUID(ref))
-        except ValueError:
-            gateway, dot, name = ref.partition(".")
-            found = await repository.by_qualified_name(s, principal.team_id, gateway, name) if dot else None
-    if found is None:
-        raise NotFound(f"prompt {ref!r} not found")
-    return found
+    return await catalog.lookup(
+        sf,
+        principal,
+        ref,
+        what="prompt",
+        separator=".",
+        by_id=repository.by_id,
+        by_name=repository.by_qualified_name,
+    )
 
 
 async def get(ctx: AppContext, principal: Principal, ref: str) -> PromptOut:
@@ -69,13 +67,8 @@ async def list_page(
     async with ctx.read_session_factory() as s:
         rows = await repository.page(s, principal.team_id, gateway=gateway, after=after, limit=limit + 1)
     items = [to_out(p, g) for p, g in rows[:limit]]
-    last = items[-1] if items else None
-    next_cursor = (
-        pagination.encode([last.gateway, str(last.gateway_id), last.name])
-        if last is not None and len(rows) > limit
-        else None
-    )
-    return PromptPage(items=items, next_cursor=next_cursor)
+    last = [items[-1].gateway, str(items[-1].gateway_id), items[-1].name] if items else None
+    return PromptPage(items=items, next_cursor=pagination.next_cursor(last, len(rows) > limit))
 
 
 def check_arguments(prompt: ResolvedPrompt, arguments: dict[str, str]) -> None:

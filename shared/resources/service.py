@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from functools import lru_cache
 
-from shared import pagination
+from shared import catalog, pagination
 from shared.auth.schemas import Principal, Role
 from shared.config import Settings
 from shared.context import AppContext
 from shared.db import SessionFactory
-from shared.errors import NotFound, ValidationFailed
+from shared.errors import ValidationFailed
 from shared.gateways.service import backend_spec
 from shared.jobs.schemas import JobKind, JobRecord, ReadResourcePayload
 from shared.jobs.service import new_job_id
@@ -50,16 +49,15 @@ def resolved(resource: Resource, gateway: Gateway) -> ResolvedResource:
 
 
 async def _lookup(sf: SessionFactory, principal: Principal, ref: str) -> tuple[Resource, Gateway]:
-    """`ref` is a resource id or `{gateway}:{uri}`. Only resources the caller sees are found."""
-    async with sf() as s:
-        try:
-            found = await repository.by_id(s, principal.team_id, uuid.UUID(ref))
-        except ValueError:
-            gateway, colon, uri = ref.partition(":")
-            found = await repository.by_gateway_uri(s, principal.team_id, gateway, uri) if colon else None
-    if found is None:
-        raise NotFound(f"resource {ref!r} not found")
-    return found
+    return await catalog.lookup(
+        sf,
+        principal,
+        ref,
+        what="resource",
+        separator=":",
+        by_id=repository.by_id,
+        by_name=repository.by_gateway_uri,
+    )
 
 
 async def get(ctx: AppContext, principal: Principal, ref: str) -> ResourceOut:
@@ -73,13 +71,8 @@ async def list_page(
     async with ctx.read_session_factory() as s:
         rows = await repository.page(s, principal.team_id, gateway=gateway, after=after, limit=limit + 1)
     items = [to_out(r, g) for r, g in rows[:limit]]
-    last = items[-1] if items else None
-    next_cursor = (
-        pagination.encode([last.gateway, str(last.gateway_id), last.uri])
-        if last is not None and len(rows) > limit
-        else None
-    )
-    return ResourcePage(items=items, next_cursor=next_cursor)
+    last = [items[-1].gateway, str(items[-1].gateway_id), items[-1].uri] if items else None
+    return ResourcePage(items=items, next_cursor=pagination.next_cursor(last, len(rows) > limit))
 
 
 @lru_cache(maxsize=1024)

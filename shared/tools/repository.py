@@ -9,10 +9,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.gateways.repository import visible_to
 from shared.models import Gateway, Tool
+from shared.pagination import Position
 
 # A keyset position: (gateway name, gateway id, tool name). Gateway names are unique per team
 # only, so the id breaks ties between same-named gateways of different teams.
-Position = tuple[str, uuid.UUID, str]
 
 
 def _with_gateway(team_id: uuid.UUID | None) -> Select[Tool, Gateway]:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -17,12 +14,12 @@ from jsonschema import SchemaError
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 
-from shared import metrics
+from shared import catalog, metrics, pagination
 from shared.auth.schemas import Principal, Role
 from shared.config import Settings
 from shared.context import AppContext
 from shared.db import SessionFactory
-from shared.errors import BadRequest, InvalidArguments, MCPQError, NotFound, ValidationFailed
+from shared.errors import InvalidArguments, MCPQError, ValidationFailed
 from shared.gateways.service import backend_spec
 from shared.jobs.schemas import CallToolPayload, JobKind, JobRecord
 from shared.jobs.service import new_job_id
@@ -56,17 +53,15 @@ def _retry_safe(annotations: dict[str, Any] | None) -> bool:
 
 
 async def _lookup(sf: SessionFactory, principal: Principal, ref: str) -> tuple[Tool, Gateway]:
-    """`ref` is a tool id or `{gateway}.{tool}`; gateway names cannot contain a dot.
-    Only tools the caller sees are found: another team's private tool is simply not found."""
-    async with sf() as s:
-        try:
-            found = await repository.by_id(s, principal.team_id, uuid.UUID(ref))
-        except ValueError:
-            gateway, dot, name = ref.partition(".")
-            found = await repository.by_qualified_name(s, principal.team_id, gateway, name) if dot else None
-    if found is None:
-        raise NotFound(f"tool {ref!r} not found")
-    return found
+    return await catalog.lookup(
+        sf,
+        principal,
+        ref,
+        what="tool",
+        separator=".",
+        by_id=repository.by_id,
+        by_name=repository.by_qualified_name,
+    )
 
 
 async def get(ctx: AppContext, principal: Principal, ref: str) -> ToolOut:
@@ -100,30 +95,17 @@ def resolved(tool: Tool, gateway: Gateway) -> ResolvedTool:
     )
 
 
-def _encode_cursor(tool: ToolOut) -> str:
-    position = [tool.gateway, str(tool.gateway_id), tool.name]
-    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> repository.Position:
-    try:
-        gateway, gateway_id, name = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return str(gateway), uuid.UUID(str(gateway_id)), str(name)
-    except (ValueError, TypeError, binascii.Error):
-        raise BadRequest("invalid cursor") from None
-
-
 async def list_page(
     ctx: AppContext, principal: Principal, *, gateway: str | None, cursor: str | None, limit: int
 ) -> ToolPage:
     if not 1 <= limit <= MAX_PAGE:
         raise ValidationFailed(f"limit must be between 1 and {MAX_PAGE}")
-    after = _decode_cursor(cursor) if cursor else None
+    after = pagination.decode(cursor) if cursor else None
     async with ctx.read_session_factory() as s:
         rows = await repository.page(s, principal.team_id, gateway=gateway, after=after, limit=limit + 1)
     items = [_to_out(t, g) for t, g in rows[:limit]]
-    next_cursor = _encode_cursor(items[-1]) if len(rows) > limit else None
-    return ToolPage(items=items, next_cursor=next_cursor)
+    last = [items[-1].gateway, str(items[-1].gateway_id), items[-1].name] if items else None
+    return ToolPage(items=items, next_cursor=pagination.next_cursor(last, len(rows) > limit))
 
 
 @lru_cache(maxsize=4096)
