@@ -10,16 +10,19 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import httpx2
+import mcp_types
 import pytest
 import uvicorn
 from arq.worker import Worker
 from fastapi import FastAPI
 from mcp import Client, MCPError
+from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
 from mcp.client.streamable_http import streamable_http_client
+from pydantic import TypeAdapter
 
 from tests.backends import LOGO_BYTES, Backends, free_port
 from tests.conftest import unique
@@ -401,3 +404,129 @@ async def test_rest_job_is_a_task(world: World, client: httpx.AsyncClient) -> No
         result = await mcp.request("tasks/result", {"taskId": job_id})
         assert result["result"]["content"][0]["text"] == "r"
         assert (await mcp.request("tasks/get", {"taskId": job_id}))["result"]["status"] == "completed"
+
+
+# --- Tasks extension (2026-07-28, io.modelcontextprotocol/tasks), the SDK client ----------------
+
+
+class TaskHandle(mcp_types.Result):
+    """SEP-2663 `CreateTaskResult`: `resultType: "task"` and the task's fields."""
+
+    result_type: Literal["task"] = "task"
+    task_id: str
+    status: str
+    created_at: str
+    last_updated_at: str
+    ttl_ms: int | None
+    poll_interval_ms: int | None = None
+
+
+class _UpdateParams(mcp_types.GetTaskRequestParams):
+    input_responses: dict[str, Any]
+
+
+class _TaskRequest(mcp_types.Request[Any, str]):
+    name_param = "taskId"  # SEP-2663: Mcp-Name carries the task id
+
+
+class TasksExtension(ClientExtension):
+    identifier = "io.modelcontextprotocol/tasks"
+
+    def claims(self) -> list[ResultClaim[Any]]:
+        async def resolve(handle: TaskHandle, ctx: ClaimContext) -> mcp_types.CallToolResult:
+            raise AssertionError("the tests drive the task themselves")
+
+        return [ResultClaim(result_type="task", model=TaskHandle, resolve=resolve)]
+
+
+async def _task_request(mcp: Client, method: str, task_id: str) -> dict[str, Any]:
+    params = (
+        _UpdateParams(task_id=task_id, input_responses={})
+        if method == "tasks/update"
+        else mcp_types.GetTaskRequestParams(task_id=task_id)
+    )
+    result: dict[str, Any] = await mcp.session.send_request(
+        _TaskRequest(method=method, params=params), TypeAdapter(dict[str, Any])
+    )
+    return result
+
+
+@contextlib.asynccontextmanager
+async def tasks_client(url: str, token: str) -> AsyncIterator[Client]:
+    async with (
+        httpx2.AsyncClient(headers=_auth(token), timeout=httpx2.Timeout(30, read=None)) as http,
+        Client(
+            streamable_http_client(url, http_client=http),  # type: ignore[arg-type]
+            mode="auto",
+            extensions=[TasksExtension()],
+        ) as mcp,
+    ):
+        assert mcp.protocol_version == "2026-07-28"
+        yield mcp
+
+
+async def test_extension_task_driven_to_completed(
+    world: World, client: httpx.AsyncClient, backends: Backends
+) -> None:
+    async with tasks_client(world.url, world.member) as mcp:
+        assert mcp.server_capabilities.extensions == {"io.modelcontextprotocol/tasks": {}}
+        assert mcp.server_capabilities.tasks is None
+        key = uuid.uuid4().hex
+        gate = backends.gate(key)
+        handle = await mcp.session.call_tool("hold", {"key": key}, allow_claimed=True)
+        assert isinstance(handle, TaskHandle), handle
+        assert handle.status == "working" and handle.poll_interval_ms
+        job = (await client.get(f"/v1/jobs/{handle.task_id}")).json()  # the task is the job
+        assert job["kind"] == "call_tool" and job["status"] in ("queued", "running")
+        assert await asyncio.to_thread(gate.entered.wait, 10)
+        got = await _task_request(mcp, "tasks/get", handle.task_id)
+        assert got["status"] == "working" and "result" not in got
+        # an mcpq task never asks for input: tasks/update is only acknowledged
+        ack = await _task_request(mcp, "tasks/update", handle.task_id)
+        assert set(ack) <= {"resultType", "_meta"}, ack
+        gate.release()
+        for _ in range(200):
+            got = await _task_request(mcp, "tasks/get", handle.task_id)
+            if got["status"] != "working":
+                break
+            await asyncio.sleep(0.05)
+        assert got["status"] == "completed", got
+        assert got["result"]["content"][0]["text"] == f"released {key}"
+        assert got["result"]["isError"] is False
+        assert (await client.get(f"/v1/jobs/{handle.task_id}")).json()["status"] == "completed"
+        with pytest.raises(MCPError) as unknown:
+            await _task_request(mcp, "tasks/get", uuid.uuid4().hex)
+        assert unknown.value.error.code == -32602
+        with pytest.raises(MCPError) as gone:  # 2025-11-25 only
+            await _task_request(mcp, "tasks/result", handle.task_id)
+        assert gone.value.error.code == -32601
+
+
+async def test_extension_task_driven_to_cancelled(
+    world: World, client: httpx.AsyncClient, backends: Backends
+) -> None:
+    async with tasks_client(world.url, world.member) as mcp:
+        key = uuid.uuid4().hex
+        gate = backends.gate(key)
+        handle = await mcp.session.call_tool("hold", {"key": key}, allow_claimed=True)
+        assert isinstance(handle, TaskHandle), handle
+        assert await asyncio.to_thread(gate.entered.wait, 10)
+        ack = await _task_request(mcp, "tasks/cancel", handle.task_id)
+        assert ack.get("resultType", "complete") == "complete"
+        assert set(ack) <= {"resultType", "_meta"}, ack
+        for _ in range(200):
+            got = await _task_request(mcp, "tasks/get", handle.task_id)
+            if got["status"] != "working":
+                break
+            await asyncio.sleep(0.05)
+        assert got["status"] == "cancelled", got
+        assert (await client.get(f"/v1/jobs/{handle.task_id}")).json()["status"] == "cancelled"
+        # cancelling a terminal task is acknowledged, not an error (eventually consistent)
+        await _task_request(mcp, "tasks/cancel", handle.task_id)
+
+
+async def test_extension_not_declared_runs_synchronously(world: World) -> None:
+    """A 2026-07-28 client that does not declare the extension gets the CallToolResult."""
+    async with mcp_client(world.url, world.member, mode="auto") as mcp:
+        added = await mcp.call_tool("add", {"a": 2, "b": 3})
+        assert added.content[0].text == "5"  # type: ignore[union-attr]

@@ -94,7 +94,7 @@ class FrontDoor:
             on_list_prompts=self.list_prompts,
             on_get_prompt=self.get_prompt,
         )
-        Tasks(self).install(self.server)
+        Tasks(self).install(self.server, self.call_tool)
 
     # --- lists: the catalog only ----------------------------------------------------------------
 

@@ -1,4 +1,12 @@
-"""MCP Tasks (protocol 2025-11-25, SEP-1686) backed by jobs: a task IS a job.
+"""MCP Tasks backed by jobs: a task IS a job. Two wire forms share one job-backed core:
+
+- protocol 2025-11-25 (SEP-1686), described below;
+- protocol 2026-07-28, the `io.modelcontextprotocol/tasks` extension (SEP-2663), an SDK
+  `Extension` (`TasksExtension`): a `tools/call` from a client that declares the extension in
+  its request capabilities is answered at once with `resultType: "task"` (id = job id), and
+  `tasks/get` (the task, with the `CallToolResult` inlined once completed), `tasks/update` and
+  `tasks/cancel` (both empty acknowledgements) work on it. `tasks/result` and `tasks/list` do
+  not exist there.
 
 A task-augmented `tools/call` (params carry `task`) enqueues the job and answers at once with
 the task, whose id is the job id, so the same job is visible at GET /v1/jobs/{id}, and a job
@@ -13,14 +21,17 @@ spec surface, so they are dispatched as custom methods).
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
 from mcp import MCPError
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.extension import Extension, MethodBinding, RequestHandler, compose_tool_call_handler
 from mcp.server.lowlevel import Server
 from mcp.server.lowlevel.server import NotificationOptions
-from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+from mcp.server.mcpserver.server import require_client_extension
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
@@ -31,6 +42,8 @@ if TYPE_CHECKING:
     from api.mcp.handlers import FrontDoor
 
 RELATED_TASK_META_KEY = "io.modelcontextprotocol/related-task"
+TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
+MODERN = frozenset(MODERN_PROTOCOL_VERSIONS)
 POLL_INTERVAL_MS = 1000
 LIST_PAGE = 50
 
@@ -57,14 +70,18 @@ class TaskAwareServer(Server[Any]):
         caps = super().get_capabilities(
             notification_options, experimental_capabilities, extensions, protocol_version=protocol_version
         )
-        if protocol_version not in MODERN_PROTOCOL_VERSIONS:
-            caps.tasks = types.ServerTasksCapability(
-                list=types.TasksListCapability(),
-                cancel=types.TasksCancelCapability(),
-                requests=types.ServerTasksRequestsCapability(
-                    tools=types.TasksToolsCapability(call=types.TasksCallCapability())
-                ),
-            )
+        if protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return caps
+        # Before 2026-07-28 tasks are the core `tasks` capability, not the extension.
+        if caps.extensions:
+            caps.extensions = {k: v for k, v in caps.extensions.items() if k != TASKS_EXTENSION} or None
+        caps.tasks = types.ServerTasksCapability(
+            list=types.TasksListCapability(),
+            cancel=types.TasksCancelCapability(),
+            requests=types.ServerTasksRequestsCapability(
+                tools=types.TasksToolsCapability(call=types.TasksCallCapability())
+            ),
+        )
         return caps
 
 
@@ -90,12 +107,55 @@ class Tasks:
         self.front = front
         self.ttl_ms = front.ctx.settings.result_ttl_s * 1000
 
-    def install(self, server: Server[Any]) -> None:
+    def install(self, server: Server[Any], call_tool: RequestHandler) -> None:
+        """The 2025-11-25 surface (middleware + methods gated to pre-2026 versions) and the
+        2026-07-28 extension, applied to the low-level server the way `MCPServer` applies an
+        `Extension`: its methods (gated to 2026-era versions), its `tools/call` interceptor and
+        its advertisement. `tasks/get` and `tasks/cancel` exist in both, so one handler per
+        method dispatches on the request's protocol version."""
+        extension = TasksExtension(self)
+        bindings = {b.method: b for b in extension.methods()}
         server.middleware.append(self.intercept)
-        server.add_request_handler("tasks/get", types.GetTaskRequestParams, self.get)
-        server.add_request_handler("tasks/result", types.GetTaskPayloadRequestParams, self.result)
-        server.add_request_handler("tasks/list", types.PaginatedRequestParams, self.list)
-        server.add_request_handler("tasks/cancel", types.CancelTaskRequestParams, self.cancel)
+        legacy: dict[str, tuple[type[Any], RequestHandler]] = {
+            "tasks/get": (types.GetTaskRequestParams, self.get),
+            "tasks/result": (types.GetTaskPayloadRequestParams, self.result),
+            "tasks/list": (types.PaginatedRequestParams, self.list),
+            "tasks/cancel": (types.CancelTaskRequestParams, self.cancel),
+        }
+        for method in sorted(legacy.keys() | bindings.keys()):
+            old, new = legacy.get(method), bindings.get(method)
+            params_type = new.params_type if new is not None else old[0] if old is not None else None
+            assert params_type is not None
+            server.add_request_handler(
+                method,
+                params_type,
+                _by_version(method, old[1] if old else None, new.handler if new else None),
+            )
+        server.add_request_handler(
+            "tools/call", types.CallToolRequestParams, compose_tool_call_handler([extension], call_tool)
+        )
+        server.extensions[extension.identifier] = extension.settings()
+
+    async def submit(
+        self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> JobRecord | types.CallToolResult:
+        """Enqueue the call as a job and return its record (or the tool error for bad arguments)."""
+        from api.mcp.handlers import caller_of, protocol_error
+
+        caller = caller_of(ctx)
+        try:
+            job, label = await self.front.tool_job(caller, params.name, params.arguments or {})
+        except InvalidArguments as exc:
+            return types.CallToolResult(content=[types.TextContent(text=exc.detail)], is_error=True)
+        queue = self.front.ctx.queue
+        try:
+            job_id = await queue.submit(JobKind.CALL_TOOL, job, label, team=caller.team)
+            record = await queue.store.get(job_id)
+        except MCPQError as exc:
+            raise protocol_error(exc) from None
+        if record is None:
+            raise MCPError(code=INTERNAL_ERROR, message=f"task {job_id} vanished")
+        return record
 
     async def intercept(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         """A task-augmented tools/call becomes a job answered at once; anything else passes."""
@@ -108,26 +168,13 @@ class Tasks:
             or ctx.request_id is None
         ):
             return await call_next(ctx)
-        from api.mcp.handlers import caller_of, protocol_error
-
         try:
             params = types.CallToolRequestParams.model_validate(raw, by_name=False)
         except ValidationError:
             raise MCPError(code=INVALID_PARAMS, message="Invalid request parameters") from None
-        caller = caller_of(ctx)
-        try:
-            job, label = await self.front.tool_job(caller, params.name, params.arguments or {})
-        except InvalidArguments as exc:
-            result = types.CallToolResult(content=[types.TextContent(text=exc.detail)], is_error=True)
-            return result.model_dump(by_alias=True, mode="json", exclude_none=True)
-        queue = self.front.ctx.queue
-        try:
-            job_id = await queue.submit(JobKind.CALL_TOOL, job, label, team=caller.team)
-            record = await queue.store.get(job_id)
-        except MCPQError as exc:
-            raise protocol_error(exc) from None
-        if record is None:
-            raise MCPError(code=INTERNAL_ERROR, message=f"task {job_id} vanished")
+        record = await self.submit(ctx, params)
+        if isinstance(record, types.CallToolResult):
+            return record.model_dump(by_alias=True, mode="json", exclude_none=True)
         return {"task": task_of(record, self.ttl_ms)}
 
     async def _record(
@@ -203,3 +250,120 @@ class Tasks:
         except MCPQError as exc:  # it finished meanwhile
             raise MCPError(code=INVALID_PARAMS, message=exc.detail) from None
         return task_of(record, self.ttl_ms)
+
+
+def _by_version(method: str, legacy: RequestHandler | None, modern: RequestHandler | None) -> RequestHandler:
+    """One handler for a method name both task surfaces may define: the 2026-era one (the
+    extension's) on a 2026-era connection, the 2025-11-25 one before; -32601 where absent."""
+
+    async def handler(ctx: ServerRequestContext[Any, Any], params: Any) -> HandlerResult:
+        chosen = modern if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS else legacy
+        if chosen is None:
+            raise MCPError(code=METHOD_NOT_FOUND, message="Method not found", data=method)
+        return await chosen(ctx, params)
+
+    return handler
+
+
+class UpdateTaskRequestParams(types.RequestParams):
+    """`tasks/update` (SEP-2663): responses to a task's outstanding `inputRequests`."""
+
+    task_id: str
+    input_responses: dict[str, Any]
+
+
+def declares_tasks(ctx: ServerRequestContext[Any, Any]) -> bool:
+    """Did this request's client capabilities include the tasks extension?"""
+    capabilities = ctx.session.client_capabilities
+    return bool(capabilities and capabilities.extensions and TASKS_EXTENSION in capabilities.extensions)
+
+
+def detailed_task_of(record: JobRecord, ttl_ms: int) -> dict[str, Any]:
+    """A job as a SEP-2663 `DetailedTask`: a completed tool call inlines its `CallToolResult`
+    (an `isError` result is still `completed`); a failed job carries a JSON-RPC error."""
+    from api.mcp.handlers import failure_text, tool_result
+
+    legacy = task_of(record, ttl_ms)
+    task: dict[str, Any] = {
+        "taskId": legacy["taskId"],
+        "status": legacy["status"],
+        "createdAt": legacy["createdAt"],
+        "lastUpdatedAt": legacy["lastUpdatedAt"],
+        "ttlMs": ttl_ms,
+        "pollIntervalMs": POLL_INTERVAL_MS,
+    }
+    if "statusMessage" in legacy:
+        task["statusMessage"] = legacy["statusMessage"]
+    if record.status is JobStatus.COMPLETED:
+        if record.kind == JobKind.CALL_TOOL:
+            task["result"] = tool_result(record).model_dump(by_alias=True, mode="json", exclude_none=True)
+        else:
+            task["result"] = dict(record.result) if isinstance(record.result, dict) else {}
+        task["result"].setdefault("resultType", "complete")
+    elif record.status is JobStatus.FAILED:
+        task["error"] = {"code": INTERNAL_ERROR, "message": failure_text(record)}
+    return task
+
+
+class TasksExtension(Extension):
+    """`io.modelcontextprotocol/tasks` for protocol 2026-07-28 (SEP-2663), on the job-backed
+    `Tasks`: every call is a job anyway, so a declaring client always gets a task."""
+
+    identifier = TASKS_EXTENSION
+
+    def __init__(self, tasks: Tasks) -> None:
+        self.tasks = tasks
+
+    def methods(self) -> list[MethodBinding]:
+        return [
+            MethodBinding("tasks/get", types.GetTaskRequestParams, self.get, MODERN),
+            MethodBinding("tasks/update", UpdateTaskRequestParams, self.update, MODERN),
+            MethodBinding("tasks/cancel", types.CancelTaskRequestParams, self.cancel, MODERN),
+        ]
+
+    async def intercept_tool_call(
+        self,
+        params: types.CallToolRequestParams,
+        ctx: ServerRequestContext[Any, Any],
+        call_next: CallNext,
+    ) -> HandlerResult:
+        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS or not declares_tasks(ctx):
+            return await call_next(ctx)
+        record = await self.tasks.submit(ctx, params)
+        if isinstance(record, types.CallToolResult):
+            return record
+        task = detailed_task_of(record, self.tasks.ttl_ms)
+        # CreateTaskResult carries the task only: never result/error/inputRequests.
+        for inline in ("result", "error", "inputRequests"):
+            task.pop(inline, None)
+        return {"resultType": "task", **task}
+
+    async def get(
+        self, ctx: ServerRequestContext[Any, Any], params: types.GetTaskRequestParams
+    ) -> dict[str, Any]:
+        require_client_extension(ctx, TASKS_EXTENSION)
+        record = await self.tasks._record(ctx, params.task_id)
+        return detailed_task_of(record, self.tasks.ttl_ms)
+
+    async def update(
+        self, ctx: ServerRequestContext[Any, Any], params: UpdateTaskRequestParams
+    ) -> dict[str, Any]:
+        """Acknowledge. An mcpq task never asks its client for input (it is never
+        `input_required`), so there is nothing to deliver the responses to."""
+        require_client_extension(ctx, TASKS_EXTENSION)
+        await self.tasks._record(ctx, params.task_id)
+        return {}
+
+    async def cancel(
+        self, ctx: ServerRequestContext[Any, Any], params: types.CancelTaskRequestParams
+    ) -> dict[str, Any]:
+        """Acknowledge and cancel the job; a task already terminal stays as it is (the spec
+        makes cancellation eventually consistent, so that is not an error)."""
+        from api.mcp.handlers import caller_of
+
+        require_client_extension(ctx, TASKS_EXTENSION)
+        record = await self.tasks._record(ctx, params.task_id)
+        if not record.status.terminal:
+            with contextlib.suppress(MCPQError):  # it finished meanwhile
+                await self.tasks.front.ctx.queue.cancel(record.id, caller_of(ctx).principal)
+        return {}
