@@ -19,7 +19,7 @@ from shared.auth.schemas import PLATFORM_ADMIN, Principal, Role, TokenCreate, To
 from shared.context import AppContext
 from shared.errors import NotFound, Unauthorized
 from shared.models import ApiToken, utcnow
-from shared.teams import repository as team_repository
+from shared.teams import service as team_service
 
 TOKEN_PREFIX = "mcpq_"
 SHOWN_PREFIX_CHARS = 12
@@ -68,10 +68,7 @@ async def create(ctx: AppContext, principal: Principal, body: TokenCreate) -> To
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     created = datetime.now(UTC)
     async with ctx.session_factory() as s:
-        team = await team_repository.by_ref(s, body.team)
-        if team is None:
-            raise NotFound(f"team {body.team!r} not found")
-        principal.authorize(team.id, Role.ADMIN, f"team {body.team!r}")
+        team = await team_service.authorized_team(s, principal, body.team, Role.ADMIN)
         token = ApiToken(
             id=uuid.uuid4(),
             team_id=team.id,

@@ -20,7 +20,7 @@ from shared.jobs.schemas import BackendSpec, DiscoverPayload, JobKind, JobRecord
 from shared.jobs.service import JobQueue, new_job_id
 from shared.models import Gateway, utcnow
 from shared.security import SecretBox
-from shared.teams import repository as team_repository
+from shared.teams import service as team_service
 
 
 def parse_id(raw: str, what: str = "gateway") -> uuid.UUID:
@@ -129,14 +129,9 @@ async def register(ctx: AppContext, principal: Principal, body: GatewayCreate) -
     timeout_s = body.timeout_s or settings.default_backend_timeout_s
     if timeout_s > settings.max_backend_timeout_s:
         raise ValidationFailed(f"timeout_s may be at most {settings.max_backend_timeout_s}")
-    team_ref = body.team or (str(principal.team_id) if principal.team_id else None)
-    if team_ref is None:
-        raise ValidationFailed("team: the platform admin must say which team owns the gateway")
+    team_ref = team_service.owner_ref(principal, body.team, "gateway")
     async with ctx.read_session_factory() as s:
-        team = await team_repository.by_ref(s, team_ref)
-        if team is None:
-            raise NotFound(f"team {team_ref!r} not found")
-        principal.authorize(team.id, Role.ADMIN, f"team {team_ref!r}")
+        team = await team_service.authorized_team(s, principal, team_ref, Role.ADMIN)
         if await repository.name_taken(s, team.id, body.name):
             raise Conflict(f"this team already has a gateway named {body.name!r}")
         team_id = team.id

@@ -26,7 +26,7 @@ from shared.servers.schemas import (
     ServerSnapshot,
     ServerTool,
 )
-from shared.teams import repository as team_repository
+from shared.teams import service as team_service
 from shared.tools import repository as tool_repository
 
 T = TypeVar("T")
@@ -166,14 +166,9 @@ async def _visible(s: AsyncSession, principal: Principal, raw_id: str, needed: R
 
 
 async def create(ctx: AppContext, principal: Principal, body: ServerCreate) -> ServerOut:
-    team_ref = body.team or (str(principal.team_id) if principal.team_id else None)
-    if team_ref is None:
-        raise ValidationFailed("team: the platform admin must say which team owns the server")
+    team_ref = team_service.owner_ref(principal, body.team, "server")
     async with ctx.session_factory() as s:
-        team = await team_repository.by_ref(s, team_ref)
-        if team is None:
-            raise NotFound(f"team {team_ref!r} not found")
-        principal.authorize(team.id, Role.ADMIN, f"team {team_ref!r}")
+        team = await team_service.authorized_team(s, principal, team_ref, Role.ADMIN)
         if await repository.name_taken(s, team.id, body.name):
             raise Conflict(f"this team already has a server named {body.name!r}")
         server = Server(

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.auth.schemas import Principal, Role
 from shared.context import AppContext
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.models import Team, TeamMember, utcnow
 from shared.teams import repository
 from shared.teams.schemas import MemberAdd, MemberOut, TeamCreate, TeamOut, TeamUpdate
@@ -29,7 +29,16 @@ def _member_out(m: TeamMember) -> MemberOut:
     return MemberOut(email=m.email, role=Role(m.role), created_at=m.created_at)
 
 
-async def _team(s: AsyncSession, principal: Principal, raw_id: str, needed: Role) -> Team:
+def owner_ref(principal: Principal, team: str | None, what: str) -> str:
+    """The team a new item belongs to: the one named, else the caller's own. The platform admin
+    has no team of its own, so it must name one."""
+    ref = team or (str(principal.team_id) if principal.team_id else None)
+    if ref is None:
+        raise ValidationFailed(f"team: the platform admin must say which team owns the {what}")
+    return ref
+
+
+async def authorized_team(s: AsyncSession, principal: Principal, raw_id: str, needed: Role) -> Team:
     """The team `raw_id` (an id or a name) if the caller may act on it; 404 if it may not see it."""
     team = await repository.by_ref(s, raw_id)
     if team is None:
@@ -60,12 +69,12 @@ async def list_all(ctx: AppContext, principal: Principal) -> list[TeamOut]:
 
 async def get(ctx: AppContext, principal: Principal, raw_id: str) -> TeamOut:
     async with ctx.read_session_factory() as s:
-        return _out(await _team(s, principal, raw_id, Role.VIEWER))
+        return _out(await authorized_team(s, principal, raw_id, Role.VIEWER))
 
 
 async def update(ctx: AppContext, principal: Principal, raw_id: str, body: TeamUpdate) -> TeamOut:
     async with ctx.session_factory() as s:
-        team = await _team(s, principal, raw_id, Role.ADMIN)
+        team = await authorized_team(s, principal, raw_id, Role.ADMIN)
         if body.name is not None and body.name != team.name:
             if await repository.name_taken(s, body.name):
                 raise Conflict(f"a team named {body.name!r} already exists")
@@ -83,7 +92,7 @@ async def update(ctx: AppContext, principal: Principal, raw_id: str, body: TeamU
 async def delete(ctx: AppContext, principal: Principal, raw_id: str) -> None:
     """Remove a team with its gateways, catalog, members and tokens (jobs in Redis age out)."""
     async with ctx.session_factory() as s:
-        team = await _team(s, principal, raw_id, Role.VIEWER)
+        team = await authorized_team(s, principal, raw_id, Role.VIEWER)
         principal.require_platform()
         await repository.delete_team(s, team.id)
         await s.commit()
@@ -93,7 +102,7 @@ async def delete(ctx: AppContext, principal: Principal, raw_id: str) -> None:
 
 async def add_member(ctx: AppContext, principal: Principal, raw_id: str, body: MemberAdd) -> MemberOut:
     async with ctx.session_factory() as s:
-        team = await _team(s, principal, raw_id, Role.ADMIN)
+        team = await authorized_team(s, principal, raw_id, Role.ADMIN)
         if await repository.member(s, team.id, body.email) is not None:
             raise Conflict(f"{body.email} is already a member")
         member = TeamMember(team_id=team.id, email=body.email, role=body.role.value, created_at=utcnow())
@@ -107,13 +116,13 @@ async def add_member(ctx: AppContext, principal: Principal, raw_id: str, body: M
 
 async def list_members(ctx: AppContext, principal: Principal, raw_id: str) -> list[MemberOut]:
     async with ctx.read_session_factory() as s:
-        team = await _team(s, principal, raw_id, Role.VIEWER)
+        team = await authorized_team(s, principal, raw_id, Role.VIEWER)
         return [_member_out(m) for m in await repository.members(s, team.id)]
 
 
 async def remove_member(ctx: AppContext, principal: Principal, raw_id: str, email: str) -> None:
     async with ctx.session_factory() as s:
-        team = await _team(s, principal, raw_id, Role.ADMIN)
+        team = await authorized_team(s, principal, raw_id, Role.ADMIN)
         deleted = await repository.delete_member(s, team.id, email.lower())
         await s.commit()
     if not deleted:
