@@ -20,9 +20,7 @@ from shared.cache import TTLCache
 from shared.config import Settings, get_settings
 from shared.context import AppContext
 from shared.db import make_engine, make_read_session_factory, make_session_factory
-from shared.jobs.service import JobQueue
-from shared.jobs.store import JobStore
-from shared.jobs.waiters import JobWaiters
+from shared.jobs.queue import JobQueue
 from shared.migrate import upgrade_to_head
 from shared.redis import make_redis, start_subscriber, stop_task
 from shared.security import SecretBox
@@ -40,31 +38,29 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(upgrade_to_head, settings.database_url)
     engine = make_engine(settings, application_name="mcpq-api")
     redis = make_redis(settings)
-    store = JobStore(redis, settings)
-    waiters = JobWaiters(store, settings.fallback_poll_s)
+    queue = JobQueue(redis, settings)
     ctx = AppContext(
         settings=settings,
         session_factory=make_session_factory(engine),
         read_session_factory=make_read_session_factory(engine),
-        queue=JobQueue(redis, store, waiters, settings),
+        queue=queue,
         secrets=secrets,
-        tool_cache=TTLCache(settings.tool_cache_ttl_s),
+        item_cache=TTLCache(settings.catalog_cache_ttl_s),
         token_cache=TTLCache(settings.token_cache_ttl_s),
     )
 
     def reconnected() -> None:
         # Messages may have been missed while disconnected.
-        waiters.wake_all()
-        ctx.tool_cache.clear()
+        queue.reconnected()
+        ctx.item_cache.clear()
         ctx.token_cache.clear()
 
     # One pub/sub connection per process carries job completions, catalog changes and revocations.
     subscriber = await start_subscriber(
         redis,
         {
-            store.done_channel: waiters.on_done,
-            store.progress_channel: waiters.on_progress,
-            ctx.catalog_channel: ctx.tool_cache.clear,
+            **queue.channels,
+            ctx.catalog_channel: ctx.item_cache.clear,
             ctx.tokens_channel: ctx.forget_token,
         },
         reconnected,
@@ -73,7 +69,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.mcp = MCPEndpoint(ctx)
     try:
-        async with app.state.mcp.run():
+        async with app.state.mcp.serving():
             yield
     finally:
         await stop_task(subscriber)

@@ -70,8 +70,11 @@ class Settings(BaseSettings):
     discovery_timeout_s: float = 30.0
     fallback_poll_s: float = 2.0
     max_body_bytes: int = 1_048_576
-    # Resolved tools are cached per API process this long (0 turns the cache off).
-    tool_cache_ttl_s: float = 30.0
+    # Catalog items (tools, resources, prompts) resolved for calls are cached per API process this
+    # long (0 turns the cache off). MCPQ_TOOL_CACHE_TTL_S is the name it had before.
+    catalog_cache_ttl_s: float = Field(
+        default=30.0, validation_alias=AliasChoices("MCPQ_CATALOG_CACHE_TTL_S", "MCPQ_TOOL_CACHE_TTL_S")
+    )
 
     # Workers
     worker_max_jobs: int = 500

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from shared.auth.schemas import Principal
 from shared.cache import TTLCache
 from shared.config import Settings
 from shared.db import SessionFactory
-from shared.jobs.service import JobQueue
+from shared.jobs.queue import JobQueue
 from shared.security import SecretBox
-from shared.tools.schemas import ResolvedTool
 
 # Token caches are told which token to forget by its hash; this message means "forget them all".
 ALL_TOKENS = "*"
@@ -23,8 +23,9 @@ class AppContext:
     read_session_factory: SessionFactory
     queue: JobQueue
     secrets: SecretBox
-    # Keyed by (the caller's scope, the tool ref): what a ref resolves to depends on who asks.
-    tool_cache: TTLCache[tuple[str, str], ResolvedTool]
+    # Catalog items as plain values, keyed by (kind, the caller's scope or "server:<id>", the ref or
+    # name): what a ref resolves to depends on who asks (see shared/items/service.py).
+    item_cache: TTLCache[tuple[str, str, str], Any]
     # Keyed by the token's SHA-256; each entry lives at most MCPQ_TOKEN_CACHE_TTL_S.
     token_cache: TTLCache[str, Principal]
 
@@ -37,9 +38,9 @@ class AppContext:
         return self.settings.key("tokens", "revoked")
 
     async def catalog_changed(self) -> None:
-        """Tell every API process (this one included) that cached tools may be stale."""
-        self.tool_cache.clear()
-        await self.queue.redis.publish(self.catalog_channel, b"1")
+        """Tell every API process (this one included) that cached items may be stale."""
+        self.item_cache.clear()
+        await self.queue.broadcast(self.catalog_channel, b"1")
 
     def forget_token(self, message: str) -> None:
         if message == ALL_TOKENS:
@@ -50,4 +51,4 @@ class AppContext:
     async def tokens_revoked(self, digest: str = ALL_TOKENS) -> None:
         """Make every API process (this one included) forget a cached token, or all of them."""
         self.forget_token(digest)
-        await self.queue.redis.publish(self.tokens_channel, digest.encode())
+        await self.queue.broadcast(self.tokens_channel, digest.encode())

@@ -31,12 +31,14 @@ LATENCY_BUCKETS = (
 # API side
 CALLS = Counter(
     "mcpq_calls",
-    "Tool calls by how they ended, as the API answered them",
-    ["mode", "outcome"],
+    "Tool calls, resource reads and prompt renders by how they ended, as the API answered them "
+    "(mode: sync REST, async REST, mcp)",
+    ["kind", "mode", "outcome"],
 )
 CALL_SECONDS = Histogram(
     "mcpq_call_seconds",
-    "Synchronous call time as the API sees it, request in to answer out",
+    "Awaited call time as the API sees it, request in to answer out",
+    ["kind", "mode"],
     buckets=LATENCY_BUCKETS,
 )
 WAITING_REQUESTS = Gauge("mcpq_api_waiting_requests", "Requests awaiting a job result in this API process")

@@ -2,22 +2,17 @@
 
 `MCPQ_SECRET_KEYS` holds one or more Fernet keys, comma-separated. The first encrypts; every
 key decrypts, so a new key can be put in front while data written with the old one is still
-readable. `python -m shared.security rotate` then re-encrypts every stored gateway's headers
+readable. `python -m shared.keytool rotate` then re-encrypts every stored gateway's headers
 with the first key, after which the old key can be dropped.
-
-    python -m shared.security genkey   # print a new key
-    python -m shared.security rotate   # re-encrypt stored headers with the first key
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from shared.config import Settings, get_settings
+from shared.config import Settings
 
 
 class SecretBox:
@@ -27,7 +22,7 @@ class SecretBox:
         parsed = [k.strip() for k in keys.split(",") if k.strip()]
         if not parsed:
             raise RuntimeError(
-                "MCPQ_SECRET_KEYS must be set (generate one with `python -m shared.security genkey`)"
+                "MCPQ_SECRET_KEYS must be set (generate one with `python -m shared.keytool genkey`)"
             )
         try:
             self._fernet = MultiFernet([Fernet(k.encode()) for k in parsed])
@@ -57,33 +52,3 @@ class SecretBox:
     def rotate(self, sealed: str) -> str:
         """The same plaintext, encrypted with the first key."""
         return self._fernet.rotate(sealed.encode()).decode() if sealed else ""
-
-
-async def _rotate_all(settings: Settings) -> int:
-    # Imported here: the gateway service imports this module.
-    from shared.db import make_engine, make_session_factory
-    from shared.gateways import service as gateway_service
-
-    box = SecretBox.from_settings(settings)
-    engine = make_engine(settings, application_name="mcpq-rotate")
-    try:
-        return await gateway_service.rotate_secrets(make_session_factory(engine), box)
-    finally:
-        await engine.dispose()
-
-
-def main(argv: list[str]) -> int:
-    command = argv[1] if len(argv) > 1 else ""
-    if command == "genkey":
-        print(Fernet.generate_key().decode())
-        return 0
-    if command == "rotate":
-        count = asyncio.run(_rotate_all(get_settings()))
-        print(f"re-encrypted the headers of {count} gateway(s) with the first key")
-        return 0
-    print("usage: python -m shared.security genkey|rotate", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))

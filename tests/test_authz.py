@@ -25,6 +25,7 @@ from shared.config import Settings
 from shared.jobs.schemas import JobKind
 from tests.backends import Backends
 from tests.conftest import libpq_url, unique
+from tests.jobs_helpers import plant_record
 
 CALLERS = ("A:admin", "A:member", "A:viewer", "B:admin", "B:member", "B:viewer", "platform")
 A_CALLERS = CALLERS[:3]
@@ -91,8 +92,13 @@ class World:
     async def queued_job(self, team: str) -> str:
         """A job record of `team` still queued (no worker will see it), so it can be cancelled."""
         job_id = uuid.uuid4().hex
-        await self.app.state.ctx.queue.store.create(
-            job_id, JobKind.CALL_TOOL.value, "x.echo", self.team_id(team)
+        await plant_record(
+            self.app.state.ctx.queue.redis,
+            self.app.state.settings,
+            job_id,
+            JobKind.CALL_TOOL.value,
+            "x.echo",
+            self.team_id(team),
         )
         return job_id
 

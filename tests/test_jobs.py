@@ -21,8 +21,9 @@ from shared.jobs.schemas import JobKind
 from shared.models import Gateway
 from tests.backends import Backends, Gate, free_port
 from tests.conftest import TEAM
+from tests.jobs_helpers import plant_record, store_of
 
-JOB_FIELDS = {"id", "kind", "tool", "team", "status", "created_at", "started_at", "finished_at", "attempts"}
+JOB_FIELDS = {"id", "kind", "item", "team", "status", "created_at", "started_at", "finished_at", "attempts"}
 
 
 def _ts(value: str) -> datetime:
@@ -70,7 +71,7 @@ async def test_completed_job_record(client: httpx.AsyncClient, gateway: dict[str
     assert JOB_FIELDS <= set(job)
     assert job["id"] == job_id
     assert job["kind"] == "call_tool"
-    assert job["tool"] == f"{gateway['name']}.echo"
+    assert job["item"] == f"{gateway['name']}.echo"
     assert job["status"] == "completed"
     assert job["attempts"] == 1
     assert job["result"]["content"] == [{"type": "text", "text": "hello"}]
@@ -276,7 +277,7 @@ async def test_cancel_ends_a_waiting_sync_call_with_409(
         redis: ArqRedis = app.state.ctx.queue.redis
         job_ids = []
         for raw_key in await redis.keys(settings.key("job", "*")):
-            if (await redis.hget(raw_key, "tool")) == tool.encode():
+            if (await redis.hget(raw_key, "item")) == tool.encode():
                 job_ids.append((await redis.hget(raw_key, "id")).decode())
         assert len(job_ids) == 1
         cancelled = await client.delete(f"/v1/jobs/{job_ids[0]}")
@@ -308,11 +309,13 @@ async def test_cancel_completed_job_is_409(client: httpx.AsyncClient, gateway: d
 
 
 async def test_cancel_failed_job_is_409(
-    client: httpx.AsyncClient, gateway: dict[str, Any], app: FastAPI
+    client: httpx.AsyncClient, gateway: dict[str, Any], app: FastAPI, settings: Settings
 ) -> None:
     job_id = uuid.uuid4().hex
-    store = app.state.ctx.queue.store
-    await store.create(job_id, JobKind.CALL_TOOL.value, f"{gateway['name']}.echo")
+    store = store_of(app)
+    await plant_record(
+        app.state.ctx.queue.redis, settings, job_id, JobKind.CALL_TOOL.value, f"{gateway['name']}.echo"
+    )
     assert await store.finish(job_id, {"ok": False, "error": {"type": "protocol_error", "message": "x"}})
     response = await client.delete(f"/v1/jobs/{job_id}")
     assert response.status_code == 409, response.text
@@ -327,10 +330,10 @@ async def test_cancel_unknown_job_is_404(client: httpx.AsyncClient) -> None:
     assert job_id in response.json()["detail"]
 
 
-async def test_cancel_queued_record(client: httpx.AsyncClient, app: FastAPI) -> None:
+async def test_cancel_queued_record(client: httpx.AsyncClient, app: FastAPI, settings: Settings) -> None:
     """A job no worker has started yet is cancelled at once (record made through the store)."""
     job_id = uuid.uuid4().hex
-    await app.state.ctx.queue.store.create(job_id, JobKind.CALL_TOOL.value, "gw.echo")
+    await plant_record(app.state.ctx.queue.redis, settings, job_id, JobKind.CALL_TOOL.value, "gw.echo")
     queued = (await client.get(f"/v1/jobs/{job_id}")).json()
     assert queued["status"] == "queued"
     assert queued["started_at"] is None
@@ -344,9 +347,10 @@ async def test_cancel_queued_record(client: httpx.AsyncClient, app: FastAPI) -> 
     assert job["finished_at"] is not None
     assert job["attempts"] == 0
 
+    # Nothing is left to cancel: 409, as for a completed or failed job.
     again = await client.delete(f"/v1/jobs/{job_id}")
-    assert again.status_code == 200
-    assert again.json()["status"] == "cancelled"
+    assert again.status_code == 409, again.text
+    assert again.json()["error"] == "conflict"
 
 
 async def test_cancelled_queued_job_never_reaches_the_backend(
@@ -355,7 +359,6 @@ async def test_cancelled_queued_job_never_reaches_the_backend(
     """Enqueued with a short deferral so it is certainly still queued when cancelled."""
     key = uuid.uuid4().hex
     job_id = uuid.uuid4().hex
-    store = app.state.ctx.queue.store
     payload = {
         "job_id": job_id,
         "backend": {
@@ -371,8 +374,8 @@ async def test_cancelled_queued_job_never_reaches_the_backend(
         "retry_safe": False,
         "deadline": time.time() + 60,
     }
-    await store.create(job_id, JobKind.CALL_TOOL.value, f"{gateway['name']}.count")
     redis: ArqRedis = app.state.ctx.queue.redis
+    await plant_record(redis, settings, job_id, JobKind.CALL_TOOL.value, f"{gateway['name']}.count")
     job = await redis.enqueue_job(JobKind.CALL_TOOL.value, payload, _job_id=job_id, _defer_by=0.5)
     assert job is not None
 

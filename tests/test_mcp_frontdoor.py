@@ -26,6 +26,7 @@ from pydantic import TypeAdapter
 
 from tests.backends import LOGO_BYTES, Backends, free_port
 from tests.conftest import unique
+from tests.jobs_helpers import store_of
 from tests.test_invariant import _assert_nothing_held
 
 
@@ -178,7 +179,7 @@ async def test_progress_reaches_the_client(world: World) -> None:
 async def test_cancel_cancels_the_job(world: World, backends: Backends, app: FastAPI) -> None:
     key = uuid.uuid4().hex
     gate = backends.gate(key)
-    store = app.state.ctx.queue.store
+    store = store_of(app)
     async with mcp_client(world.url, world.member) as mcp:
         call = asyncio.create_task(mcp.call_tool("hold", {"key": key}))
         assert await asyncio.to_thread(gate.entered.wait, 10)
@@ -195,7 +196,7 @@ async def test_cancel_cancels_the_job(world: World, backends: Backends, app: Fas
 
 
 async def _running_job(app: FastAPI, tool: str) -> str:
-    store = app.state.ctx.queue.store
+    store = store_of(app)
     redis = app.state.ctx.queue.redis
     for _ in range(100):
         for key in await redis.keys(store._key("*")):
@@ -203,8 +204,8 @@ async def _running_job(app: FastAPI, tool: str) -> str:
             if (
                 record
                 and record.status.value == "running"
-                and record.tool
-                and record.tool.endswith(f".{tool}")
+                and record.item
+                and record.item.endswith(f".{tool}")
             ):
                 return record.id
         await asyncio.sleep(0.05)

@@ -49,11 +49,11 @@ async def test_metrics_follow_calls(
     def delta(metric: str, **labels: str) -> float:
         return value(after, metric, **labels) - value(before, metric, **labels)
 
-    assert delta("mcpq_calls_total", mode="sync", outcome="completed") == 3
-    assert delta("mcpq_calls_total", mode="async", outcome="accepted") == 1
-    assert delta("mcpq_calls_total", mode="sync", outcome="rejected") == 1
-    assert delta("mcpq_call_seconds_count") == 3
-    assert 0 < delta("mcpq_call_seconds_sum") < 30
+    assert delta("mcpq_calls_total", kind="tool", mode="sync", outcome="completed") == 3
+    assert delta("mcpq_calls_total", kind="tool", mode="async", outcome="accepted") == 1
+    assert delta("mcpq_calls_total", kind="tool", mode="sync", outcome="rejected") == 1
+    assert delta("mcpq_call_seconds_count", kind="tool", mode="sync") == 3
+    assert 0 < delta("mcpq_call_seconds_sum", kind="tool", mode="sync") < 30
     assert delta("mcpq_jobs_total", kind="call_tool", outcome="completed") == 4
     for stage in ("queue_wait", "execution", "end_to_end"):
         histogram = f"mcpq_job_{stage}_seconds"

@@ -12,45 +12,39 @@ import pytest
 
 from shared.auth.schemas import PLATFORM_ADMIN
 from shared.config import Settings
-from shared.jobs.schemas import JobKind, JobStatus
-from shared.jobs.service import JobQueue, new_job_id
+from shared.jobs.queue import JobQueue
+from shared.jobs.schemas import BackendSpec, JobKind, JobStatus, PreparedJob, job_payload, new_job_id
 from shared.jobs.store import JobStore
-from shared.jobs.waiters import JobWaiters
 from shared.redis import make_redis, start_subscriber, stop_task
 from tests.backends import Backends
 from tests.conftest import isolated, make_worker
+from tests.jobs_helpers import plant_record
 from workers import wake
 
 
 @contextlib.asynccontextmanager
 async def job_queue(settings: Settings) -> AsyncIterator[JobQueue]:
     redis = make_redis(settings)
-    store = JobStore(redis, settings)
-    waiters = JobWaiters(store, settings.fallback_poll_s)
-    subscriber = await start_subscriber(redis, {store.done_channel: waiters.on_done}, waiters.wake_all)
+    queue = JobQueue(redis, settings)
+    subscriber = await start_subscriber(redis, queue.channels, queue.reconnected)
     try:
-        yield JobQueue(redis, store, waiters, settings)
+        yield queue
     finally:
         await stop_task(subscriber)
         await redis.aclose()
 
 
-def echo_payload(backends: Backends, text: str) -> dict[str, object]:
-    return {
-        "job_id": new_job_id(),
-        "backend": {
-            "gateway_id": "x",
-            "gateway": "push",
-            "url": backends.urls["stateless"],
-            "transport": "streamable_http",
-            "headers_enc": "",
-            "timeout_s": 10,
-        },
-        "tool": "echo",
-        "arguments": {"text": text},
-        "retry_safe": False,
-        "deadline": time.time() + 60,
+def echo_job(backends: Backends, text: str) -> PreparedJob:
+    backend: BackendSpec = {
+        "gateway_id": "x",
+        "gateway": "push",
+        "url": backends.urls["stateless"],
+        "transport": "streamable_http",
+        "headers_enc": "",
+        "timeout_s": 10,
     }
+    payload = job_payload(backend, retry_safe=False, queue_ttl_s=60, tool="echo", arguments={"text": text})
+    return PreparedJob(JobKind.CALL_TOOL, payload, "push.echo", None)
 
 
 def test_arq_loop_uses_the_wakeable_poll() -> None:
@@ -68,7 +62,7 @@ async def test_worker_is_woken_by_a_push_not_its_poll_delay(settings: Settings, 
             await asyncio.sleep(0.5)  # past the worker's first, immediate poll
             for i in range(3):
                 started = time.monotonic()
-                record = await queue.run(JobKind.CALL_TOOL, echo_payload(backends, f"p{i}"), "push.echo", 20)
+                record = await queue.run(echo_job(backends, f"p{i}"), 20)
                 assert record.status is JobStatus.COMPLETED, record
                 assert time.monotonic() - started < 2.0
                 await asyncio.sleep(0.2)
@@ -83,12 +77,13 @@ async def test_waiter_is_woken_by_the_push(settings: Settings) -> None:
     own = isolated(settings, fallback_poll_s=30.0)
     async with job_queue(own) as queue:
         job_id = new_job_id()
-        await queue.store.create(job_id, JobKind.CALL_TOOL.value, "push.echo")
+        await plant_record(queue.redis, own, job_id, JobKind.CALL_TOOL.value, "push.echo")
+        store = JobStore(queue.redis, own)
 
         async def finish_later() -> None:
             await asyncio.sleep(0.2)
-            await queue.store.start(job_id, "elsewhere")
-            await queue.store.finish(job_id, {"ok": True, "result": {"isError": False, "content": []}})
+            await store.start(job_id, "elsewhere")
+            await store.finish(job_id, {"ok": True, "result": {"isError": False, "content": []}})
 
         finisher = asyncio.create_task(finish_later())
         started = time.monotonic()
@@ -101,7 +96,7 @@ async def test_waiter_is_woken_by_the_push(settings: Settings) -> None:
 async def test_job_no_worker_picks_up_ends_as_expired(settings: Settings, backends: Backends) -> None:
     own = isolated(settings, queue_ttl_s=1, fallback_poll_s=0.5)
     async with job_queue(own) as queue:  # no worker consumes this queue
-        job_id = await queue.submit(JobKind.CALL_TOOL, echo_payload(backends, "lost"), "push.echo")
+        job_id = (await queue.submit(echo_job(backends, "lost"))).id
         record = await queue.get(job_id, PLATFORM_ADMIN, wait_s=5)
         assert record.status is JobStatus.FAILED
         assert record.error is not None and record.error["type"] == "expired"
@@ -130,7 +125,7 @@ async def test_reconcile_folds_in_arq_results(
     own = isolated(settings)
     async with job_queue(own) as queue:
         job_id = new_job_id()
-        await queue.store.create(job_id, JobKind.CALL_TOOL.value, "push.echo")
+        await plant_record(queue.redis, own, job_id, JobKind.CALL_TOOL.value, "push.echo")
         stored = {
             "t": 1,
             "f": "call_tool",

@@ -92,7 +92,7 @@ async def test_read_text_resource(client: httpx.AsyncClient, gateway: dict[str, 
     assert content == {"uri": "demo://readme", "mimeType": "text/plain", "text": "hello from a resource"}
     job = (await client.get(f"/v1/jobs/{body['job_id']}")).json()
     assert job["kind"] == "read_resource"
-    assert job["tool"] == f"{gateway['name']}:demo://readme"
+    assert job["item"] == f"{gateway['name']}:demo://readme"
 
 
 async def test_read_binary_resource_is_base64(client: httpx.AsyncClient, gateway: dict[str, Any]) -> None:

@@ -157,7 +157,7 @@ async def test_rotate_reencrypts_every_stored_header(
     env = {**worker_env(settings), "MCPQ_SECRET_KEYS": f"{new_key},{old_key}"}
     done = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "shared.security", "rotate"],
+        [sys.executable, "-m", "shared.keytool", "rotate"],
         env=env,
         cwd=os.getcwd(),
         capture_output=True,

@@ -14,7 +14,7 @@ from arq.worker import Worker
 from fastapi import FastAPI
 
 from shared.config import Settings
-from shared.jobs.schemas import JobKind
+from shared.jobs.schemas import JobKind, PreparedJob
 from shared.jobs.store import JobStore
 from tests.backends import Backends
 from tests.conftest import unique
@@ -23,14 +23,15 @@ from tests.test_push import isolated, job_queue
 
 async def _enqueue(store: JobStore, team: str) -> tuple[str, bool]:
     job_id = uuid.uuid4().hex
-    admitted = await store.enqueue(job_id, JobKind.CALL_TOOL.value, "t.echo", {"job_id": job_id}, team)
-    return job_id, admitted
+    admitted = await store.enqueue(PreparedJob(JobKind.CALL_TOOL, {"job_id": job_id}, "t.echo", team))
+    return job_id, admitted is not None
 
 
 async def test_admission_and_every_release_path(settings: Settings) -> None:
     own = isolated(settings, team_max_in_flight=2)
     async with job_queue(own) as queue:
-        store, redis = queue.store, queue.redis
+        redis = queue.redis
+        store = JobStore(redis, own)
         team = uuid.uuid4().hex
         slot = store.in_flight_key(team)
         first, ok1 = await _enqueue(store, team)
@@ -64,19 +65,21 @@ async def test_admission_and_every_release_path(settings: Settings) -> None:
 async def test_a_job_that_never_ends_ages_out(settings: Settings) -> None:
     own = isolated(settings, team_max_in_flight=1)
     async with job_queue(own) as queue:
+        store = JobStore(queue.redis, own)
         team = uuid.uuid4().hex
-        stuck, ok = await _enqueue(queue.store, team)
+        stuck, ok = await _enqueue(store, team)
         assert ok
-        assert not (await _enqueue(queue.store, team))[1]
+        assert not (await _enqueue(store, team))[1]
         # As if its record had expired unread: the entry's score (its latest possible end) passes.
-        await queue.redis.zadd(queue.store.in_flight_key(team), {stuck: 1})
-        assert (await _enqueue(queue.store, team))[1]
+        await queue.redis.zadd(store.in_flight_key(team), {stuck: 1})
+        assert (await _enqueue(store, team))[1]
 
 
 async def test_jobs_without_a_team_are_not_counted(settings: Settings) -> None:
     own = isolated(settings, team_max_in_flight=1)
     async with job_queue(own) as queue:
-        assert all([(await _enqueue(queue.store, ""))[1] for _ in range(3)])
+        store = JobStore(queue.redis, own)
+        assert all([(await _enqueue(store, ""))[1] for _ in range(3)])
 
 
 @pytest.fixture

@@ -272,7 +272,7 @@ async def test_call_result_is_also_a_job(client: httpx.AsyncClient, gateway: dic
     record = job.json()
     assert record["status"] == "completed"
     assert record["kind"] == "call_tool"
-    assert record["tool"] == f"{gateway['name']}.echo"
+    assert record["item"] == f"{gateway['name']}.echo"
     assert record["result"] == response.json()["result"]
 
 
@@ -581,7 +581,7 @@ async def test_submit_job_is_202_queued_with_location(
     assert done.status_code == 200
     job = done.json()
     assert job["status"] == "completed"
-    assert job["tool"] == f"{gateway['name']}.add"
+    assert job["item"] == f"{gateway['name']}.add"
     assert job["result"]["structuredContent"] == {"result": 3}
 
 

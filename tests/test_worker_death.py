@@ -91,7 +91,7 @@ async def test_running_job_leaves_the_poll_range(
     queue = app.state.ctx.settings.queue_name
     score = await app.state.ctx.queue.redis.zscore(queue, job["job_id"])
     assert score is not None and score > timestamp_ms() + 60_000  # still arq's, but not due
-    assert await app.state.ctx.queue.store.queue_depth() == 0
+    assert await app.state.ctx.queue.depth() == 0
     backends.gate(key).release()
     done = (await client.get(f"/v1/jobs/{job['job_id']}", params={"wait": 10})).json()
     assert done["status"] == "completed"

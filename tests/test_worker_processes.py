@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from shared.config import Settings
 from tests.backends import Backends
 from tests.conftest import TEAM, isolated, serve, worker_env
+from tests.jobs_helpers import store_of
 
 CALLS = 200
 WORKERS = 2
@@ -88,7 +89,7 @@ async def test_200_concurrent_calls_on_two_worker_processes(
         body = response.json()
         assert body["result"]["content"][0]["text"] == text
         assert body["result"]["structuredContent"] == {"result": text}
-        record = await app.state.ctx.queue.store.get(body["job_id"])
+        record = await store_of(app).get(body["job_id"])
         assert record is not None and record.worker is not None
         served_by.add(record.worker)
     assert len(served_by) == WORKERS, served_by

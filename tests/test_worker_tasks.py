@@ -16,6 +16,7 @@ from shared.jobs.store import JobStore
 from shared.redis import make_redis
 from shared.security import SecretBox
 from tests.backends import Backends, free_port
+from tests.jobs_helpers import plant_record
 from workers.sessions import SessionPool
 from workers.tasks import call_tool, discover
 
@@ -24,7 +25,13 @@ from workers.tasks import call_tool, discover
 async def ctx(settings: Settings) -> AsyncIterator[dict[str, Any]]:
     redis = make_redis(settings)
     sessions = SessionPool(settings, SecretBox.from_settings(settings))
-    yield {"store": JobStore(redis, settings), "sessions": sessions, "worker_id": "unit-test", "redis": redis}
+    yield {
+        "store": JobStore(redis, settings),
+        "sessions": sessions,
+        "worker_id": "unit-test",
+        "redis": redis,
+        "settings": settings,
+    }
     await sessions.close()
     await redis.aclose()
 
@@ -50,7 +57,7 @@ async def run_call(
     deadline: float | None = None,
 ) -> tuple[dict[str, Any], Any]:
     job_id = uuid.uuid4().hex
-    await ctx["store"].create(job_id, "call_tool", f"unit.{tool}")
+    await plant_record(ctx["redis"], ctx["settings"], job_id, "call_tool", f"unit.{tool}")
     payload: CallToolPayload = {
         "job_id": job_id,
         "backend": backend,
@@ -114,7 +121,7 @@ async def test_redelivered_call_is_not_rerun_unless_retry_safe(
     key = uuid.uuid4().hex
     for retry_safe, expected in ((False, JobStatus.FAILED), (True, JobStatus.COMPLETED)):
         job_id = uuid.uuid4().hex
-        await store.create(job_id, "call_tool", "unit.count")
+        await plant_record(ctx["redis"], ctx["settings"], job_id, "call_tool", "unit.count")
         await store.start(job_id, "a-worker-that-died")  # attempt 1 began, then its worker vanished
         payload: CallToolPayload = {
             "job_id": job_id,
@@ -146,7 +153,7 @@ async def test_job_cancelled_while_queued_is_skipped(ctx: dict[str, Any], backen
     store: JobStore = ctx["store"]
     job_id = uuid.uuid4().hex
     key = uuid.uuid4().hex
-    await store.create(job_id, "call_tool", "unit.count")
+    await plant_record(ctx["redis"], ctx["settings"], job_id, "call_tool", "unit.count")
     assert await store.request_cancel(job_id) == "cancelled"
     payload: CallToolPayload = {
         "job_id": job_id,
@@ -168,7 +175,7 @@ async def test_cancel_during_call_records_cancelled(ctx: dict[str, Any], backend
     key = uuid.uuid4().hex
     backends.gate(key)
     job_id = uuid.uuid4().hex
-    await store.create(job_id, "call_tool", "unit.hold")
+    await plant_record(ctx["redis"], ctx["settings"], job_id, "call_tool", "unit.hold")
     payload: CallToolPayload = {
         "job_id": job_id,
         "backend": spec(backends.urls["stateful"]),
@@ -192,7 +199,7 @@ async def test_cancel_during_call_records_cancelled(ctx: dict[str, Any], backend
 async def test_discover_lists_the_catalog(ctx: dict[str, Any], backends: Backends, kind: str) -> None:
     transport = "sse" if kind == "sse" else "streamable_http"
     job_id = uuid.uuid4().hex
-    await ctx["store"].create(job_id, "discover", None)
+    await plant_record(ctx["redis"], ctx["settings"], job_id, "discover", "unit (discovery)")
     payload: DiscoverPayload = {
         "job_id": job_id,
         "backend": spec(backends.urls[kind], transport),
@@ -211,7 +218,7 @@ async def test_discover_lists_the_catalog(ctx: dict[str, Any], backends: Backend
 
 async def test_discover_legacy_backend(ctx: dict[str, Any], backends: Backends) -> None:
     job_id = uuid.uuid4().hex
-    await ctx["store"].create(job_id, "discover", None)
+    await plant_record(ctx["redis"], ctx["settings"], job_id, "discover", "unit (discovery)")
     envelope = await discover(
         ctx, {"job_id": job_id, "backend": spec(backends.urls["legacy"]), "deadline": time.time() + 60}
     )
@@ -223,7 +230,7 @@ async def test_discover_legacy_backend(ctx: dict[str, Any], backends: Backends) 
 
 async def test_handshake_era_backend_negotiates_2025_11_25(ctx: dict[str, Any], backends: Backends) -> None:
     job_id = uuid.uuid4().hex
-    await ctx["store"].create(job_id, "discover", None)
+    await plant_record(ctx["redis"], ctx["settings"], job_id, "discover", "unit (discovery)")
     backend = spec(backends.urls["handshake"])
     envelope = await discover(ctx, {"job_id": job_id, "backend": backend, "deadline": time.time() + 60})
     assert envelope["ok"] is True, envelope
@@ -238,7 +245,13 @@ async def test_busy_backend_gets_more_sessions_up_to_the_cap(settings: Settings,
     narrow = settings.model_copy(update={"mcp_session_max_calls": 2, "mcp_max_sessions_per_backend": 3})
     redis = make_redis(narrow)
     sessions = SessionPool(narrow, SecretBox.from_settings(narrow))
-    ctx = {"store": JobStore(redis, narrow), "sessions": sessions, "worker_id": "unit-test", "redis": redis}
+    ctx = {
+        "store": JobStore(redis, narrow),
+        "sessions": sessions,
+        "worker_id": "unit-test",
+        "redis": redis,
+        "settings": narrow,
+    }
     keys = [uuid.uuid4().hex for _ in range(8)]
     for key in keys:
         backends.gate(key)

@@ -18,7 +18,8 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from api.errors import error_response
-from api.mcp.handlers import SCOPE_KEY, Caller, FrontDoor
+from api.mcp.handlers import FrontDoor
+from api.mcp.wire import SCOPE_KEY, Caller
 from shared.auth import service as auth_service
 from shared.auth.schemas import Principal, Role
 from shared.context import AppContext
@@ -46,7 +47,7 @@ class MCPEndpoint:
         )
 
     @asynccontextmanager
-    async def run(self) -> AsyncIterator[None]:
+    async def serving(self) -> AsyncIterator[None]:
         """Run the session manager in a task of its own: its anyio task group must be entered and
         left by one task, which the lifespan's caller need not be."""
         ready, stop = asyncio.Event(), asyncio.Event()

@@ -22,7 +22,8 @@ spec surface, so they are dispatched as custom methods).
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import mcp_types as types
 from mcp import MCPError
@@ -35,11 +36,17 @@ from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
-from shared.errors import InvalidArguments, MCPQError
-from shared.jobs.schemas import JobKind, JobRecord, JobStatus
+from api.mcp.wire import caller_of, failure_text, protocol_error, tool_result
+from shared.config import Settings
+from shared.errors import MCPQError
+from shared.jobs.queue import JobQueue
+from shared.jobs.schemas import JobKind, JobRecord, JobStatus, PreparedJob
 
-if TYPE_CHECKING:
-    from api.mcp.handlers import FrontDoor
+# Makes a tools/call's job (or the tool error for arguments the model must correct).
+PrepareCall = Callable[
+    [ServerRequestContext[Any, Any], types.CallToolRequestParams],
+    Awaitable[PreparedJob | types.CallToolResult],
+]
 
 RELATED_TASK_META_KEY = "io.modelcontextprotocol/related-task"
 TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
@@ -103,9 +110,11 @@ def task_of(record: JobRecord, ttl_ms: int) -> dict[str, Any]:
 
 
 class Tasks:
-    def __init__(self, front: FrontDoor) -> None:
-        self.front = front
-        self.ttl_ms = front.ctx.settings.result_ttl_s * 1000
+    def __init__(self, queue: JobQueue, settings: Settings, prepare_call: PrepareCall) -> None:
+        self.queue = queue
+        self.settings = settings
+        self.prepare_call = prepare_call
+        self.ttl_ms = settings.result_ttl_s * 1000
 
     def install(self, server: Server[Any], call_tool: RequestHandler) -> None:
         """The 2025-11-25 surface (middleware + methods gated to pre-2026 versions) and the
@@ -140,22 +149,13 @@ class Tasks:
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> JobRecord | types.CallToolResult:
         """Enqueue the call as a job and return its record (or the tool error for bad arguments)."""
-        from api.mcp.handlers import caller_of, protocol_error
-
-        caller = caller_of(ctx)
+        job = await self.prepare_call(ctx, params)
+        if isinstance(job, types.CallToolResult):
+            return job
         try:
-            job, label = await self.front.tool_job(caller, params.name, params.arguments or {})
-        except InvalidArguments as exc:
-            return types.CallToolResult(content=[types.TextContent(text=exc.detail)], is_error=True)
-        queue = self.front.ctx.queue
-        try:
-            job_id = await queue.submit(JobKind.CALL_TOOL, job, label, team=caller.team)
-            record = await queue.store.get(job_id)
+            return await self.queue.submit(job)
         except MCPQError as exc:
             raise protocol_error(exc) from None
-        if record is None:
-            raise MCPError(code=INTERNAL_ERROR, message=f"task {job_id} vanished")
-        return record
 
     async def intercept(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         """A task-augmented tools/call becomes a job answered at once; anything else passes."""
@@ -177,32 +177,29 @@ class Tasks:
             return record.model_dump(by_alias=True, mode="json", exclude_none=True)
         return {"task": task_of(record, self.ttl_ms)}
 
-    async def _record(
+    async def record(
         self, ctx: ServerRequestContext[Any, Any], task_id: str, wait_s: float = 0.0
     ) -> JobRecord:
-        from api.mcp.handlers import caller_of
-
+        """The task's job as the caller may see it (optionally awaited); invalid params if not."""
         caller = caller_of(ctx)
         try:
-            return await self.front.ctx.queue.get(task_id, caller.principal, wait_s)
+            return await self.queue.get(task_id, caller.principal, wait_s)
         except MCPQError:
             raise MCPError(code=INVALID_PARAMS, message=f"Task not found: {task_id}") from None
 
     async def get(
         self, ctx: ServerRequestContext[Any, Any], params: types.GetTaskRequestParams
     ) -> dict[str, Any]:
-        return task_of(await self._record(ctx, params.task_id), self.ttl_ms)
+        return task_of(await self.record(ctx, params.task_id), self.ttl_ms)
 
     async def result(
         self, ctx: ServerRequestContext[Any, Any], params: types.GetTaskPayloadRequestParams
     ) -> dict[str, Any]:
         """Blocks until the task is terminal (woken by the job's push), then returns its payload."""
-        from api.mcp.handlers import tool_result
-
-        max_wait = self.front.ctx.settings.max_wait_s
-        record = await self._record(ctx, params.task_id)
+        max_wait = self.settings.max_wait_s
+        record = await self.record(ctx, params.task_id)
         while not record.status.terminal:
-            record = await self._record(ctx, params.task_id, max_wait)
+            record = await self.record(ctx, params.task_id, max_wait)
         if record.kind == JobKind.CALL_TOOL:
             body = tool_result(record).model_dump(by_alias=True, mode="json", exclude_none=True)
         elif record.status is JobStatus.COMPLETED and isinstance(record.result, dict):
@@ -217,8 +214,6 @@ class Tasks:
     async def list(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams
     ) -> dict[str, Any]:
-        from api.mcp.handlers import caller_of
-
         caller = caller_of(ctx)
         if caller.anonymous:
             # An anonymous client has no identity to list by; it can still use its task ids.
@@ -227,26 +222,22 @@ class Tasks:
             offset = int(params.cursor or 0)
         except ValueError:
             raise MCPError(code=INVALID_PARAMS, message="Invalid cursor") from None
-        store = self.front.ctx.queue.store
-        ids = await store.task_ids(caller.team, max(0, offset), LIST_PAGE + 1)
-        records = [r for r in await store.get_many(ids[:LIST_PAGE]) if r is not None]
+        records, more = await self.queue.tasks(caller.team, max(0, offset), LIST_PAGE)
         result: dict[str, Any] = {"tasks": [task_of(r, self.ttl_ms) for r in records]}
-        if len(ids) > LIST_PAGE:
+        if more:
             result["nextCursor"] = str(offset + LIST_PAGE)
         return result
 
     async def cancel(
         self, ctx: ServerRequestContext[Any, Any], params: types.CancelTaskRequestParams
     ) -> dict[str, Any]:
-        from api.mcp.handlers import caller_of
-
-        record = await self._record(ctx, params.task_id)
+        record = await self.record(ctx, params.task_id)
         if record.status.terminal:
             raise MCPError(
                 code=INVALID_PARAMS, message=f"Task {record.id} is already {_STATUS[record.status]}"
             )
         try:
-            record = await self.front.ctx.queue.cancel(record.id, caller_of(ctx).principal)
+            record = await self.queue.cancel(record.id, caller_of(ctx).principal)
         except MCPQError as exc:  # it finished meanwhile
             raise MCPError(code=INVALID_PARAMS, message=exc.detail) from None
         return task_of(record, self.ttl_ms)
@@ -281,8 +272,6 @@ def declares_tasks(ctx: ServerRequestContext[Any, Any]) -> bool:
 def detailed_task_of(record: JobRecord, ttl_ms: int) -> dict[str, Any]:
     """A job as a SEP-2663 `DetailedTask`: a completed tool call inlines its `CallToolResult`
     (an `isError` result is still `completed`); a failed job carries a JSON-RPC error."""
-    from api.mcp.handlers import failure_text, tool_result
-
     legacy = task_of(record, ttl_ms)
     task: dict[str, Any] = {
         "taskId": legacy["taskId"],
@@ -342,7 +331,7 @@ class TasksExtension(Extension):
         self, ctx: ServerRequestContext[Any, Any], params: types.GetTaskRequestParams
     ) -> dict[str, Any]:
         require_client_extension(ctx, TASKS_EXTENSION)
-        record = await self.tasks._record(ctx, params.task_id)
+        record = await self.tasks.record(ctx, params.task_id)
         return detailed_task_of(record, self.tasks.ttl_ms)
 
     async def update(
@@ -351,7 +340,7 @@ class TasksExtension(Extension):
         """Acknowledge. An mcpq task never asks its client for input (it is never
         `input_required`), so there is nothing to deliver the responses to."""
         require_client_extension(ctx, TASKS_EXTENSION)
-        await self.tasks._record(ctx, params.task_id)
+        await self.tasks.record(ctx, params.task_id)
         return {}
 
     async def cancel(
@@ -359,11 +348,9 @@ class TasksExtension(Extension):
     ) -> dict[str, Any]:
         """Acknowledge and cancel the job; a task already terminal stays as it is (the spec
         makes cancellation eventually consistent, so that is not an error)."""
-        from api.mcp.handlers import caller_of
-
         require_client_extension(ctx, TASKS_EXTENSION)
-        record = await self.tasks._record(ctx, params.task_id)
+        record = await self.tasks.record(ctx, params.task_id)
         if not record.status.terminal:
             with contextlib.suppress(MCPQError):  # it finished meanwhile
-                await self.tasks.front.ctx.queue.cancel(record.id, caller_of(ctx).principal)
+                await self.tasks.queue.cancel(record.id, caller_of(ctx).principal)
         return {}

@@ -28,7 +28,7 @@ async def ready(request: Request) -> JSONResponse:
         async with ctx.read_session_factory() as s:
             await s.execute(text("SELECT 1"))
 
-    for name, probe in (("database", database), ("redis", ctx.queue.redis.ping)):
+    for name, probe in (("database", database), ("redis", ctx.queue.ping)):
         try:
             await asyncio.wait_for(probe(), timeout=2)
             checks[name] = "ok"
@@ -48,9 +48,9 @@ async def prometheus_metrics(request: Request) -> Response:
     metrics.DB_POOL_SIZE.set(pool.size())
     metrics.DB_POOL_CHECKED_OUT.set(pool.checkedout())
     metrics.DB_POOL_OVERFLOW.set(max(0, pool.overflow()))
-    metrics.WAITING_REQUESTS.set(ctx.queue.waiters.waiting)
+    metrics.WAITING_REQUESTS.set(ctx.queue.waiting)
     try:
-        metrics.QUEUE_DEPTH.set(await ctx.queue.store.queue_depth())
+        metrics.QUEUE_DEPTH.set(await ctx.queue.depth())
     except Exception:  # metrics must answer even while Redis is down; /ready reports that
         metrics.QUEUE_DEPTH.set(float("nan"))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from api.deps import ContextDep, PrincipalDep
-from shared.errors import ValidationFailed
+from shared.items import service as items
 from shared.jobs.schemas import JobRecord, JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -21,11 +21,11 @@ def job_location(job_id: str) -> str:
     return f"/v1/jobs/{job_id}"
 
 
-def accepted(record_id: str, status: str) -> JSONResponse:
+def accepted(record: JobRecord) -> JSONResponse:
     return JSONResponse(
-        {"job_id": record_id, "status": status},
+        {"job_id": record.id, "status": record.status.value},
         status_code=202,
-        headers={"Location": job_location(record_id)},
+        headers={"Location": job_location(record.id)},
     )
 
 
@@ -34,7 +34,7 @@ def call_response(record: JobRecord) -> JSONResponse:
     if record.status is JobStatus.COMPLETED:
         return JSONResponse({"job_id": record.id, "status": record.status.value, "result": record.result})
     if not record.status.terminal:
-        return accepted(record.id, record.status.value)
+        return accepted(record)
     error = record.error or {"type": "error", "message": "the job failed"}
     body: dict[str, Any] = {
         "error": error["type"],
@@ -52,8 +52,7 @@ async def get_job(
     principal: PrincipalDep,
     wait: Annotated[float, Query(ge=0, description="long-poll up to this many seconds")] = 0.0,
 ) -> dict[str, Any]:
-    if wait > ctx.settings.max_wait_s:
-        raise ValidationFailed(f"wait may be at most {ctx.settings.max_wait_s}")
+    wait = items.wait_limit(ctx.settings, wait, "wait")
     return (await ctx.queue.get(job_id, principal, wait)).to_public()
 
 

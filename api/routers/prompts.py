@@ -10,8 +10,8 @@ from fastapi.responses import JSONResponse
 
 from api.deps import ContextDep, PrincipalDep
 from api.routers.jobs import accepted, call_response
-from shared.jobs.schemas import JobStatus
-from shared.prompts import service as prompt_service
+from shared.items import service as items
+from shared.prompts.kind import PROMPTS
 from shared.prompts.schemas import PromptOut, PromptPage, RenderJobRequest, RenderRequest
 
 router = APIRouter(prefix="/v1/prompts", tags=["prompts"])
@@ -22,28 +22,29 @@ async def list_prompts(
     ctx: ContextDep,
     principal: PrincipalDep,
     gateway: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=prompt_service.MAX_PAGE)] = 100,
+    limit: Annotated[int, Query(ge=1, le=items.MAX_PAGE)] = 100,
     cursor: str | None = None,
 ) -> PromptPage:
-    return await prompt_service.list_page(ctx, principal, gateway=gateway, cursor=cursor, limit=limit)
+    found, next_cursor = await items.list_page(
+        ctx, principal, PROMPTS, gateway=gateway, cursor=cursor, limit=limit
+    )
+    return PromptPage(items=found, next_cursor=next_cursor)
 
 
 @router.get("/{ref}")
 async def get_prompt(ref: str, ctx: ContextDep, principal: PrincipalDep) -> PromptOut:
-    return await prompt_service.get(ctx, principal, ref)
+    return await items.get(ctx, principal, PROMPTS, ref)
 
 
 @router.post("/{ref}/render")
 async def render_prompt(
     ref: str, body: RenderRequest, ctx: ContextDep, principal: PrincipalDep
 ) -> JSONResponse:
-    record = await prompt_service.render(ctx, principal, ref, body.arguments, body.timeout_s)
-    return call_response(record)
+    return call_response(await items.call(ctx, principal, PROMPTS, ref, body.arguments, body.timeout_s))
 
 
 @router.post("/{ref}/jobs", status_code=202)
 async def submit_render(
     ref: str, body: RenderJobRequest, ctx: ContextDep, principal: PrincipalDep
 ) -> JSONResponse:
-    job_id = await prompt_service.submit(ctx, principal, ref, body.arguments)
-    return accepted(job_id, JobStatus.QUEUED.value)
+    return accepted(await items.submit(ctx, principal, PROMPTS, ref, body.arguments))

@@ -13,8 +13,8 @@ from fastapi.responses import JSONResponse
 
 from api.deps import ContextDep, PrincipalDep
 from api.routers.jobs import accepted, call_response
-from shared.jobs.schemas import JobStatus
-from shared.resources import service as resource_service
+from shared.items import service as items
+from shared.resources.kind import RESOURCES
 from shared.resources.schemas import ReadJobRequest, ReadRequest, ResourceOut, ResourcePage
 
 router = APIRouter(prefix="/v1/resources", tags=["resources"])
@@ -25,28 +25,29 @@ async def list_resources(
     ctx: ContextDep,
     principal: PrincipalDep,
     gateway: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=resource_service.MAX_PAGE)] = 100,
+    limit: Annotated[int, Query(ge=1, le=items.MAX_PAGE)] = 100,
     cursor: str | None = None,
 ) -> ResourcePage:
-    return await resource_service.list_page(ctx, principal, gateway=gateway, cursor=cursor, limit=limit)
+    found, next_cursor = await items.list_page(
+        ctx, principal, RESOURCES, gateway=gateway, cursor=cursor, limit=limit
+    )
+    return ResourcePage(items=found, next_cursor=next_cursor)
 
 
 @router.post("/{ref:path}/read")
 async def read_resource(
     ref: str, body: ReadRequest, ctx: ContextDep, principal: PrincipalDep
 ) -> JSONResponse:
-    record = await resource_service.read(ctx, principal, ref, body.uri, body.timeout_s)
-    return call_response(record)
+    return call_response(await items.call(ctx, principal, RESOURCES, ref, body.uri, body.timeout_s))
 
 
 @router.post("/{ref:path}/jobs", status_code=202)
 async def submit_read(
     ref: str, body: ReadJobRequest, ctx: ContextDep, principal: PrincipalDep
 ) -> JSONResponse:
-    job_id = await resource_service.submit(ctx, principal, ref, body.uri)
-    return accepted(job_id, JobStatus.QUEUED.value)
+    return accepted(await items.submit(ctx, principal, RESOURCES, ref, body.uri))
 
 
 @router.get("/{ref:path}")
 async def get_resource(ref: str, ctx: ContextDep, principal: PrincipalDep) -> ResourceOut:
-    return await resource_service.get(ctx, principal, ref)
+    return await items.get(ctx, principal, RESOURCES, ref)

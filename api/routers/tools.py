@@ -9,8 +9,8 @@ from fastapi.responses import JSONResponse
 
 from api.deps import ContextDep, PrincipalDep
 from api.routers.jobs import accepted, call_response
-from shared.jobs.schemas import JobStatus
-from shared.tools import service as tool_service
+from shared.items import service as items
+from shared.tools.kind import TOOLS
 from shared.tools.schemas import CallRequest, JobSubmitRequest, ToolOut, ToolPage
 
 router = APIRouter(prefix="/v1/tools", tags=["tools"])
@@ -21,26 +21,27 @@ async def list_tools(
     ctx: ContextDep,
     principal: PrincipalDep,
     gateway: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=tool_service.MAX_PAGE)] = 100,
+    limit: Annotated[int, Query(ge=1, le=items.MAX_PAGE)] = 100,
     cursor: str | None = None,
 ) -> ToolPage:
-    return await tool_service.list_page(ctx, principal, gateway=gateway, cursor=cursor, limit=limit)
+    found, next_cursor = await items.list_page(
+        ctx, principal, TOOLS, gateway=gateway, cursor=cursor, limit=limit
+    )
+    return ToolPage(items=found, next_cursor=next_cursor)
 
 
 @router.get("/{ref}")
 async def get_tool(ref: str, ctx: ContextDep, principal: PrincipalDep) -> ToolOut:
-    return await tool_service.get(ctx, principal, ref)
+    return await items.get(ctx, principal, TOOLS, ref)
 
 
 @router.post("/{ref}/call")
 async def call_tool(ref: str, body: CallRequest, ctx: ContextDep, principal: PrincipalDep) -> JSONResponse:
-    record = await tool_service.call(ctx, principal, ref, body.arguments, body.timeout_s)
-    return call_response(record)
+    return call_response(await items.call(ctx, principal, TOOLS, ref, body.arguments, body.timeout_s))
 
 
 @router.post("/{ref}/jobs", status_code=202)
 async def submit_job(
     ref: str, body: JobSubmitRequest, ctx: ContextDep, principal: PrincipalDep
 ) -> JSONResponse:
-    job_id = await tool_service.submit(ctx, principal, ref, body.arguments)
-    return accepted(job_id, JobStatus.QUEUED.value)
+    return accepted(await items.submit(ctx, principal, TOOLS, ref, body.arguments))

@@ -58,6 +58,11 @@ class Principal:
         if not self.role.covers(needed) or (needed is Role.ADMIN and not own):
             raise Forbidden(f"a {self.role.value} token may not do this")
 
+    def job_team(self, owner: uuid.UUID) -> str:
+        """The team a job this caller starts belongs to: its own (a public item used by another
+        team runs as that team's job), or for the platform admin the team that owns the item."""
+        return str(self.team_id or owner)
+
     def require_platform(self) -> None:
         if not self.platform:
             raise Forbidden("only the platform admin may do this")

@@ -2,32 +2,25 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.auth.schemas import PLATFORM_ADMIN, Principal, Role
+from shared.auth.schemas import Principal, Role
 from shared.config import Settings
 from shared.context import AppContext
 from shared.db import SessionFactory
 from shared.errors import BackendError, Conflict, GatewayTimeout, NotFound, ValidationFailed
 from shared.gateways import netguard, repository
 from shared.gateways.schemas import GatewayCreate, GatewayOut
-from shared.jobs.schemas import BackendSpec, DiscoverPayload, JobKind, JobRecord, JobStatus
-from shared.jobs.service import JobQueue, new_job_id
+from shared.ids import require_uuid
+from shared.jobs.queue import JobQueue
+from shared.jobs.schemas import BackendSpec, JobKind, JobStatus, PreparedJob, job_payload
 from shared.models import Gateway, utcnow
 from shared.security import SecretBox
 from shared.teams import service as team_service
-
-
-def parse_id(raw: str, what: str = "gateway") -> uuid.UUID:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise NotFound(f"{what} {raw!r} not found") from None
 
 
 def backend_spec(gateway: Gateway) -> BackendSpec:
@@ -52,7 +45,7 @@ async def check_url(settings: Settings, url: str) -> None:
 
 async def _visible(sf: SessionFactory, principal: Principal, raw_id: str, needed: Role) -> Gateway:
     """The gateway if the caller may act on it: 404 if it cannot see it, 403 if its role falls short."""
-    gateway_id = parse_id(raw_id)
+    gateway_id = require_uuid(raw_id, "gateway")
     async with sf() as s:
         gateway = await repository.get(s, gateway_id)
     if gateway is None:
@@ -61,7 +54,8 @@ async def _visible(sf: SessionFactory, principal: Principal, raw_id: str, needed
     return gateway
 
 
-async def _to_out(s: AsyncSession, gateways: list[Gateway]) -> list[GatewayOut]:
+async def _load_out(s: AsyncSession, gateways: list[Gateway]) -> list[GatewayOut]:
+    """The gateways with their item counts (one query)."""
     counts = await repository.counts(s, [g.id for g in gateways])
     return [
         GatewayOut(
@@ -90,29 +84,24 @@ async def _to_out(s: AsyncSession, gateways: list[Gateway]) -> list[GatewayOut]:
 async def _discover(
     queue: JobQueue, spec: BackendSpec, team_id: uuid.UUID, settings: Settings
 ) -> dict[str, Any]:
-    job_id = new_job_id()
-    payload: DiscoverPayload = {
-        "job_id": job_id,
-        "backend": spec,
-        "deadline": time.time() + settings.queue_ttl_s,
-    }
-    record: JobRecord = await queue.run(
+    # Discovery only reads, so it is always safe to run again.
+    job = PreparedJob(
         JobKind.DISCOVER,
-        dict(payload),
+        job_payload(spec, retry_safe=True, queue_ttl_s=settings.queue_ttl_s),
         f"{spec['gateway']} (discovery)",
-        settings.discovery_timeout_s,
-        team=str(team_id),
+        str(team_id),
     )
+    record = await queue.run(job, settings.discovery_timeout_s)
     if record.status is JobStatus.COMPLETED:
         return dict(record.result)
     if record.status.terminal:
         error = record.error or {"type": "error", "message": "discovery failed"}
-        raise BackendError(f"discovery of {spec['url']} failed: {error['message']}", extra={"job_id": job_id})
-    await queue.cancel(job_id, PLATFORM_ADMIN)  # the service's own job: no caller to check
+        raise BackendError(f"discovery of {spec['url']} failed: {error['message']}", extra={"job_id": job.id})
+    await queue.abandon(job.id)
     raise GatewayTimeout(
         f"discovery of {spec['url']} did not finish within {settings.discovery_timeout_s}s "
         "(is the backend slow, or are no workers running?)",
-        extra={"job_id": job_id},
+        extra={"job_id": job.id},
     )
 
 
@@ -180,7 +169,7 @@ async def refresh(ctx: AppContext, principal: Principal, raw_id: str) -> Gateway
 
 async def _show(ctx: AppContext, gateway: Gateway) -> GatewayOut:
     async with ctx.read_session_factory() as s:
-        return (await _to_out(s, [gateway]))[0]
+        return (await _load_out(s, [gateway]))[0]
 
 
 async def get(ctx: AppContext, principal: Principal, raw_id: str) -> GatewayOut:
@@ -190,7 +179,7 @@ async def get(ctx: AppContext, principal: Principal, raw_id: str) -> GatewayOut:
 
 async def list_all(ctx: AppContext, principal: Principal) -> list[GatewayOut]:
     async with ctx.read_session_factory() as s:
-        return await _to_out(s, await repository.list_visible(s, principal.team_id))
+        return await _load_out(s, await repository.list_visible(s, principal.team_id))
 
 
 async def delete(ctx: AppContext, principal: Principal, raw_id: str) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -44,35 +46,72 @@ class BackendSpec(TypedDict):
     timeout_s: float
 
 
-class CallToolPayload(TypedDict):
+class JobPayload(TypedDict):
+    """What every job carries; each kind adds its own fields."""
+
     job_id: str
     backend: BackendSpec
+    # A job that is safe to run twice (reads, discovery, tools marked idempotentHint/readOnlyHint)
+    # is run again after its worker dies; any other is failed as worker_lost.
+    retry_safe: bool
+    # After this (epoch seconds) a worker no longer starts the job: its caller has given up.
+    deadline: float
+
+
+class CallToolPayload(JobPayload):
     tool: str
     arguments: dict[str, Any]
-    # A tool that is safe to run twice (MCP idempotentHint/readOnlyHint) is re-run after a worker dies.
-    retry_safe: bool
-    deadline: float
 
 
-class ReadResourcePayload(TypedDict):
-    job_id: str
-    backend: BackendSpec
+class ReadResourcePayload(JobPayload):
     uri: str
-    deadline: float
 
 
-class GetPromptPayload(TypedDict):
-    job_id: str
-    backend: BackendSpec
+class GetPromptPayload(JobPayload):
     prompt: str
     arguments: dict[str, str]
-    deadline: float
 
 
-class DiscoverPayload(TypedDict):
-    job_id: str
-    backend: BackendSpec
-    deadline: float
+DiscoverPayload = JobPayload
+
+
+def new_job_id() -> str:
+    # 122 random bits: unguessable, and fresh (arq never trims its abort set, so a reused id
+    # could be aborted before it starts).
+    return uuid.uuid4().hex
+
+
+def job_payload(
+    backend: BackendSpec, *, retry_safe: bool, queue_ttl_s: float, **fields: Any
+) -> dict[str, Any]:
+    """A new job's payload: a fresh id, the backend, the retry rule and the queue deadline, plus the
+    kind's own fields. Every kind's payload is made here."""
+    base: JobPayload = {
+        "job_id": new_job_id(),
+        "backend": backend,
+        "retry_safe": retry_safe,
+        "deadline": time.time() + queue_ttl_s,
+    }
+    return {**base, **fields}
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    """A job ready to enqueue: checked, authorized, with the team it belongs to."""
+
+    kind: JobKind
+    payload: dict[str, Any]
+    # What the job acts on, for people: `gateway.tool`, `gateway:uri`, `gateway.prompt`.
+    item: str
+    team: str | None
+
+    @property
+    def id(self) -> str:
+        return str(self.payload["job_id"])
+
+    @property
+    def backend_timeout_s(self) -> float:
+        return float(self.payload["backend"]["timeout_s"])
 
 
 class JobError(TypedDict):
@@ -98,7 +137,8 @@ class JobRecord:
     id: str
     kind: str
     status: JobStatus
-    tool: str | None
+    # What the job acts on (see PreparedJob.item).
+    item: str | None
     # The team the job belongs to; only that team (and the platform admin) sees it.
     team: str | None
     created_at: str
@@ -125,7 +165,7 @@ class JobRecord:
             id=fields["id"],
             kind=fields.get("kind", ""),
             status=JobStatus(fields["status"]),
-            tool=fields.get("tool") or None,
+            item=fields.get("item") or None,
             team=fields.get("team") or None,
             created_at=fields["created_at"],
             started_at=fields.get("started_at") or None,
@@ -142,7 +182,7 @@ class JobRecord:
         body: dict[str, Any] = {
             "id": self.id,
             "kind": self.kind,
-            "tool": self.tool,
+            "item": self.item,
             "team": self.team,
             "status": self.status.value,
             "created_at": self.created_at,

@@ -23,7 +23,7 @@ from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 
 from shared.config import Settings
-from shared.jobs.schemas import Envelope, JobError, JobRecord, JobStatus, utc_iso
+from shared.jobs.schemas import Envelope, JobError, JobKind, JobRecord, JobStatus, PreparedJob, utc_iso
 from shared.redis import job_deserializer, job_serializer
 
 # KEYS[1] record, KEYS[2] arq queue; ARGV now, worker id, job id, queue score while running.
@@ -169,39 +169,34 @@ class JobStore:
         s = self._settings
         return int(s.queue_ttl_s + s.max_backend_timeout_s + s.result_ttl_s)
 
-    def _fields(self, job_id: str, kind: str, tool: str | None, team: str | None) -> dict[str, str]:
+    def _fields(self, job: PreparedJob) -> dict[str, str]:
         return {
-            "id": job_id,
-            "kind": kind,
-            "tool": tool or "",
-            "team": team or "",
+            "id": job.id,
+            "kind": job.kind.value,
+            "item": job.item,
+            "team": job.team or "",
             "status": JobStatus.QUEUED.value,
             "created_at": utc_iso(),
             "created_ts": repr(time.time()),
             "attempts": "0",
         }
 
-    async def create(self, job_id: str, kind: str, tool: str | None, team: str | None = None) -> None:
-        """A record alone, with no arq job behind it (tests, and jobs enqueued elsewhere)."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self._key(job_id), mapping=self._fields(job_id, kind, tool, team))
-            pipe.expire(self._key(job_id), self._record_ttl)
-            await pipe.execute()
-
-    async def enqueue(
-        self, job_id: str, kind: str, tool: str | None, payload: dict[str, Any], team: str | None
-    ) -> bool:
+    async def enqueue(self, job: PreparedJob) -> JobRecord | None:
         """Admit the job against its team's in-flight limit, then write record, arq job and worker
-        wake-up in one script: one round trip. False (nothing written) if the team is at its limit.
+        wake-up in one script: one round trip. Returns the new record (no read needed: it is what
+        was written), or None (nothing written) if the team is at its limit.
 
         It writes what `ArqRedis.enqueue_job` writes (the serialized job under arq's job key,
         the id in the queue's sorted set) minus its WATCH/EXISTS guard against a reused id,
         which fresh random ids make moot.
         """
         s = self._settings
+        job_id, team = job.id, job.team
         now_ms = timestamp_ms()
-        job = serialize_job(kind, (payload,), {}, None, now_ms, serializer=job_serializer)
-        fields = self._fields(job_id, kind, tool, team)
+        serialized = serialize_job(
+            job.kind.value, (job.payload,), {}, None, now_ms, serializer=job_serializer
+        )
+        fields = self._fields(job)
         limit = s.team_max_in_flight if team else 0
         slot = self.in_flight_key(team) if team else ""
         if limit:
@@ -214,7 +209,7 @@ class JobStore:
                 job_key_prefix + job_id,
                 s.queue_name,
                 slot or self._key(job_id),
-                self.tasks_key(team) if team and kind == "call_tool" else self._key(job_id),
+                self.tasks_key(team) if team and job.kind is JobKind.CALL_TOOL else self._key(job_id),
             ],
             args=[
                 job_id,
@@ -222,13 +217,13 @@ class JobStore:
                 limit,
                 horizon_ms,
                 self._record_ttl,
-                job,
+                serialized,
                 int(s.queue_ttl_s * 1000),
                 self.wake_list,
                 *(item for pair in fields.items() for item in pair),
             ],
         )
-        return bool(admitted)
+        return JobRecord.from_fields(fields) if admitted else None
 
     async def get(self, job_id: str) -> JobRecord | None:
         raw = await self._redis.hgetall(self._key(job_id))  # type: ignore[misc]

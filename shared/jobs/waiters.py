@@ -95,18 +95,27 @@ class JobWatch:
         self._pushed = record
         self._event.set()
 
-    async def wait(self, wait_s: float) -> JobRecord | None:
-        """The record once terminal, or as it stands after `wait_s` seconds (None if unknown)."""
+    async def wait(self, wait_s: float, *, pending: bool = False) -> JobRecord | None:
+        """The record once terminal, or as it stands after `wait_s` seconds (None if unknown).
+
+        `pending`: the caller knows the job is not terminal yet and registered this watch before
+        learning so (it has just enqueued it, or read it since), so the first read is skipped:
+        any push since then has set the event already.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         # The push is the fast path. The fallback check catches jobs that ended without one
         # (expired in the queue, aborted before start, a worker that died). It costs one round
         # trip and backs off, so thousands of long waits stay cheap.
         fallback = self._fallback_poll_s
-        # Clear before reading: a push that lands during the read is then not lost.
-        self._event.clear()
-        record = await self._store.get(self._job_id)
-        while record is not None and not record.status.terminal:
+        record: JobRecord | None = None
+        if not pending:
+            # Clear before reading: a push that lands during the read is then not lost.
+            self._event.clear()
+            record = await self._store.get(self._job_id)
+            if record is None:
+                return None
+        while record is None or not record.status.terminal:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 # The status may have moved on (queued -> running) without a push: say how it is.
@@ -118,9 +127,13 @@ class JobWatch:
                 fallback = min(fallback * 2, MAX_FALLBACK_S)
                 if await self._store.needs_reconcile(self._job_id):
                     record = await self._store.reconcile(self._job_id)
+                    if record is None:
+                        return None
                 continue
             self._event.clear()
             record, self._pushed = self._pushed, None
             if record is None:
                 record = await self._store.get(self._job_id)
+                if record is None:
+                    return None
         return record

@@ -12,7 +12,7 @@ from shared.jobs.schemas import BackendSpec
 
 
 @dataclass(frozen=True)
-class ResolvedPrompt:
+class PlainPrompt:
     """Everything a render needs, copied out of the DB session before any slow I/O."""
 
     id: str

@@ -11,7 +11,7 @@ from shared.jobs.schemas import BackendSpec
 
 
 @dataclass(frozen=True)
-class ResolvedResource:
+class PlainResource:
     """Everything a read needs, copied out of the DB session before any slow I/O."""
 
     id: str

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,24 +11,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.auth.schemas import Principal, Role
 from shared.context import AppContext
 from shared.errors import Conflict, NotFound, ValidationFailed
-from shared.gateways.service import parse_id
-from shared.models import Gateway, Server, server_prompts, server_resources, server_tools, utcnow
-from shared.prompts import repository as prompt_repository
-from shared.resources import repository as resource_repository
+from shared.ids import parse_uuid, require_uuid
+from shared.items import repository as item_repository
+from shared.items.kind import ItemKind
+from shared.models import Server, utcnow
+from shared.prompts.kind import PROMPTS
+from shared.resources.kind import RESOURCES
 from shared.servers import repository
-from shared.servers.schemas import (
-    ServerCreate,
-    ServerOut,
-    ServerPatch,
-    ServerPrompt,
-    ServerResource,
-    ServerSnapshot,
-    ServerTool,
-)
+from shared.servers.schemas import ServerCreate, ServerOut, ServerPatch, ServerSnapshot
 from shared.teams import service as team_service
-from shared.tools import repository as tool_repository
+from shared.tools.kind import TOOLS
 
-T = TypeVar("T")
+# Every kind a server composes, in the order its body and its output name them.
+KINDS: tuple[ItemKind[Any, Any, Any, Any], ...] = (TOOLS, RESOURCES, PROMPTS)
 
 
 def mcp_path(server_id: uuid.UUID) -> str:
@@ -46,91 +40,49 @@ def snapshot(server: Server) -> ServerSnapshot:
     )
 
 
-async def _resolve(
-    what: str,
-    refs: list[str],
-    by_id: Callable[[uuid.UUID], Awaitable[tuple[T, Gateway] | None]],
-    by_name: Callable[[str], Awaitable[tuple[T, Gateway] | None]],
-    key: Callable[[T], str],
+async def _member_ids(
+    s: AsyncSession, kind: ItemKind[Any, Any, Any, Any], team_id: uuid.UUID, refs: list[str]
 ) -> list[uuid.UUID]:
     """Each ref as the server's team sees it (422 if it sees no such item), refusing two items that
     MCP clients would see under one name (or URI)."""
     ids: list[uuid.UUID] = []
     exposed: dict[str, str] = {}
     for ref in refs:
-        try:
-            found = await by_id(uuid.UUID(ref))
-        except ValueError:
-            found = await by_name(ref)
+        item_id = parse_uuid(ref)
+        if item_id is not None:
+            found = await item_repository.by_id(s, kind, team_id, item_id)
+        else:
+            gateway, sep, key = ref.partition(kind.separator)
+            found = await item_repository.by_name(s, kind, team_id, gateway, key) if sep else None
         if found is None:
-            raise ValidationFailed(f"{what}s: no {what} {ref!r} among those the server's team sees")
-        item, _ = found
-        item_id: uuid.UUID = item.id  # type: ignore[attr-defined]
-        if item_id in ids:
+            raise ValidationFailed(
+                f"{kind.plural}: no {kind.name} {ref!r} among those the server's team sees"
+            )
+        row, _ = found
+        if row.id in ids:
             continue
-        name = key(item)
+        name = kind.key_of(row)
         if name in exposed:
             raise ValidationFailed(
-                f"{what}s: {ref!r} and {exposed[name]!r} would both appear to MCP clients as {name!r}"
+                f"{kind.plural}: {ref!r} and {exposed[name]!r} would both appear to MCP clients as {name!r}"
             )
         exposed[name] = ref
-        ids.append(item_id)
+        ids.append(row.id)
     return ids
-
-
-def _split(ref: str, sep: str) -> tuple[str, str] | None:
-    gateway, found, rest = ref.partition(sep)
-    return (gateway, rest) if found else None
 
 
 async def _compose(
     s: AsyncSession, server_id: uuid.UUID, team_id: uuid.UUID, body: ServerCreate | ServerPatch
 ) -> None:
     """Replace the server's items of each kind the body names."""
-    if body.tools is not None:
-
-        async def tool_by_name(ref: str) -> Any:
-            parts = _split(ref, ".")
-            return await tool_repository.by_qualified_name(s, team_id, *parts) if parts else None
-
-        ids = await _resolve(
-            "tool", body.tools, lambda i: tool_repository.by_id(s, team_id, i), tool_by_name, lambda t: t.name
-        )
-        await repository.replace_members(s, server_tools, server_id, ids)
-    if body.resources is not None:
-
-        async def resource_by_ref(ref: str) -> Any:
-            parts = _split(ref, ":")
-            return await resource_repository.by_gateway_uri(s, team_id, *parts) if parts else None
-
-        ids = await _resolve(
-            "resource",
-            body.resources,
-            lambda i: resource_repository.by_id(s, team_id, i),
-            resource_by_ref,
-            lambda r: r.uri,
-        )
-        await repository.replace_members(s, server_resources, server_id, ids)
-    if body.prompts is not None:
-
-        async def prompt_by_name(ref: str) -> Any:
-            parts = _split(ref, ".")
-            return await prompt_repository.by_qualified_name(s, team_id, *parts) if parts else None
-
-        ids = await _resolve(
-            "prompt",
-            body.prompts,
-            lambda i: prompt_repository.by_id(s, team_id, i),
-            prompt_by_name,
-            lambda p: p.name,
-        )
-        await repository.replace_members(s, server_prompts, server_id, ids)
+    for kind in KINDS:
+        refs: list[str] | None = getattr(body, kind.plural)
+        if refs is not None:
+            ids = await _member_ids(s, kind, team_id, refs)
+            await item_repository.replace_members(s, kind, server_id, ids)
 
 
-async def _out(s: AsyncSession, server: Server) -> ServerOut:
-    tools = await repository.tools(s, server.id)
-    resources = await repository.resources(s, server.id)
-    prompts = await repository.prompts(s, server.id)
+def to_out(server: Server, members: dict[str, list[Any]]) -> ServerOut:
     return ServerOut(
         id=server.id,
         team_id=server.team_id,
@@ -138,27 +90,30 @@ async def _out(s: AsyncSession, server: Server) -> ServerOut:
         description=server.description,
         public_mcp=server.public_mcp,
         mcp_path=mcp_path(server.id),
-        tools=[
-            ServerTool(id=t.id, name=t.name, qualified_name=f"{g.name}.{t.name}", gateway_id=g.id)
-            for t, g in tools
-        ],
-        resources=[
-            ServerResource(
-                id=r.id, ref=f"{g.name}:{r.uri}", uri=r.uri, is_template=r.is_template, gateway_id=g.id
-            )
-            for r, g in resources
-        ],
-        prompts=[
-            ServerPrompt(id=p.id, name=p.name, qualified_name=f"{g.name}.{p.name}", gateway_id=g.id)
-            for p, g in prompts
-        ],
         created_at=server.created_at,
         updated_at=server.updated_at,
+        **members,
     )
 
 
+async def _load_out(s: AsyncSession, servers: list[Server]) -> list[ServerOut]:
+    """The servers with their members: one query per kind, however many servers."""
+    ids = [server.id for server in servers]
+    by_kind = {kind.plural: await item_repository.on_servers(s, kind, ids) for kind in KINDS}
+    return [
+        to_out(
+            server,
+            {
+                kind.plural: [kind.to_member(row, gw) for row, gw in by_kind[kind.plural].get(server.id, [])]
+                for kind in KINDS
+            },
+        )
+        for server in servers
+    ]
+
+
 async def _visible(s: AsyncSession, principal: Principal, raw_id: str, needed: Role) -> Server:
-    server = await repository.get(s, parse_id(raw_id, "server"))
+    server = await repository.get(s, require_uuid(raw_id, "server"))
     if server is None:
         raise NotFound(f"server {raw_id} not found")
     principal.authorize(server.team_id, needed, f"server {raw_id}")
@@ -184,19 +139,20 @@ async def create(ctx: AppContext, principal: Principal, body: ServerCreate) -> S
         except IntegrityError:
             raise Conflict(f"this team already has a server named {body.name!r}") from None
         await _compose(s, server.id, team.id, body)
-        out = await _out(s, server)
+        (out,) = await _load_out(s, [server])
         await s.commit()
     return out
 
 
 async def get(ctx: AppContext, principal: Principal, raw_id: str) -> ServerOut:
     async with ctx.read_session_factory() as s:
-        return await _out(s, await _visible(s, principal, raw_id, Role.VIEWER))
+        (out,) = await _load_out(s, [await _visible(s, principal, raw_id, Role.VIEWER)])
+    return out
 
 
 async def list_all(ctx: AppContext, principal: Principal) -> list[ServerOut]:
     async with ctx.read_session_factory() as s:
-        return [await _out(s, server) for server in await repository.list_for(s, principal.team_id)]
+        return await _load_out(s, await repository.list_for(s, principal.team_id))
 
 
 async def update(ctx: AppContext, principal: Principal, raw_id: str, body: ServerPatch) -> ServerOut:
@@ -213,8 +169,10 @@ async def update(ctx: AppContext, principal: Principal, raw_id: str, body: Serve
         await _compose(s, server.id, server.team_id, body)
         server.updated_at = utcnow()
         await s.flush()
-        out = await _out(s, server)
+        (out,) = await _load_out(s, [server])
         await s.commit()
+    # What MCP clients of the server resolve by name may have changed.
+    await ctx.catalog_changed()
     return out
 
 
@@ -223,13 +181,13 @@ async def delete(ctx: AppContext, principal: Principal, raw_id: str) -> None:
         server = await _visible(s, principal, raw_id, Role.ADMIN)
         await repository.delete_server(s, server.id)
         await s.commit()
+    await ctx.catalog_changed()
 
 
 async def lookup(ctx: AppContext, raw_id: str) -> ServerSnapshot | None:
     """The server behind an MCP endpoint, as plain values (a short read session)."""
-    try:
-        server_id = uuid.UUID(raw_id)
-    except ValueError:
+    server_id = parse_uuid(raw_id)
+    if server_id is None:
         return None
     async with ctx.read_session_factory() as s:
         server = await repository.get(s, server_id)

@@ -12,7 +12,7 @@ from shared.jobs.schemas import BackendSpec
 
 
 @dataclass(frozen=True)
-class ResolvedTool:
+class PlainTool:
     """Everything a call needs, copied out of the DB session before any slow I/O."""
 
     id: str

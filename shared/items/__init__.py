@@ -1,0 +1,1 @@
+"""The one pipeline for catalog items (tools, resources, prompts)."""

@@ -1,0 +1,222 @@
+"""The one queue API: submit a prepared job, run it (submit and await), read it, cancel it.
+
+REST, the MCP front door and MCP Tasks all go through here; nothing else touches the job store
+or the waiters. It touches Redis only, never the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+from arq.connections import ArqRedis
+from arq.constants import abort_jobs_ss
+from arq.utils import timestamp_ms
+from redis.exceptions import RedisError
+
+from shared.auth.schemas import Principal, Role
+from shared.config import Settings
+from shared.errors import Conflict, NotFound, ServiceUnavailable, TooManyRequests
+from shared.jobs.schemas import JobRecord, JobStatus, PreparedJob
+from shared.jobs.store import JobStore
+from shared.jobs.waiters import JobWaiters
+
+log = logging.getLogger(__name__)
+
+# How long DELETE waits for a running job's worker to confirm the cancellation.
+CANCEL_CONFIRM_S = 5.0
+# What a caller over its team's in-flight limit is told to wait before trying again.
+RETRY_AFTER_S = 1
+
+# Receives each progress report of a running job ({"progress", "total", "message"}).
+ProgressSink = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def _not_found(job_id: str) -> NotFound:
+    # The same answer whether the job never existed, has expired or belongs to another team.
+    return NotFound(f"job {job_id} not found (unknown, expired, or not your team's)")
+
+
+def authorize(principal: Principal, record: JobRecord) -> None:
+    try:
+        owner = uuid.UUID(record.team) if record.team else None
+    except ValueError:
+        owner = None
+    try:
+        principal.authorize(owner, Role.MEMBER, f"job {record.id}")
+    except NotFound:
+        raise _not_found(record.id) from None
+
+
+class JobQueue:
+    def __init__(self, redis: ArqRedis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self._store = JobStore(redis, settings)
+        self._waiters = JobWaiters(self._store, settings.fallback_poll_s)
+
+    # --- what the process's one pub/sub reader delivers ------------------------------------------
+
+    @property
+    def channels(self) -> dict[str, Callable[[str], None]]:
+        """The channels this queue listens to, with their handlers (see shared.redis.start_subscriber)."""
+        return {
+            self._store.done_channel: self._waiters.on_done,
+            self._store.progress_channel: self._waiters.on_progress,
+        }
+
+    def reconnected(self) -> None:
+        """Pushes may have been missed while the subscriber was disconnected: re-check every wait."""
+        self._waiters.wake_all()
+
+    # --- submit and await ------------------------------------------------------------------------
+
+    async def submit(self, job: PreparedJob) -> JobRecord:
+        """Enqueue; 429 if the job's team already has its limit of jobs in flight."""
+        try:
+            record = await self._store.enqueue(job)
+        except RedisError as exc:
+            log.warning("enqueue of %s failed: %s", job.id, exc)
+            raise ServiceUnavailable(
+                "the job queue is unavailable; try again", headers={"Retry-After": str(RETRY_AFTER_S)}
+            ) from exc
+        if record is None:
+            raise TooManyRequests(
+                f"the team already has {self.settings.team_max_in_flight} jobs queued or running",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+        return record
+
+    async def run(
+        self,
+        job: PreparedJob,
+        wait_s: float,
+        *,
+        on_progress: ProgressSink | None = None,
+        cancel_if_abandoned: bool = False,
+    ) -> JobRecord:
+        """Submit and await the outcome for up to `wait_s`; the record may still be queued or running.
+
+        `on_progress` receives the job's progress reports while it runs. With `cancel_if_abandoned`,
+        a caller that stops waiting (its task is cancelled: an MCP client cancelled its request or
+        went away) cancels the job, so it does not run on unseen.
+        """
+        async with self._waiters.watch(job.id) as watch, self._relay(job.id, on_progress):
+            await self.submit(job)
+            try:
+                record = await watch.wait(wait_s, pending=True)
+            except BaseException:
+                if cancel_if_abandoned:
+                    with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                        await self._request_cancel(job.id)
+                raise
+        if record is None:
+            raise NotFound(f"job {job.id} vanished")
+        return record
+
+    @contextlib.asynccontextmanager
+    async def _relay(self, job_id: str, sink: ProgressSink | None) -> AsyncIterator[None]:
+        """Hand the job's progress reports to `sink` while the block runs."""
+        if sink is None:
+            yield
+            return
+        with self._waiters.progress(job_id) as reports:
+
+            async def forward() -> None:
+                while True:
+                    await sink(await reports.get())
+
+            task = asyncio.create_task(forward())
+            try:
+                yield
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    # --- read ---------------------------------------------------------------------------------------
+
+    async def get(self, job_id: str, principal: Principal, wait_s: float = 0.0) -> JobRecord:
+        """The job as `principal` may see it; with `wait_s`, long-poll until it is terminal."""
+        if wait_s <= 0:
+            record = await self._store.reconcile(job_id)
+            if record is None:
+                raise _not_found(job_id)
+            authorize(principal, record)
+            return record
+        # Watch before the read, so a push between the read and the wait is not missed. The team
+        # is checked before any wait: another team's job answers 404 at once, like an unknown one.
+        async with self._waiters.watch(job_id) as watch:
+            record = await self._store.get(job_id)
+            if record is None:
+                raise _not_found(job_id)
+            authorize(principal, record)
+            if not record.status.terminal:
+                record = await watch.wait(wait_s, pending=True)
+        if record is None:
+            raise _not_found(job_id)
+        return record
+
+    async def tasks(self, team: str, offset: int, limit: int) -> tuple[list[JobRecord], bool]:
+        """The team's tool-call jobs, newest first, and whether more follow (MCP `tasks/list`)."""
+        ids = await self._store.task_ids(team, offset, limit + 1)
+        records = [r for r in await self._store.get_many(ids[:limit]) if r is not None]
+        return records, len(ids) > limit
+
+    # --- cancel -------------------------------------------------------------------------------------
+
+    async def cancel(self, job_id: str, principal: Principal) -> JobRecord:
+        """Cancel a queued job at once, or a running one (waiting briefly for its worker to stop
+        it); 409 if it has already ended."""
+        async with self._waiters.watch(job_id) as watch:
+            record = await self._store.get(job_id)
+            if record is None:
+                raise _not_found(job_id)
+            authorize(principal, record)
+            if record.status.terminal:
+                raise Conflict(f"job {job_id} is already {record.status.value}; nothing to cancel")
+            state = await self._request_cancel(job_id)
+            if state == "missing":
+                raise _not_found(job_id)
+            if state in (JobStatus.COMPLETED, JobStatus.FAILED):
+                raise Conflict(f"job {job_id} has already {state}; nothing to cancel")
+            record = await watch.wait(CANCEL_CONFIRM_S)
+        if record is None:
+            raise _not_found(job_id)
+        return record
+
+    async def _request_cancel(self, job_id: str) -> str:
+        """Ask for a cancellation without waiting for it; returns the state the job was in."""
+        state = await self._store.request_cancel(job_id)
+        if state == JobStatus.RUNNING:
+            # arq's abort: the worker running it cancels the task, which cancels the backend call.
+            await self.redis.zadd(abort_jobs_ss, {job_id: timestamp_ms()})
+            await self.redis.publish(self._store.wake_channel, b"1")
+        return state
+
+    async def abandon(self, job_id: str) -> None:
+        """Cancel a job whose caller gave up (no one to check: the caller made it)."""
+        await self._request_cancel(job_id)
+
+    # --- the queue as a whole -------------------------------------------------------------------
+
+    @property
+    def waiting(self) -> int:
+        """Requests in this process awaiting a job."""
+        return self._waiters.waiting
+
+    async def depth(self) -> int:
+        """Jobs waiting for a worker."""
+        return await self._store.queue_depth()
+
+    async def ping(self) -> None:
+        await self.redis.ping()
+
+    async def broadcast(self, channel: str, message: bytes) -> None:
+        """Publish to every API process (catalog changes, token revocations)."""
+        await self.redis.publish(channel, message)

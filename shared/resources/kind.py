@@ -1,0 +1,118 @@
+"""Resources as a catalog kind: named `{gateway}:{uri}`. A template is read at a concrete URI that
+fits it; MCP clients name a resource by its URI, which may be a template's instance."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+
+from sqlalchemy import ColumnElement, or_
+
+from shared.errors import ValidationFailed
+from shared.gateways.service import backend_spec
+from shared.items.kind import ItemKind, JobSpec
+from shared.jobs.schemas import JobKind
+from shared.models import Gateway, Resource, server_resources
+from shared.resources.schemas import PlainResource, ResourceOut
+from shared.servers.schemas import ServerResource
+
+
+def to_out(resource: Resource, gateway: Gateway) -> ResourceOut:
+    return ResourceOut(
+        id=resource.id,
+        ref=f"{gateway.name}:{resource.uri}",
+        uri=resource.uri,
+        is_template=resource.is_template,
+        name=resource.name,
+        description=resource.description,
+        mime_type=resource.mime_type,
+        gateway=gateway.name,
+        gateway_id=gateway.id,
+    )
+
+
+def to_member(resource: Resource, gateway: Gateway) -> ServerResource:
+    return ServerResource(
+        id=resource.id,
+        ref=f"{gateway.name}:{resource.uri}",
+        uri=resource.uri,
+        is_template=resource.is_template,
+        gateway_id=gateway.id,
+    )
+
+
+def to_plain(resource: Resource, gateway: Gateway) -> PlainResource:
+    return PlainResource(
+        id=str(resource.id),
+        uri=resource.uri,
+        is_template=resource.is_template,
+        ref=f"{gateway.name}:{resource.uri}",
+        backend=backend_spec(gateway),
+        team_id=gateway.team_id,
+        public=gateway.visibility == "public",
+    )
+
+
+@lru_cache(maxsize=1024)
+def _template_regex(template: str) -> re.Pattern[str]:
+    """An RFC 6570 URI template as a regex: `{var}` matches one path segment, `{+var}`, `{#var}`
+    and the other operators match anything."""
+    pattern = ""
+    for literal, expression in re.findall(r"([^{]*)(\{[^}]*\})?", template):
+        pattern += re.escape(literal)
+        if expression:
+            pattern += "[^/?#]+" if expression[1:2].isalnum() or expression[1:2] == "_" else ".*"
+    return re.compile(pattern)
+
+
+def template_fits(template: str, uri: str) -> bool:
+    return _template_regex(template).fullmatch(uri) is not None
+
+
+def concrete_uri(resource: PlainResource, uri: str | None) -> str:
+    """The URI a read asks the backend for: a template needs one that fits it (422 otherwise)."""
+    if resource.is_template:
+        if uri is None:
+            raise ValidationFailed(f"uri: {resource.ref} is a template; give the concrete uri to read")
+        if not template_fits(resource.uri, uri):
+            raise ValidationFailed(f"uri: {uri!r} does not match the template {resource.uri!r}")
+        return uri
+    if uri is not None and uri != resource.uri:
+        raise ValidationFailed(f"uri: {resource.ref} is not a template; its uri is {resource.uri!r}")
+    return resource.uri
+
+
+def to_job(resource: PlainResource, uri: str | None) -> JobSpec:
+    concrete = concrete_uri(resource, uri)
+    # Reading has no side effects, so a read interrupted by a dying worker is simply run again.
+    return JobSpec(
+        fields={"uri": concrete}, item=f"{resource.backend['gateway']}:{concrete}", retry_safe=True
+    )
+
+
+def on_server(uri: str) -> ColumnElement[bool]:
+    return or_(Resource.uri == uri, Resource.is_template.is_(True))
+
+
+def pick(candidates: Sequence[PlainResource], uri: str) -> PlainResource | None:
+    """The resource with exactly that URI, else the first template (in the server's order) it fits."""
+    exact = next((r for r in candidates if not r.is_template and r.uri == uri), None)
+    return exact or next((r for r in candidates if r.is_template and template_fits(r.uri, uri)), None)
+
+
+RESOURCES: ItemKind[Resource, PlainResource, ResourceOut, str | None] = ItemKind(
+    name="resource",
+    plural="resources",
+    job_kind=JobKind.READ_RESOURCE,
+    model=Resource,
+    key=Resource.uri,
+    separator=":",
+    members=server_resources,
+    to_out=to_out,
+    to_member=to_member,
+    to_plain=to_plain,
+    to_job=to_job,
+    on_server=on_server,
+    pick=pick,
+)

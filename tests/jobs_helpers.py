@@ -1,0 +1,38 @@
+"""Test-only access to job records in Redis, for states the API cannot produce on demand."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from shared.config import Settings
+from shared.jobs.schemas import JobStatus, utc_iso
+from shared.jobs.store import JobStore
+
+
+def store_of(app: FastAPI) -> JobStore:
+    """A JobStore on the app's Redis and settings (tests read and move records with it)."""
+    return JobStore(app.state.ctx.queue.redis, app.state.settings)
+
+
+async def plant_record(
+    redis: Redis, settings: Settings, job_id: str, kind: str, item: str, team: str | None = None
+) -> None:
+    """A queued job record with no arq job behind it: no worker will ever run it."""
+    key = settings.key("job", job_id)
+    await redis.hset(  # type: ignore[misc]
+        key,
+        mapping={
+            "id": job_id,
+            "kind": kind,
+            "item": item,
+            "team": team or "",
+            "status": JobStatus.QUEUED.value,
+            "created_at": utc_iso(),
+            "created_ts": repr(time.time()),
+            "attempts": "0",
+        },
+    )
+    await redis.expire(key, 3600)
