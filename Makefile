@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 # API + one worker; embedded PostgreSQL and Valkey unless DATABASE_URL / REDIS_URL are set.
 run: venv
-	$(BIN)/python -m api.devserver
+	$(BIN)/python -m deploy.devserver
 
 # Tests pick their services: TEST_DATABASE_URL / TEST_REDIS_URL, then local ones, then embedded.
 test: venv

@@ -59,7 +59,7 @@ def postgres_admin_url() -> Iterator[str]:
     elif _reachable("127.0.0.1", 5432):
         yield "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
     else:
-        from shared.embedded import EmbeddedPostgres
+        from deploy.embedded import EmbeddedPostgres
 
         with EmbeddedPostgres() as server:
             yield server.url()
@@ -73,7 +73,7 @@ def redis_base_url() -> Iterator[str]:
     elif _reachable("127.0.0.1", 6379):
         yield "redis://127.0.0.1:6379/0"
     else:
-        from shared.embedded import EmbeddedRedis
+        from deploy.embedded import EmbeddedRedis
 
         with EmbeddedRedis() as server:
             yield server.url()

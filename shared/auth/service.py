@@ -18,6 +18,7 @@ from shared.auth import repository
 from shared.auth.schemas import PLATFORM_ADMIN, Principal, Role, TokenCreate, TokenCreated, TokenOut
 from shared.context import AppContext
 from shared.errors import NotFound, Unauthorized
+from shared.ids import require_uuid
 from shared.models import ApiToken, utcnow
 from shared.teams import service as team_service
 
@@ -51,7 +52,7 @@ async def authenticate(ctx: AppContext, secret: str) -> Principal:
     return await ctx.token_cache.get_or_load(key, load)
 
 
-def _out(token: ApiToken) -> TokenOut:
+def to_out(token: ApiToken) -> TokenOut:
     return TokenOut(
         id=token.id,
         name=token.name,
@@ -81,21 +82,18 @@ async def create(ctx: AppContext, principal: Principal, body: TokenCreate) -> To
         )
         s.add(token)
         await s.commit()
-    return TokenCreated(**_out(token).model_dump(), token=secret)
+    return TokenCreated(**to_out(token).model_dump(), token=secret)
 
 
 async def list_all(ctx: AppContext, principal: Principal) -> list[TokenOut]:
     principal.authorize(principal.team_id, Role.ADMIN, "tokens")
     async with ctx.read_session_factory() as s:
         tokens = await repository.list_tokens(s, principal.team_id)
-    return [_out(t) for t in tokens]
+    return [to_out(t) for t in tokens]
 
 
 async def revoke(ctx: AppContext, principal: Principal, raw_id: str) -> None:
-    try:
-        token_id = uuid.UUID(raw_id)
-    except ValueError:
-        raise NotFound(f"token {raw_id!r} not found") from None
+    token_id = require_uuid(raw_id, "token")
     async with ctx.session_factory() as s:
         token = await repository.get(s, token_id)
         if token is None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -22,6 +21,7 @@ from redis.exceptions import RedisError
 from shared.auth.schemas import Principal, Role
 from shared.config import Settings
 from shared.errors import Conflict, NotFound, ServiceUnavailable, TooManyRequests
+from shared.ids import parse_uuid
 from shared.jobs.schemas import JobRecord, JobStatus, PreparedJob
 from shared.jobs.store import JobStore
 from shared.jobs.waiters import JobWaiters
@@ -43,10 +43,7 @@ def _not_found(job_id: str) -> NotFound:
 
 
 def authorize(principal: Principal, record: JobRecord) -> None:
-    try:
-        owner = uuid.UUID(record.team) if record.team else None
-    except ValueError:
-        owner = None
+    owner = parse_uuid(record.team) if record.team else None
     try:
         principal.authorize(owner, Role.MEMBER, f"job {record.id}")
     except NotFound:

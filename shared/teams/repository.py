@@ -7,15 +7,16 @@ import uuid
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.ids import parse_uuid
 from shared.models import Team, TeamMember
 
 
 async def by_ref(s: AsyncSession, ref: str) -> Team | None:
     """A team by id or by name."""
-    try:
-        return await s.get(Team, uuid.UUID(ref))
-    except ValueError:
-        return await s.scalar(select(Team).where(Team.name == ref))
+    team_id = parse_uuid(ref)
+    if team_id is not None:
+        return await s.get(Team, team_id)
+    return await s.scalar(select(Team).where(Team.name == ref))
 
 
 async def name_taken(s: AsyncSession, name: str) -> bool:

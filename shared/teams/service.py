@@ -15,7 +15,7 @@ from shared.teams import repository
 from shared.teams.schemas import MemberAdd, MemberOut, TeamCreate, TeamOut, TeamUpdate
 
 
-def _out(team: Team) -> TeamOut:
+def to_out(team: Team) -> TeamOut:
     return TeamOut(
         id=team.id,
         name=team.name,
@@ -58,18 +58,18 @@ async def create(ctx: AppContext, principal: Principal, body: TeamCreate) -> Tea
             await s.commit()
         except IntegrityError:
             raise Conflict(f"a team named {body.name!r} already exists") from None
-    return _out(team)
+    return to_out(team)
 
 
 async def list_all(ctx: AppContext, principal: Principal) -> list[TeamOut]:
     async with ctx.read_session_factory() as s:
         teams = await repository.list_teams(s, principal.team_id)
-    return [_out(t) for t in teams]
+    return [to_out(t) for t in teams]
 
 
 async def get(ctx: AppContext, principal: Principal, raw_id: str) -> TeamOut:
     async with ctx.read_session_factory() as s:
-        return _out(await authorized_team(s, principal, raw_id, Role.VIEWER))
+        return to_out(await authorized_team(s, principal, raw_id, Role.VIEWER))
 
 
 async def update(ctx: AppContext, principal: Principal, raw_id: str, body: TeamUpdate) -> TeamOut:
@@ -86,7 +86,7 @@ async def update(ctx: AppContext, principal: Principal, raw_id: str, body: TeamU
             await s.commit()
         except IntegrityError:
             raise Conflict(f"a team named {body.name!r} already exists") from None
-    return _out(team)
+    return to_out(team)
 
 
 async def delete(ctx: AppContext, principal: Principal, raw_id: str) -> None:

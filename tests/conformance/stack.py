@@ -60,14 +60,14 @@ def services() -> Iterator[tuple[str, str]]:
             if _reachable(5432):
                 pg = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
             else:
-                from shared.embedded import EmbeddedPostgres
+                from deploy.embedded import EmbeddedPostgres
 
                 pg = stack.enter_context(EmbeddedPostgres()).url()
         if not redis:
             if _reachable(6379):
                 redis = "redis://127.0.0.1:6379/0"
             else:
-                from shared.embedded import EmbeddedRedis
+                from deploy.embedded import EmbeddedRedis
 
                 redis = stack.enter_context(EmbeddedRedis()).url()
         yield pg, redis

@@ -1,4 +1,4 @@
-"""`python -m api.devserver` (what `make run` runs): the API and one worker, on any machine.
+"""`python -m deploy.devserver` (what `make run` runs): the API and one worker, on any machine.
 
 Whatever DATABASE_URL / REDIS_URL / MCPQ_ADMIN_TOKEN / MCPQ_SECRET_KEYS /
 MCPQ_ALLOWED_BACKEND_NETWORKS leave unset is provided here:
@@ -28,7 +28,7 @@ from types import FrameType
 
 from cryptography.fernet import Fernet
 
-from shared.embedded import EmbeddedPostgres, EmbeddedRedis
+from deploy.embedded import EmbeddedPostgres, EmbeddedRedis
 
 DATA_DIR = Path(".mcpq-data")
 READY_TIMEOUT_S = 60.0
