@@ -15,7 +15,7 @@ from api.deps import authenticate
 from api.limits import BodySizeLimit
 from api.mcp.endpoint import MCP_METHODS, MCPEndpoint
 from api.mcp.endpoint import route as mcp_route
-from api.routers import gateways, health, jobs, prompts, resources, servers, teams, tokens, tools
+from api.routers import gateways, health, items, jobs, servers, teams, tokens
 from shared.cache import TTLCache
 from shared.config import Settings, get_settings
 from shared.context import AppContext
@@ -87,9 +87,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         teams.router,
         tokens.router,
         gateways.router,
-        tools.router,
-        resources.router,
-        prompts.router,
+        items.tools,
+        items.resources,
+        items.prompts,
         servers.router,
         jobs.router,
     ):

@@ -134,38 +134,29 @@ class FrontDoor:
         name: str,
         request: Request,
     ) -> PreparedJob:
-        """The job for the server's item `name`, prepared like a REST call's (the same pipeline)."""
+        """The job for the server's item `name`, prepared like a REST call's (the same pipeline),
+        counted; mcpq's errors become protocol errors (caused by the original)."""
         caller = caller_of(ctx)
-        item = await items.resolve_on_server(self.ctx, kind, caller.server.id, name)
-        if item is None:
-            raise _unknown(kind, name)
-        return items.prepare(self.ctx, caller.principal, kind, item, request, name)
+        try:
+            with items.counted(kind, "mcp"):
+                item = await items.resolve_on_server(self.ctx, kind, caller.server.id, name)
+                if item is None:
+                    raise _unknown(kind, name)
+                return items.prepare(self.ctx, caller.principal, kind, item, request, name)
+        except MCPQError as exc:
+            raise protocol_error(exc) from exc
 
     async def prepare_call(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> PreparedJob | types.CallToolResult:
         """A tools/call's job, or the tool error that tells the model its arguments are wrong."""
         try:
-            with items.counted(TOOLS, "mcp"):
-                return await self.prepare(ctx, TOOLS, params.name, params.arguments or {})
-        except InvalidArguments as exc:
+            return await self.prepare(ctx, TOOLS, params.name, params.arguments or {})
+        except MCPError as exc:
             # Input validation errors are tool execution errors the model can correct (SEP-1303).
-            return tool_error(exc.detail)
-        except MCPQError as exc:
-            raise protocol_error(exc) from None
-
-    async def _prepared(
-        self,
-        ctx: ServerRequestContext[Any, Any],
-        kind: ItemKind[Any, Any, Any, Request],
-        name: str,
-        request: Request,
-    ) -> PreparedJob:
-        try:
-            with items.counted(kind, "mcp"):
-                return await self.prepare(ctx, kind, name, request)
-        except MCPQError as exc:
-            raise protocol_error(exc) from None
+            if isinstance(exc.__cause__, InvalidArguments):
+                return tool_error(exc.__cause__.detail)
+            raise
 
     async def _await(
         self, ctx: ServerRequestContext[Any, Any], kind: ItemKind[Any, Any, Any, Any], job: PreparedJob
@@ -204,12 +195,12 @@ class FrontDoor:
         self, ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
         uri = str(params.uri)
-        record = await self._await(ctx, RESOURCES, await self._prepared(ctx, RESOURCES, uri, uri))
+        record = await self._await(ctx, RESOURCES, await self.prepare(ctx, RESOURCES, uri, uri))
         return types.ReadResourceResult.model_validate(completed_or_raise(record), by_name=False)
 
     async def get_prompt(
         self, ctx: ServerRequestContext[Any, Any], params: types.GetPromptRequestParams
     ) -> types.GetPromptResult:
         arguments = dict(params.arguments or {})
-        record = await self._await(ctx, PROMPTS, await self._prepared(ctx, PROMPTS, params.name, arguments))
+        record = await self._await(ctx, PROMPTS, await self.prepare(ctx, PROMPTS, params.name, arguments))
         return types.GetPromptResult.model_validate(completed_or_raise(record), by_name=False)

@@ -67,7 +67,6 @@ class ItemKind(Generic[Row, Plain, Out, Request]):
     # A virtual server's members of this kind (server_id, <name>_id, position).
     members: Table
     to_out: Callable[[Row, Gateway], Out]
-    to_member: Callable[[Row, Gateway], BaseModel]
     to_plain: Callable[[Row, Gateway], Plain]
     # Checks a request against the item (422 with what is wrong) and makes the kind's job part.
     to_job: Callable[[Plain, Request], JobSpec]

@@ -9,7 +9,6 @@ from shared.items.kind import ItemKind, JobSpec
 from shared.jobs.schemas import JobKind
 from shared.models import Gateway, Prompt, server_prompts
 from shared.prompts.schemas import PlainPrompt, PromptOut
-from shared.servers.schemas import ServerPrompt
 
 
 def to_out(prompt: Prompt, gateway: Gateway) -> PromptOut:
@@ -21,12 +20,6 @@ def to_out(prompt: Prompt, gateway: Gateway) -> PromptOut:
         gateway_id=gateway.id,
         description=prompt.description,
         arguments=prompt.arguments,
-    )
-
-
-def to_member(prompt: Prompt, gateway: Gateway) -> ServerPrompt:
-    return ServerPrompt(
-        id=prompt.id, name=prompt.name, qualified_name=f"{gateway.name}.{prompt.name}", gateway_id=gateway.id
     )
 
 
@@ -73,7 +66,6 @@ PROMPTS: ItemKind[Prompt, PlainPrompt, PromptOut, dict[str, str]] = ItemKind(
     separator=".",
     members=server_prompts,
     to_out=to_out,
-    to_member=to_member,
     to_plain=to_plain,
     to_job=to_job,
 )

@@ -45,8 +45,16 @@ class RenderRequest(BaseModel):
     arguments: dict[str, str] = Field(default_factory=dict)
     timeout_s: float | None = Field(default=None, gt=0)
 
+    @property
+    def request(self) -> dict[str, str]:
+        return self.arguments
+
 
 class RenderJobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     arguments: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def request(self) -> dict[str, str]:
+        return self.arguments

@@ -15,7 +15,6 @@ from shared.items.kind import ItemKind, JobSpec
 from shared.jobs.schemas import JobKind
 from shared.models import Gateway, Resource, server_resources
 from shared.resources.schemas import PlainResource, ResourceOut
-from shared.servers.schemas import ServerResource
 
 
 def to_out(resource: Resource, gateway: Gateway) -> ResourceOut:
@@ -28,16 +27,6 @@ def to_out(resource: Resource, gateway: Gateway) -> ResourceOut:
         description=resource.description,
         mime_type=resource.mime_type,
         gateway=gateway.name,
-        gateway_id=gateway.id,
-    )
-
-
-def to_member(resource: Resource, gateway: Gateway) -> ServerResource:
-    return ServerResource(
-        id=resource.id,
-        ref=f"{gateway.name}:{resource.uri}",
-        uri=resource.uri,
-        is_template=resource.is_template,
         gateway_id=gateway.id,
     )
 
@@ -110,7 +99,6 @@ RESOURCES: ItemKind[Resource, PlainResource, ResourceOut, str | None] = ItemKind
     separator=":",
     members=server_resources,
     to_out=to_out,
-    to_member=to_member,
     to_plain=to_plain,
     to_job=to_job,
     on_server=on_server,

@@ -49,8 +49,16 @@ class ReadRequest(BaseModel):
     uri: str | None = Field(default=None, min_length=1, max_length=4096)
     timeout_s: float | None = Field(default=None, gt=0)
 
+    @property
+    def request(self) -> str | None:
+        return self.uri
+
 
 class ReadJobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     uri: str | None = Field(default=None, min_length=1, max_length=4096)
+
+    @property
+    def request(self) -> str | None:
+        return self.uri

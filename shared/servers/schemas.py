@@ -8,6 +8,10 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from shared.prompts.schemas import PromptOut
+from shared.resources.schemas import ResourceOut
+from shared.tools.schemas import ToolOut
+
 MAX_ITEMS = 1000
 
 Refs = list[str]
@@ -53,28 +57,6 @@ class ServerPatch(BaseModel):
     public_mcp: StrictBool | None = None
 
 
-class ServerTool(BaseModel):
-    id: uuid.UUID
-    name: str  # the name MCP clients see
-    qualified_name: str
-    gateway_id: uuid.UUID
-
-
-class ServerResource(BaseModel):
-    id: uuid.UUID
-    ref: str
-    uri: str
-    is_template: bool
-    gateway_id: uuid.UUID
-
-
-class ServerPrompt(BaseModel):
-    id: uuid.UUID
-    name: str  # the name MCP clients see
-    qualified_name: str
-    gateway_id: uuid.UUID
-
-
 class ServerOut(BaseModel):
     id: uuid.UUID
     team_id: uuid.UUID
@@ -82,9 +64,10 @@ class ServerOut(BaseModel):
     description: str | None
     public_mcp: bool
     mcp_path: str
-    tools: list[ServerTool]
-    resources: list[ServerResource]
-    prompts: list[ServerPrompt]
+    # As the catalog shows them (GET /v1/tools/{ref}, ...), in the server's order.
+    tools: list[ToolOut]
+    resources: list[ResourceOut]
+    prompts: list[PromptOut]
     created_at: datetime
     updated_at: datetime
 

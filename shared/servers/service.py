@@ -104,7 +104,7 @@ async def _load_out(s: AsyncSession, servers: list[Server]) -> list[ServerOut]:
         to_out(
             server,
             {
-                kind.plural: [kind.to_member(row, gw) for row, gw in by_kind[kind.plural].get(server.id, [])]
+                kind.plural: [kind.to_out(row, gw) for row, gw in by_kind[kind.plural].get(server.id, [])]
                 for kind in KINDS
             },
         )

@@ -17,7 +17,6 @@ from shared.gateways.service import backend_spec
 from shared.items.kind import ItemKind, JobSpec
 from shared.jobs.schemas import JobKind
 from shared.models import Gateway, Tool, server_tools
-from shared.servers.schemas import ServerTool
 from shared.tools.schemas import PlainTool, ToolOut
 
 log = logging.getLogger(__name__)
@@ -35,12 +34,6 @@ def to_out(tool: Tool, gateway: Gateway) -> ToolOut:
         input_schema=tool.input_schema,
         output_schema=tool.output_schema,
         annotations=tool.annotations,
-    )
-
-
-def to_member(tool: Tool, gateway: Gateway) -> ServerTool:
-    return ServerTool(
-        id=tool.id, name=tool.name, qualified_name=f"{gateway.name}.{tool.name}", gateway_id=gateway.id
     )
 
 
@@ -109,7 +102,6 @@ TOOLS: ItemKind[Tool, PlainTool, ToolOut, dict[str, Any]] = ItemKind(
     separator=".",
     members=server_tools,
     to_out=to_out,
-    to_member=to_member,
     to_plain=to_plain,
     to_job=to_job,
 )

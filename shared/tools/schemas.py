@@ -50,8 +50,16 @@ class CallRequest(BaseModel):
     arguments: dict[str, Any] = Field(default_factory=dict)
     timeout_s: float | None = Field(default=None, gt=0)
 
+    @property
+    def request(self) -> dict[str, Any]:
+        return self.arguments
+
 
 class JobSubmitRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     arguments: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def request(self) -> dict[str, Any]:
+        return self.arguments
