@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     token_cache_ttl_s: float = 10.0
     # Jobs one team may have queued or running at once; past it, 429. 0 turns the limit off.
     team_max_in_flight: int = 1000
+    # Jobs queued or running over all teams; past it, new jobs get 503 + Retry-After (back-pressure
+    # that keeps Redis's memory bounded however many requests arrive). 0 turns the cap off.
+    queue_max_jobs: int = 100_000
 
     # The MCP front door (/v1/servers/{id}/mcp): DNS-rebinding protection. Requests whose Host
     # (or Origin, when sent) is not in these lists are refused. The localhost variants are always

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from shared.auth.schemas import Principal, Role
 from shared.config import Settings
-from shared.errors import Conflict, NotFound, ServiceUnavailable, TooManyRequests
+from shared.errors import Conflict, IdempotencyKeyReused, NotFound, ServiceUnavailable, TooManyRequests
 from shared.ids import parse_uuid
 from shared.jobs.schemas import JobRecord, JobStatus, PreparedJob
 from shared.jobs.store import JobStore
@@ -74,20 +74,37 @@ class JobQueue:
     # --- submit and await ------------------------------------------------------------------------
 
     async def submit(self, job: PreparedJob) -> JobRecord:
-        """Enqueue; 429 if the job's team already has its limit of jobs in flight."""
+        """Enqueue; 429 if the job's team has its limit of jobs in flight, 503 if the queue is
+        full. With an idempotency key already used by the team, the job that key names (422 if
+        it was asked with another request)."""
         try:
-            record = await self._store.enqueue(job)
+            admission = await self._store.enqueue(job)
+            if admission.outcome == "duplicate" and admission.same_request and admission.existing:
+                existing = await self._store.get(admission.existing)
+                if existing is None:
+                    raise NotFound(f"job {admission.existing}, which this Idempotency-Key named, has expired")
+                return existing
         except RedisError as exc:
             log.warning("enqueue of %s failed: %s", job.id, exc)
             raise ServiceUnavailable(
                 "the job queue is unavailable; try again", headers={"Retry-After": str(RETRY_AFTER_S)}
             ) from exc
-        if record is None:
+        if admission.record is not None:
+            return admission.record
+        if admission.outcome == "team_full":
             raise TooManyRequests(
                 f"the team already has {self.settings.team_max_in_flight} jobs queued or running",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
-        return record
+        if admission.outcome == "queue_full":
+            raise ServiceUnavailable(
+                f"the queue is full ({self.settings.queue_max_jobs} jobs queued or running); try again",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+        raise IdempotencyKeyReused(
+            f"the Idempotency-Key was already used for another request (job {admission.existing}); "
+            "use a new key for a new request"
+        )
 
     async def run(
         self,
@@ -103,18 +120,31 @@ class JobQueue:
         a caller that stops waiting (its task is cancelled: an MCP client cancelled its request or
         went away) cancels the job, so it does not run on unseen.
         """
+        record: JobRecord | None
         async with self._waiters.watch(job.id) as watch, self._relay(job.id, on_progress):
-            await self.submit(job)
-            try:
-                record = await watch.wait(wait_s, pending=True)
-            except BaseException:
-                if cancel_if_abandoned:
-                    with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                        await self._request_cancel(job.id)
-                raise
+            record = await self.submit(job)
+            if record.id == job.id:
+                try:
+                    record = await watch.wait(wait_s, pending=True)
+                except BaseException:
+                    if cancel_if_abandoned:
+                        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                            await self._request_cancel(job.id)
+                    raise
+        if record is not None and record.id != job.id:
+            # An earlier request with the same idempotency key made the job: await that one.
+            record = await self._await(record, wait_s)
         if record is None:
             raise NotFound(f"job {job.id} vanished")
         return record
+
+    async def _await(self, record: JobRecord, wait_s: float) -> JobRecord | None:
+        """`record` once terminal, or as it stands after `wait_s`."""
+        if record.status.terminal or wait_s <= 0:
+            return record
+        async with self._waiters.watch(record.id) as watch:
+            # Not pending: the read inside the watch catches an ending pushed before it began.
+            return await watch.wait(wait_s)
 
     @contextlib.asynccontextmanager
     async def _relay(self, job_id: str, sink: ProgressSink | None) -> AsyncIterator[None]:
@@ -139,25 +169,16 @@ class JobQueue:
     # --- read ---------------------------------------------------------------------------------------
 
     async def get(self, job_id: str, principal: Principal, wait_s: float = 0.0) -> JobRecord:
-        """The job as `principal` may see it; with `wait_s`, long-poll until it is terminal."""
-        if wait_s <= 0:
-            record = await self._store.reconcile(job_id)
-            if record is None:
-                raise _not_found(job_id)
-            authorize(principal, record)
-            return record
-        # Watch before the read, so a push between the read and the wait is not missed. The team
-        # is checked before any wait: another team's job answers 404 at once, like an unknown one.
-        async with self._waiters.watch(job_id) as watch:
-            record = await self._store.get(job_id)
-            if record is None:
-                raise _not_found(job_id)
-            authorize(principal, record)
-            if not record.status.terminal:
-                record = await watch.wait(wait_s, pending=True)
+        """The job as `principal` may see it; with `wait_s`, long-poll until it is terminal. The
+        team is checked before any wait: another team's job answers 404 at once, like an unknown one."""
+        record = await (self._store.get(job_id) if wait_s > 0 else self._store.reconcile(job_id))
         if record is None:
             raise _not_found(job_id)
-        return record
+        authorize(principal, record)
+        awaited = await self._await(record, wait_s)
+        if awaited is None:
+            raise _not_found(job_id)
+        return awaited
 
     async def tasks(self, team: str, offset: int, limit: int) -> tuple[list[JobRecord], bool]:
         """The team's tool-call jobs, newest first, and whether more follow (MCP `tasks/list`)."""

@@ -13,9 +13,11 @@ that never reaches a terminal state (its record expired unread) ages out instead
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import Job, serialize_job
@@ -48,17 +50,27 @@ return {st, redis.call('HGET', KEYS[1], 'attempts') or '0', created}
 """
 
 # KEYS[1] record, KEYS[2] arq job, KEYS[3] arq queue, KEYS[4] the team's in-flight set,
-# KEYS[5] the team's task index (KEYS[1] when the job is not listed as a task);
+# KEYS[5] the team's task index (KEYS[1] when the job is not listed as a task), KEYS[6] the
+# caller's idempotency key (KEYS[1] when it sent none);
 # ARGV job id, now ms, limit (0: none), in-flight horizon ms, record ttl, serialized arq job,
-# queue ttl ms, wake list, then the record's field/value pairs. Returns 0 if over the limit.
+# queue ttl ms, wake list, queue cap (0: none), request fingerprint, then the record's
+# field/value pairs.
+# Returns {'ok'}, {'team_full'}, {'queue_full'}, or {'duplicate', job id, fingerprint} when the
+# idempotency key already names a job (nothing is written then).
 # The wake-up is a token in a list that idle workers block on: each new job wakes one worker,
 # not all of them (a broadcast made every worker race for every job). Capped: with no worker
 # running, tokens must not pile up.
 _ENQUEUE = """
+if KEYS[6] ~= KEYS[1] then
+  local known = redis.call('HMGET', KEYS[6], 'job', 'fingerprint')
+  if known[1] then return {'duplicate', known[1], known[2]} end
+end
+local cap = tonumber(ARGV[9])
+if cap > 0 and redis.call('ZCARD', KEYS[3]) >= cap then return {'queue_full'} end
 local limit = tonumber(ARGV[3])
 if limit > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[2])
-  if redis.call('ZCARD', KEYS[4]) >= limit then return 0 end
+  if redis.call('ZCARD', KEYS[4]) >= limit then return {'team_full'} end
   redis.call('ZADD', KEYS[4], tonumber(ARGV[2]) + tonumber(ARGV[4]), ARGV[1])
   redis.call('PEXPIRE', KEYS[4], ARGV[4])
 end
@@ -70,13 +82,18 @@ if KEYS[5] ~= KEYS[1] then
   redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
   redis.call('PEXPIRE', KEYS[5], ttl_ms)
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 9))
+if KEYS[6] ~= KEYS[1] then
+  -- The key names the job as long as its record lives.
+  redis.call('HSET', KEYS[6], 'job', ARGV[1], 'fingerprint', ARGV[10])
+  redis.call('EXPIRE', KEYS[6], ARGV[5])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 11))
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('PSETEX', KEYS[2], ARGV[7], ARGV[6])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
 redis.call('LPUSH', ARGV[8], '1')
 redis.call('LTRIM', ARGV[8], 0, 999)
-return 1
+return {'ok'}
 """
 
 # Frees the job's in-flight slot; shared by the scripts that make a job terminal.
@@ -139,6 +156,18 @@ return st
 CANCELLED_ERROR: JobError = {"type": "cancelled", "message": "cancelled on request"}
 
 
+@dataclass(frozen=True)
+class Admission:
+    """What enqueueing did: `ok` (the new record), `team_full`, `queue_full` (nothing written), or
+    `duplicate` (the idempotency key already names `existing`; `same_request` if the earlier job
+    was asked with the same request)."""
+
+    outcome: Literal["ok", "team_full", "queue_full", "duplicate"]
+    record: JobRecord | None
+    existing: str | None = None
+    same_request: bool = False
+
+
 class JobStore:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._redis = redis
@@ -181,10 +210,10 @@ class JobStore:
             "attempts": "0",
         }
 
-    async def enqueue(self, job: PreparedJob) -> JobRecord | None:
-        """Admit the job against its team's in-flight limit, then write record, arq job and worker
-        wake-up in one script: one round trip. Returns the new record (no read needed: it is what
-        was written), or None (nothing written) if the team is at its limit.
+    async def enqueue(self, job: PreparedJob) -> Admission:
+        """Admit the job (its idempotency key, the queue's cap, its team's in-flight limit), then
+        write record, arq job and worker wake-up in one script: one round trip. An admitted job's
+        record needs no read: it is what was written.
 
         It writes what `ArqRedis.enqueue_job` writes (the serialized job under arq's job key,
         the id in the queue's sorted set) minus its WATCH/EXISTS guard against a reused id,
@@ -203,13 +232,14 @@ class JobStore:
             fields["slot"] = slot
         # The latest a job can still be in flight: its queue wait, its run, and some slack.
         horizon_ms = int((s.queue_ttl_s + s.max_backend_timeout_s + 60) * 1000)
-        admitted = await self._enqueue(
+        answer = await self._enqueue(
             keys=[
                 self._key(job_id),
                 job_key_prefix + job_id,
                 s.queue_name,
                 slot or self._key(job_id),
                 self.tasks_key(team) if team and job.kind is JobKind.CALL_TOOL else self._key(job_id),
+                self._idempotency_key(job) or self._key(job_id),
             ],
             args=[
                 job_id,
@@ -220,10 +250,24 @@ class JobStore:
                 serialized,
                 int(s.queue_ttl_s * 1000),
                 self.wake_list,
+                s.queue_max_jobs,
+                job.fingerprint,
                 *(item for pair in fields.items() for item in pair),
             ],
         )
-        return JobRecord.from_fields(fields) if admitted else None
+        outcome = answer[0].decode()
+        if outcome == "ok":
+            return Admission("ok", JobRecord.from_fields(fields))
+        if outcome == "duplicate":
+            return Admission("duplicate", None, answer[1].decode(), answer[2].decode() == job.fingerprint)
+        return Admission(outcome, None)
+
+    def _idempotency_key(self, job: PreparedJob) -> str | None:
+        """Keys are per team: two teams' clients may pick the same key without meeting."""
+        if job.idempotency_key is None:
+            return None
+        digest = hashlib.sha256(job.idempotency_key.encode()).hexdigest()
+        return self._settings.key("idempotency", job.team or "-", digest)
 
     async def get(self, job_id: str) -> JobRecord | None:
         raw = await self._redis.hgetall(self._key(job_id))  # type: ignore[misc]
