@@ -18,9 +18,17 @@ from arq.constants import abort_jobs_ss
 from arq.utils import timestamp_ms
 from redis.exceptions import RedisError
 
+from shared import pagination
 from shared.auth.schemas import Principal, Role
 from shared.config import Settings
-from shared.errors import Conflict, IdempotencyKeyReused, NotFound, ServiceUnavailable, TooManyRequests
+from shared.errors import (
+    BadRequest,
+    Conflict,
+    IdempotencyKeyReused,
+    NotFound,
+    ServiceUnavailable,
+    TooManyRequests,
+)
 from shared.ids import parse_uuid
 from shared.jobs.schemas import JobRecord, JobStatus, PreparedJob
 from shared.jobs.store import JobStore
@@ -30,6 +38,8 @@ log = logging.getLogger(__name__)
 
 # How long DELETE waits for a running job's worker to confirm the cancellation.
 CANCEL_CONFIRM_S = 5.0
+# How many index entries a filtered listing reads per round trip.
+RECENT_SCAN_BATCH = 100
 # What a caller over its team's in-flight limit is told to wait before trying again.
 RETRY_AFTER_S = 1
 
@@ -40,6 +50,14 @@ ProgressSink = Callable[[dict[str, Any]], Awaitable[None]]
 def _not_found(job_id: str) -> NotFound:
     # The same answer whether the job never existed, has expired or belongs to another team.
     return NotFound(f"job {job_id} not found (unknown, expired, or not your team's)")
+
+
+def _position(cursor: str) -> tuple[int, str]:
+    """A GET /v1/jobs cursor: the (created ms, job id) of the last job of the previous page."""
+    created, job_id = pagination.decode_values(cursor, 2)
+    if not isinstance(created, int) or not isinstance(job_id, str):
+        raise BadRequest("invalid cursor")
+    return created, job_id
 
 
 def authorize(principal: Principal, record: JobRecord) -> None:
@@ -186,6 +204,37 @@ class JobQueue:
         records = [r for r in await self._store.get_many(ids[:limit]) if r is not None]
         return records, len(ids) > limit
 
+    async def recent(
+        self,
+        principal: Principal,
+        statuses: frozenset[JobStatus] = frozenset(),
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[JobRecord], str | None]:
+        """The newest jobs `principal` may see (its team's; every team's for the platform admin),
+        newest first, only those in `statuses` if given, and the cursor of the next page.
+
+        Viewers may not see jobs (the rule of `authorize`): 403. The scan reads the index in
+        batches and stops at a full page, so a filter that matches little reads at most the
+        index's RECENT_JOBS_KEPT records.
+        """
+        if principal.team_id is not None:
+            principal.authorize(principal.team_id, Role.MEMBER, "the team's jobs")
+        key = self._store.recent_key(None if principal.platform else str(principal.team_id))
+        position = _position(cursor) if cursor else None
+        found: list[JobRecord] = []
+        while True:
+            batch = await self._store.recent_ids(key, position, max(limit, RECENT_SCAN_BATCH))
+            records = await self._store.get_many([job_id for _, job_id in batch])
+            for entry, record in zip(batch, records, strict=True):
+                position = entry
+                if record is not None and (not statuses or record.status in statuses):
+                    found.append(record)
+                    if len(found) == limit:
+                        return found, pagination.encode(list(position))
+            if len(batch) < max(limit, RECENT_SCAN_BATCH):
+                return found, None
+
     # --- cancel -------------------------------------------------------------------------------------
 
     async def cancel(self, job_id: str, principal: Principal) -> JobRecord:
@@ -231,6 +280,10 @@ class JobQueue:
     async def depth(self) -> int:
         """Jobs waiting for a worker."""
         return await self._store.queue_depth()
+
+    async def running(self) -> int:
+        """Jobs a worker is running."""
+        return await self._store.running_count()
 
     async def ping(self) -> None:
         await self.redis.ping()

@@ -51,10 +51,11 @@ return {st, redis.call('HGET', KEYS[1], 'attempts') or '0', created}
 
 # KEYS[1] record, KEYS[2] arq job, KEYS[3] arq queue, KEYS[4] the team's in-flight set,
 # KEYS[5] the team's task index (KEYS[1] when the job is not listed as a task), KEYS[6] the
-# caller's idempotency key (KEYS[1] when it sent none);
+# caller's idempotency key (KEYS[1] when it sent none), KEYS[7] the team's index of recent jobs
+# (KEYS[1] for a job of no team), KEYS[8] the index of every team's recent jobs;
 # ARGV job id, now ms, limit (0: none), in-flight horizon ms, record ttl, serialized arq job,
-# queue ttl ms, wake list, queue cap (0: none), request fingerprint, then the record's
-# field/value pairs.
+# queue ttl ms, wake list, queue cap (0: none), request fingerprint, entries kept per index of
+# recent jobs, then the record's field/value pairs.
 # Returns {'ok'}, {'team_full'}, {'queue_full'}, or {'duplicate', job id, fingerprint} when the
 # idempotency key already names a job (nothing is written then).
 # The wake-up is a token in a list that idle workers block on: each new job wakes one worker,
@@ -74,20 +75,26 @@ if limit > 0 then
   redis.call('ZADD', KEYS[4], tonumber(ARGV[2]) + tonumber(ARGV[4]), ARGV[1])
   redis.call('PEXPIRE', KEYS[4], ARGV[4])
 end
-if KEYS[5] ~= KEYS[1] then
-  -- Tool-call jobs are MCP tasks too: index them by creation time, for tasks/list. Entries
-  -- older than a record can live are trimmed here, so the index never outgrows the records.
-  local ttl_ms = tonumber(ARGV[5]) * 1000
-  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', tonumber(ARGV[2]) - ttl_ms)
-  redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
-  redis.call('PEXPIRE', KEYS[5], ttl_ms)
+-- Indexes by creation time. Entries older than a record can live are trimmed here, so an index
+-- never outgrows the records; `keep` > 0 also bounds it to its newest entries.
+local ttl_ms = tonumber(ARGV[5]) * 1000
+local function index(key, keep)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', tonumber(ARGV[2]) - ttl_ms)
+  redis.call('ZADD', key, ARGV[2], ARGV[1])
+  if keep > 0 then redis.call('ZREMRANGEBYRANK', key, 0, -keep - 1) end
+  redis.call('PEXPIRE', key, ttl_ms)
 end
+-- Tool-call jobs are MCP tasks too: tasks/list pages through all of them.
+if KEYS[5] ~= KEYS[1] then index(KEYS[5], 0) end
+-- Every job, newest kept, for GET /v1/jobs (the console): per team, and across teams.
+if KEYS[7] ~= KEYS[1] then index(KEYS[7], tonumber(ARGV[11])) end
+index(KEYS[8], tonumber(ARGV[11]))
 if KEYS[6] ~= KEYS[1] then
   -- The key names the job as long as its record lives.
   redis.call('HSET', KEYS[6], 'job', ARGV[1], 'fingerprint', ARGV[10])
   redis.call('EXPIRE', KEYS[6], ARGV[5])
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 11))
+redis.call('HSET', KEYS[1], unpack(ARGV, 12))
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('PSETEX', KEYS[2], ARGV[7], ARGV[6])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
@@ -127,6 +134,10 @@ end
 return 1
 """
 )
+
+# What GET /v1/jobs can page through: the newest jobs of each team (and of all teams), not the
+# whole history. Bounds the indexes under load, and the records one listing may read.
+RECENT_JOBS_KEPT = 1000
 
 # Results up to this size travel inside the completion message; larger ones are read by id.
 PUBLISH_WHOLE_MAX_BYTES = 32_768
@@ -192,6 +203,10 @@ class JobStore:
         """The team's tool-call jobs by creation time: what MCP `tasks/list` pages through."""
         return self._settings.key("team", team, "tasks")
 
+    def recent_key(self, team: str | None) -> str:
+        """Jobs by creation time, the newest RECENT_JOBS_KEPT: the team's, or (None) every team's."""
+        return self._settings.key("team", team, "recent") if team else self._settings.key("jobs", "recent")
+
     @property
     def _record_ttl(self) -> int:
         # Outlives the longest a job can wait and run, then the retention time.
@@ -240,6 +255,8 @@ class JobStore:
                 slot or self._key(job_id),
                 self.tasks_key(team) if team and job.kind is JobKind.CALL_TOOL else self._key(job_id),
                 self._idempotency_key(job) or self._key(job_id),
+                self.recent_key(team) if team else self._key(job_id),
+                self.recent_key(None),
             ],
             args=[
                 job_id,
@@ -252,6 +269,7 @@ class JobStore:
                 self.wake_list,
                 s.queue_max_jobs,
                 job.fingerprint,
+                RECENT_JOBS_KEPT,
                 *(item for pair in fields.items() for item in pair),
             ],
         )
@@ -329,7 +347,30 @@ class JobStore:
     async def task_ids(self, team: str, offset: int, limit: int) -> list[str]:
         """The team's tool-call job ids, newest first."""
         ids = await self._redis.zrevrange(self.tasks_key(team), offset, offset + limit - 1)
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+        return [_text(i) for i in ids]
+
+    async def recent_ids(self, key: str, after: tuple[int, str] | None, count: int) -> list[tuple[int, str]]:
+        """Up to `count` (created ms, job id) of index `key`, newest first, after position `after`.
+
+        Entries of one millisecond are ordered by id (descending, as ZREVRANGE orders them), so
+        a position names one place even when jobs share a creation time, and a page never
+        repeats or skips an entry when newer jobs arrive meanwhile (an offset would shift).
+        """
+        if after is None:
+            raw = await self._redis.zrevrange(key, 0, count - 1, withscores=True)
+            return [(int(score), _text(member)) for member, score in raw]
+        created, last_id = after
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(key, created, created)
+            pipe.zrevrangebyscore(key, f"({created}", "-inf", start=0, num=count, withscores=True)
+            same_ms, older = await pipe.execute()
+        ties = sorted((m for m in map(_text, same_ms) if m < last_id), reverse=True)
+        entries = [(created, m) for m in ties] + [(int(score), _text(m)) for m, score in older]
+        return entries[:count]
+
+    async def running_count(self) -> int:
+        """Jobs a worker has started and not finished (their queue score is in the future, see _START)."""
+        return int(await self._redis.zcount(self._settings.queue_name, f"({timestamp_ms()}", "+inf"))
 
     async def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -403,3 +444,7 @@ class JobStore:
                 "error": {"type": "expired", "message": "the job expired before a worker ran it"},
             }
         return {"ok": False, "error": {"type": "worker_error", "message": f"{name}: {message}"}}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
