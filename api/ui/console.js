@@ -88,7 +88,7 @@ function progressBits(job) {
 function jobRow(job) {
   const row = el("tr");
   row.dataset.jobId = job.id;
-  for (const name of ["status", "item", "progress", "time created", "time waited", "time ran", "actions"]) {
+  for (const name of ["status", "item", "progress-cell", "time", "time", "time", "actions"]) {
     row.append(el("td", name));
   }
   row.addEventListener("click", () => select(job.id));
