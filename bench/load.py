@@ -12,8 +12,8 @@ reports calls/s, latency percentiles, errors by status and type, the CPU each pr
 completed call (from /proc: API, each worker, backend, Redis, PostgreSQL, wrk itself), Redis
 commands and round trips per call (INFO commandstats / total_reads_processed deltas; the Redis
 server is private to the run, so nothing else counts), and the idle-in-transaction sessions.
-Results go to bench/results/<timestamp>/: report.md, summary.json, and per run its logs,
-wrk's records and activity.csv.
+Results go to bench/results/<timestamp>/: report.md, summary.json, and under raw/<run>/ each
+run's logs, wrk's records and activity.csv (pg_stat_activity over time).
 
     python bench/load.py --shape echo                   # 100 users, echo, 30 s, 2 workers
     python bench/load.py --shape slow                   # 1000 users, 5 s tool, 60 s, 2 workers
@@ -417,7 +417,7 @@ def main() -> None:
     summaries = []
     for i, code in enumerate(args.code or [ROOT]):
         args.label = f"run{i + 1}"
-        summaries.append(run_once(args, code, out / args.label))
+        summaries.append(run_once(args, code, out / "raw" / args.label))
         print("\n".join(table(summaries)[-1:]), flush=True)
     write_report(summaries, out)
     print("\n".join(table(summaries)))
