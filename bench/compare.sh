@@ -3,7 +3,7 @@
 # side by side. The commit is exported with `git archive` to a temporary directory (no worktree
 # is registered in the repository) and removed afterwards.
 #
-#   bench/compare.sh REV [load.py options...]      e.g.  bench/compare.sh HEAD~1 --shape echo
+#   bench/compare.sh REV [load.py options...]   e.g.  bench/compare.sh HEAD~1 --shape echo --rounds 2
 #
 # PYTHON: the interpreter with the project's dependencies (default: python).
 set -eu
