@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -206,6 +207,8 @@ async def drive(s: Stack, redis_server: RedisServer, args: argparse.Namespace) -
         watching = asyncio.create_task(supervisor.watch(args.straggler_wait))
         await asyncio.gather(*(follow(api, job, deadline, tally, wait=30.0) for job in waiting))
         watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
     return tally
 
 
