@@ -137,7 +137,7 @@ def stack(
             ],
         )
         for i in range(workers):
-            spawn(f"worker{i}", ["-m", "arq", "workers.main.WorkerSettings"])
+            spawn(f"worker{i}", ["-m", "workers"])
         api = f"http://127.0.0.1:{api_port}"
         wait_http(f"{api}/ready", procs=list(procs.values()))
         yield Stack(

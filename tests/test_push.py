@@ -7,7 +7,6 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
-import arq.worker
 import pytest
 
 from shared.auth.schemas import PLATFORM_ADMIN
@@ -18,8 +17,7 @@ from shared.jobs.store import JobStore
 from shared.jobs.waiters import JobWaiters
 from shared.redis import make_redis, start_subscriber, stop_task
 from tests.backends import Backends
-from tests.conftest import isolated, make_worker
-from workers import wake
+from tests.conftest import isolated, running_worker
 
 
 @contextlib.asynccontextmanager
@@ -53,30 +51,17 @@ def echo_payload(backends: Backends, text: str) -> dict[str, object]:
     }
 
 
-def test_arq_loop_uses_the_wakeable_poll() -> None:
-    # If arq renames or stops using `poll`, the wake-up silently stops working: fail here instead.
-    assert arq.worker.poll is wake.wakeable_poll
-    assert "poll(self.poll_delay_s)" in __import__("inspect").getsource(arq.worker.Worker.main)
-
-
 async def test_worker_is_woken_by_a_push_not_its_poll_delay(settings: Settings, backends: Backends) -> None:
-    own = isolated(settings, fallback_poll_s=30.0)
-    worker = make_worker(own, poll_delay=30.0)  # a fixed poll would take up to 30 s per job
-    task = asyncio.create_task(worker.async_run())
-    try:
-        async with job_queue(own) as queue:
-            await asyncio.sleep(0.5)  # past the worker's first, immediate poll
-            for i in range(3):
-                started = time.monotonic()
-                record = await queue.run(JobKind.CALL_TOOL, echo_payload(backends, f"p{i}"), "push.echo", 20)
-                assert record.status is JobStatus.COMPLETED, record
-                assert time.monotonic() - started < 2.0
-                await asyncio.sleep(0.2)
-    finally:
-        await worker.close()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    # A fixed poll would take up to 30 s per job.
+    own = isolated(settings, fallback_poll_s=30.0, worker_fallback_poll_s=30.0)
+    async with running_worker(own), job_queue(own) as queue:
+        await asyncio.sleep(0.5)  # past the worker's first, immediate claim
+        for i in range(3):
+            started = time.monotonic()
+            record = await queue.run(JobKind.CALL_TOOL, echo_payload(backends, f"p{i}"), "push.echo", 20)
+            assert record.status is JobStatus.COMPLETED, record
+            assert time.monotonic() - started < 2.0
+            await asyncio.sleep(0.2)
 
 
 async def test_waiter_is_woken_by_the_push(settings: Settings) -> None:
@@ -87,7 +72,6 @@ async def test_waiter_is_woken_by_the_push(settings: Settings) -> None:
 
         async def finish_later() -> None:
             await asyncio.sleep(0.2)
-            await queue.store.start(job_id, "elsewhere")
             await queue.store.finish(job_id, {"ok": True, "result": {"isError": False, "content": []}})
 
         finisher = asyncio.create_task(finish_later())
