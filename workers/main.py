@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 0 if a worker on this host is alive")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The HTTP clients log every request at INFO: a line per backend call is noise, and CPU.
+    for chatty in ("httpx", "httpx2"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     settings = get_settings()
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(check(settings) if args.check else serve(settings))
