@@ -59,14 +59,13 @@ for _, id in ipairs(due) do
     redis.call('ZADD', KEYS[1], 'XX', lock_until, id)
     redis.call('SADD', KEYS[3], id)
     local record = ARGV[6] .. id
-    local st = redis.call('HGET', record, 'status') or 'missing'
-    local attempts = redis.call('HGET', record, 'attempts') or '0'
+    local seen = redis.call('HMGET', record, 'status', 'attempts', 'created_ts')
+    local st, attempts = seen[1] or 'missing', seen[2] or '0'
     if st == 'queued' or st == 'running' then
       attempts = redis.call('HINCRBY', record, 'attempts', 1)
       redis.call('HSET', record, 'status', 'running', 'started_at', ARGV[5], 'worker', ARGV[4])
     end
-    claimed[#claimed + 1] = {id, job, try, aborted, st, tostring(attempts),
-                             redis.call('HGET', record, 'created_ts') or '0'}
+    claimed[#claimed + 1] = {id, job, try, aborted, st, tostring(attempts), seen[3] or '0'}
   end
 end
 return claimed
