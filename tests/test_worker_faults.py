@@ -185,7 +185,7 @@ async def test_sigkilled_worker_is_noticed_in_seconds(
 
 
 async def test_sigterm_lets_a_short_call_finish(
-    api: tuple[FastAPI, httpx.AsyncClient], spawn_worker: WorkerFactory, backends: Backends
+    api: tuple[FastAPI, httpx.AsyncClient], spawn_worker: WorkerFactory, backends: Backends, own: Settings
 ) -> None:
     _, client = api
     worker = spawn_worker()  # the default drain: 30 s
@@ -194,6 +194,7 @@ async def test_sigterm_lets_a_short_call_finish(
     backends.gate(key)
     job_id = await _submit_running(client, name, "hold", {"key": key})  # not idempotent
     assert await asyncio.to_thread(backends.gate(key).entered.wait, 10)
+    assert await _check(own) == 0  # the container health check sees the worker beat
     worker.send_signal(signal.SIGTERM)
     await asyncio.sleep(1.0)
     assert worker.poll() is None  # draining: the call is still running
@@ -202,6 +203,43 @@ async def test_sigterm_lets_a_short_call_finish(
     assert job["status"] == "completed", job  # no worker_lost
     assert job["attempts"] == 1
     assert await asyncio.to_thread(worker.wait, 10) == 0
+    assert await _check(own) == 1  # it left cleanly: nothing for another worker to hand on
+
+
+async def test_worker_started_while_redis_is_away_waits_for_it(
+    api: tuple[FastAPI, httpx.AsyncClient],
+    spawn_worker: WorkerFactory,
+    backends: Backends,
+    private_redis: PrivateRedis,
+) -> None:
+    _, client = api
+    first = spawn_worker()
+    name = await _gateway(client, backends)  # a worker must be up to register a gateway
+    first.terminate()  # the late worker must be the only one
+    assert await asyncio.to_thread(first.wait, 10) == 0
+    private_redis.stop()
+    late = spawn_worker()
+    await asyncio.sleep(3)
+    assert late.poll() is None  # no Redis, and still up
+    private_redis.start()
+    response = await client.post(f"/v1/tools/{name}.echo/jobs", json={"arguments": {"text": "back"}})
+    for _ in range(50):  # the API's own connections come back too
+        if response.status_code == 202:
+            break
+        await asyncio.sleep(0.2)
+        response = await client.post(f"/v1/tools/{name}.echo/jobs", json={"arguments": {"text": "back"}})
+    job = await _terminal(client, response.json()["job_id"], within_s=20)
+    assert job["status"] == "completed", job
+    assert late.poll() is None
+
+
+async def _check(settings: Settings) -> int:
+    """`python -m workers --check` against these settings' Redis."""
+    env = {**worker_env(settings), "MCPQ_WORKER_DEAD_AFTER_S": DEAD_AFTER_S}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "workers", "--check", env=env, stdout=subprocess.DEVNULL
+    )
+    return await proc.wait()
 
 
 async def test_result_survives_a_redis_outage(

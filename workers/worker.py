@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -26,12 +27,13 @@ from arq.jobs import deserialize_job_raw, serialize_result
 from arq.utils import timestamp_ms
 from arq.worker import Function, JobExecutionFailed, func
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import Settings
 from shared.jobs.schemas import Envelope, JobKind
 from shared.jobs.store import CANCELLED_ERROR, ArqEnd, Claim, JobStore
-from shared.redis import job_deserializer, job_serializer, run_guarded, start_subscriber, stop_task
+from shared.redis import job_deserializer, job_serializer, run_guarded, stop_task, subscribe_forever
 from shared.security import SecretBox
 from workers.sessions import SessionPool
 from workers.state import WorkerState, new_worker_id
@@ -53,7 +55,8 @@ CLAIM_BATCH = 50
 # Results kept in memory while Redis is away; past it the oldest is dropped (and logged).
 PENDING_RESULTS_MAX = 10_000
 REDIS_BACKOFF_S = (0.1, 5.0)
-# What a Redis blip raises: the worker waits it out instead of exiting.
+# What a Redis blip raises (connection refused or lost, timeouts, a server still loading its
+# data): the worker waits it out instead of exiting.
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
@@ -112,10 +115,12 @@ class Worker(arq.worker.Worker):
         self.ctx.update(
             redis=self.pool, state=WorkerState(self.settings, self.store, sessions, self.worker_id)
         )
+        aborts: dict[str, Callable[[str], None]] = {self.store.wake_channel: self._abort_requested}
         background = [
             # Aborts are a broadcast (only the runner can act); after a reconnect, check anyway.
-            await start_subscriber(
-                self.pool, {self.store.wake_channel: self._abort_requested}, self._check_aborts
+            # Not awaited until subscribed: a worker starts while Redis is away, and waits for it.
+            asyncio.create_task(
+                run_guarded("aborts", lambda: subscribe_forever(self.pool, aborts, self._check_aborts))
             ),
             asyncio.create_task(
                 run_guarded(
@@ -187,7 +192,7 @@ class Worker(arq.worker.Worker):
                 if self._aborts_requested:
                     self._aborts_requested = False
                     await self._cancel_aborted_jobs()
-            except REDIS_DOWN as exc:
+            except (RedisError, OSError) as exc:  # also a failover's READONLY: wait, do not exit
                 log.warning("Redis unavailable (%s); retrying in %.1f s", exc, backoff)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, REDIS_BACKOFF_S[1])
