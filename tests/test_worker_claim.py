@@ -124,3 +124,17 @@ async def test_cancel_during_call_records_cancelled(settings: Settings, backends
         info = await arq_job.result_info()
         assert info is not None and not info.success  # arq's view: aborted (CancelledError)
         backends.gate(key).release()
+
+
+async def test_a_draining_worker_still_cancels_on_request(settings: Settings, backends: Backends) -> None:
+    own = isolated(settings)
+    async with running_worker(own) as worker, job_queue(own) as jobs:
+        key = uuid.uuid4().hex
+        backends.gate(key)
+        payload = echo_payload(backends, "x") | {"tool": "hold", "arguments": {"key": key}}
+        job_id = await jobs.submit(JobKind.CALL_TOOL, payload, "push.hold")
+        assert await asyncio.to_thread(backends.gate(key).entered.wait, 10)
+        worker.stop()  # SIGTERM: drains for up to worker_drain_s (30 s)
+        record = await jobs.cancel(job_id, PLATFORM_ADMIN)
+        assert record.status is JobStatus.CANCELLED, record
+        backends.gate(key).release()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from asyncio import FIRST_COMPLETED
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -164,11 +165,23 @@ class Worker(arq.worker.Worker):
         await self.pool.aclose()
 
     async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.worker_drain_s
+        while self.tasks and not self._hurry and loop.time() < deadline:
+            # Running calls may still be cancelled on request while they finish.
+            self._wake.clear()
+            woken = asyncio.ensure_future(self._wake.wait())
+            await asyncio.wait(
+                [*self.tasks.values(), woken], timeout=deadline - loop.time(), return_when=FIRST_COMPLETED
+            )
+            woken.cancel()
+            if self._aborts_requested:
+                self._aborts_requested = False
+                with contextlib.suppress(RedisError, OSError):
+                    await self._cancel_aborted_jobs()
         running = list(self.tasks.values())
-        if running and not self._hurry:
-            _, unfinished = await asyncio.wait(running, timeout=self.settings.worker_drain_s)
-            for task in unfinished:
-                task.cancel()
+        for task in running:
+            task.cancel()  # past the grace period: each hands its job back
         await asyncio.gather(*running, return_exceptions=True)
         # A last chance for results Redis did not take; what stays unwritten is handed on by
         # another worker once this one's beat lapses (its jobs are still in its running set).
