@@ -20,7 +20,7 @@ from shared.jobs.service import JobQueue, new_job_id
 from shared.jobs.store import ArqEnd, JobStore
 from shared.redis import job_deserializer, job_serializer
 from tests.backends import Backends
-from tests.conftest import isolated, running_worker
+from tests.conftest import isolated, make_worker, running_worker
 from tests.test_push import echo_payload, job_queue
 
 
@@ -138,3 +138,23 @@ async def test_a_draining_worker_still_cancels_on_request(settings: Settings, ba
         record = await jobs.cancel(job_id, PLATFORM_ADMIN)
         assert record.status is JobStatus.CANCELLED, record
         backends.gate(key).release()
+
+
+async def test_a_claim_whose_reply_was_lost_is_handed_back(settings: Settings, backends: Backends) -> None:
+    own = isolated(settings)
+    worker = make_worker(own)
+    async with job_queue(own) as jobs:
+        payload = echo_payload(backends, "orphan") | {"retry_safe": True}
+        job_id = await jobs.submit(JobKind.CALL_TOOL, payload, "push.echo")
+        # The claim ran in Redis, but its reply never reached the worker (a connection blip).
+        [lost] = await jobs.store.claim(worker.worker_id, 1)
+        assert lost.job_id == job_id
+        worker._claims_uncertain = True  # what the claim loop sets when a claim raised
+        task = asyncio.create_task(worker.async_run())
+        try:
+            record = await jobs.get(job_id, PLATFORM_ADMIN, wait_s=10)
+        finally:
+            await worker.close()
+            await task
+        # Without the hand-back it would wait for arq's lock to expire (job timeout + 10 s).
+        assert record.status is JobStatus.COMPLETED and record.attempts == 2, record

@@ -103,6 +103,8 @@ class Worker(arq.worker.Worker):
         self._pending_added = asyncio.Event()
         self._pending_written = asyncio.Event()
         self._unreturned = 0  # jobs this worker could not hand back; its lapsed beat will
+        # A claim whose reply was lost may have claimed jobs no task runs: look after the blip.
+        self._claims_uncertain = False
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -201,11 +203,15 @@ class Worker(arq.worker.Worker):
         while not self._stopping:
             self._wake.clear()  # cleared before the claim: a wake that arrives during it is kept
             try:
+                if self._claims_uncertain:
+                    await self._hand_back_orphans()
+                    self._claims_uncertain = False
                 await self._claim_due()
                 if self._aborts_requested:
                     self._aborts_requested = False
                     await self._cancel_aborted_jobs()
             except (RedisError, OSError) as exc:  # also a failover's READONLY: wait, do not exit
+                self._claims_uncertain = True
                 log.warning("Redis unavailable (%s); retrying in %.1f s", exc, backoff)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, REDIS_BACKOFF_S[1])
@@ -229,6 +235,15 @@ class Worker(arq.worker.Worker):
             task.add_done_callback(partial(self._ended, claim.job_id))
         if len(claims) == CLAIM_BATCH:
             self._wake.set()  # there may be more due
+
+    async def _hand_back_orphans(self) -> None:
+        """Hand back jobs in this worker's running set that no task of it runs or holds a result for."""
+        held = set(self.tasks) | {job_id for job_id, _, _ in self._pending}
+        for job_id in set(await self.store.running(self.worker_id)) - held:
+            log.warning(
+                "job %s was claimed but not started (a reply lost to a Redis blip); handing it back", job_id
+            )
+            await self.store.hand_back(job_id, self.worker_id)
 
     def _ended(self, job_id: str, task: asyncio.Task[None]) -> None:
         was_full = len(self.tasks) >= self.max_jobs

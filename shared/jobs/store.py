@@ -334,6 +334,11 @@ class JobStore:
         """The ids of the jobs `worker` has claimed and not yet finished or handed back."""
         return f"{self._settings.key('worker')}:{worker}:jobs"
 
+    async def running(self, worker: str) -> list[str]:
+        """The jobs `worker` has claimed and not yet finished or handed back."""
+        ids = await self._redis.smembers(self.running_key(worker))  # type: ignore[misc]
+        return [i.decode() for i in ids]
+
     async def claim(self, worker: str, most: int) -> list[Claim]:
         """Claim up to `most` due jobs for `worker` (see _CLAIM): one round trip, no race."""
         rows = await self._claim(
