@@ -93,6 +93,13 @@ class Settings(BaseSettings):
     mcp_max_sessions_per_backend: int = 64
     # Concurrent HTTP requests one pooled MCP session may have open to its backend.
     mcp_http_max_connections: int = 1000
+    # Each worker beats this often; a worker whose beat is older than `worker_dead_after_s` is
+    # dead, and a live worker hands its jobs on (re-run if retry-safe, else `worker_lost`).
+    worker_heartbeat_s: float = 2.0
+    worker_dead_after_s: float = 10.0
+    # On SIGTERM a worker takes no new jobs and lets running ones finish for this long, then hands
+    # the rest on. Keep it below the orchestrator's stop grace period (compose.yaml: 40 s).
+    worker_drain_s: float = 30.0
 
     @field_validator("database_url")
     @classmethod
@@ -122,6 +129,17 @@ class Settings(BaseSettings):
     def mcp_origins(self) -> list[str]:
         local = [f"{scheme}://{host}" for scheme in ("http", "https") for host in self.mcp_hosts]
         return local + [o.strip() for o in self.mcp_allowed_origins.split(",") if o.strip()]
+
+    @property
+    def job_timeout_s(self) -> float:
+        """The longest one job may run: the longest backend call, plus connect and bookkeeping."""
+        return self.max_backend_timeout_s + 30
+
+    @property
+    def job_lock_ms(self) -> int:
+        """arq's in-progress lock on a running job (and its queue score while it runs): the job
+        timeout plus arq's 10 s margin. The one place both are derived."""
+        return int((self.job_timeout_s + 10) * 1000)
 
     def key(self, *parts: str) -> str:
         """A Redis key under this deployment's prefix."""
