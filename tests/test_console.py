@@ -124,8 +124,10 @@ async def test_listing_without_a_token_is_401(served_alone: Served) -> None:
 
 async def test_filter_by_status(served_alone: Served, teams: Teams) -> None:
     app, http = served_alone
-    queued, running, cancelled = [await submit(http, teams, "A", str(i)) for i in range(3)]
-    await store_of(app).start(running, "worker-x")
+    running, queued, cancelled = [await submit(http, teams, "A", str(i)) for i in range(3)]
+    # No worker runs here: claim the oldest job as one would.
+    [claim] = await store_of(app).claim("worker-x", 1)
+    assert claim.job_id == running
     assert (await http.delete(f"/v1/jobs/{cancelled}", headers=teams.auth("A:member"))).status_code == 200
 
     def ids(body: dict[str, Any]) -> list[str]:
@@ -133,7 +135,7 @@ async def test_filter_by_status(served_alone: Served, teams: Teams) -> None:
 
     auth = teams.auth("A:member")
     assert ids(await listed(http, "?status=running", **auth)) == [running]
-    assert ids(await listed(http, "?status=queued&status=running", **auth)) == [running, queued]
+    assert ids(await listed(http, "?status=queued&status=running", **auth)) == [queued, running]
     assert ids(await listed(http, "?status=cancelled", **auth)) == [cancelled]
     assert ids(await listed(http, "?status=completed", **auth)) == []
 
@@ -203,7 +205,8 @@ async def test_queue_shows_depth_and_running(served_alone: Served, teams: Teams)
     app, http = served_alone
     assert (await http.get("/v1/queue", headers=teams.auth("A:viewer"))).json() == {"depth": 0, "running": 0}
     jobs = [await submit(http, teams, "B", str(i)) for i in range(3)]
-    await store_of(app).start(jobs[0], "worker-x")
+    [claim] = await store_of(app).claim("worker-x", 1)  # the oldest, as a worker would
+    assert claim.job_id == jobs[0]
     # Any role reads it; it counts every team's jobs.
     for caller in ("A:viewer", "A:member", "B:member"):
         response = await http.get("/v1/queue", headers=teams.auth(caller))
