@@ -15,6 +15,7 @@ from api.deps import authenticate
 from api.limits import BodySizeLimit
 from api.mcp.endpoint import MCP_METHODS, MCPEndpoint
 from api.mcp.endpoint import route as mcp_route
+from api.responses import AUTHENTICATED
 from api.routers import gateways, health, jobs, prompts, resources, servers, teams, tokens, tools
 from shared.cache import TTLCache
 from shared.config import Settings, get_settings
@@ -97,7 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         servers.router,
         jobs.router,
     ):
-        app.include_router(router, dependencies=[Depends(authenticate)])
+        app.include_router(router, dependencies=[Depends(authenticate)], responses=AUTHENTICATED)
     # The MCP front door: an ASGI endpoint of its own (it authenticates by itself; see api/mcp).
     app.router.routes.append(Route("/v1/servers/{server_id}/mcp", endpoint=mcp_route, methods=MCP_METHODS))
     app.add_middleware(BodySizeLimit, max_bytes=app.state.settings.max_body_bytes)

@@ -37,5 +37,16 @@ async def lookup(
             gateway, sep, name = ref.partition(separator)
             found = await by_name(s, principal.team_id, gateway, name) if sep else None
     if found is None:
-        raise NotFound(f"{what} {ref!r} not found")
+        # A bare name is the usual first mistake: say how a ref is written.
+        bare = separator not in ref and not _is_id(ref)
+        hint = f"; refer to it by its id or as {{gateway}}{separator}{ref} (GET /v1/{what}s lists them)"
+        raise NotFound(f"{what} {ref!r} not found" + (hint if bare else ""))
     return found
+
+
+def _is_id(ref: str) -> bool:
+    try:
+        uuid.UUID(ref)
+    except ValueError:
+        return False
+    return True

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from api.deps import ContextDep, PrincipalDep
+from api.responses import JOB_CANCEL, errors
 from shared.errors import ValidationFailed
 from shared.jobs.schemas import JobRecord, JobStatus
 
@@ -45,7 +46,7 @@ def call_response(record: JobRecord) -> JSONResponse:
     return JSONResponse(body, status_code=_FAILURE_STATUS.get(error["type"], 502))
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", responses=errors(403, 404, 422))
 async def get_job(
     job_id: str,
     ctx: ContextDep,
@@ -57,7 +58,7 @@ async def get_job(
     return (await ctx.queue.get(job_id, principal, wait)).to_public()
 
 
-@router.delete("/{job_id}")
+@router.delete("/{job_id}", responses=JOB_CANCEL)
 async def cancel_job(job_id: str, ctx: ContextDep, principal: PrincipalDep) -> JSONResponse:
     record = await ctx.queue.cancel(job_id, principal)
     return JSONResponse(record.to_public(), status_code=200 if record.status.terminal else 202)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 
 from api.deps import ContextDep, PrincipalDep
+from api.responses import BODY, errors, job_call, job_submit
 from api.routers.jobs import accepted, call_response
 from shared.jobs.schemas import JobStatus
 from shared.prompts import service as prompt_service
@@ -16,8 +17,13 @@ from shared.prompts.schemas import PromptOut, PromptPage, RenderJobRequest, Rend
 
 router = APIRouter(prefix="/v1/prompts", tags=["prompts"])
 
+# Documented with an example that names a real item in tests/fuzz (the gateway `demo`).
+PromptRef = Annotated[
+    str, Path(description="the prompt's id, or `{gateway}.{prompt}`", examples=["demo.greet"])
+]
 
-@router.get("")
+
+@router.get("", responses=errors(400, 422))
 async def list_prompts(
     ctx: ContextDep,
     principal: PrincipalDep,
@@ -28,22 +34,22 @@ async def list_prompts(
     return await prompt_service.list_page(ctx, principal, gateway=gateway, cursor=cursor, limit=limit)
 
 
-@router.get("/{ref}")
-async def get_prompt(ref: str, ctx: ContextDep, principal: PrincipalDep) -> PromptOut:
+@router.get("/{ref}", responses=errors(400, 404))
+async def get_prompt(ref: PromptRef, ctx: ContextDep, principal: PrincipalDep) -> PromptOut:
     return await prompt_service.get(ctx, principal, ref)
 
 
-@router.post("/{ref}/render")
+@router.post("/{ref}/render", responses=job_call(400, 403, 404, 429, *BODY))
 async def render_prompt(
-    ref: str, body: RenderRequest, ctx: ContextDep, principal: PrincipalDep
+    ref: PromptRef, body: RenderRequest, ctx: ContextDep, principal: PrincipalDep
 ) -> JSONResponse:
     record = await prompt_service.render(ctx, principal, ref, body.arguments, body.timeout_s)
     return call_response(record)
 
 
-@router.post("/{ref}/jobs", status_code=202)
+@router.post("/{ref}/jobs", status_code=202, responses=job_submit(400, 403, 404, 429, *BODY))
 async def submit_render(
-    ref: str, body: RenderJobRequest, ctx: ContextDep, principal: PrincipalDep
+    ref: PromptRef, body: RenderJobRequest, ctx: ContextDep, principal: PrincipalDep
 ) -> JSONResponse:
     job_id = await prompt_service.submit(ctx, principal, ref, body.arguments)
     return accepted(job_id, JobStatus.QUEUED.value)

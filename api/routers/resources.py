@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 
 from api.deps import ContextDep, PrincipalDep
+from api.responses import BODY, errors, job_call, job_submit
 from api.routers.jobs import accepted, call_response
 from shared.jobs.schemas import JobStatus
 from shared.resources import service as resource_service
@@ -19,8 +20,17 @@ from shared.resources.schemas import ReadJobRequest, ReadRequest, ResourceOut, R
 
 router = APIRouter(prefix="/v1/resources", tags=["resources"])
 
+# Documented with an example that names a real item in tests/fuzz (the gateway `demo`).
+ResourceRef = Annotated[
+    str,
+    Path(
+        description="the resource's id, or `{gateway}:{uri}` (percent-encode what a URL cannot carry)",
+        examples=["demo:demo://readme"],
+    ),
+]
 
-@router.get("")
+
+@router.get("", responses=errors(400, 422))
 async def list_resources(
     ctx: ContextDep,
     principal: PrincipalDep,
@@ -31,22 +41,22 @@ async def list_resources(
     return await resource_service.list_page(ctx, principal, gateway=gateway, cursor=cursor, limit=limit)
 
 
-@router.post("/{ref:path}/read")
+@router.post("/{ref:path}/read", responses=job_call(400, 403, 404, 429, *BODY))
 async def read_resource(
-    ref: str, body: ReadRequest, ctx: ContextDep, principal: PrincipalDep
+    ref: ResourceRef, body: ReadRequest, ctx: ContextDep, principal: PrincipalDep
 ) -> JSONResponse:
     record = await resource_service.read(ctx, principal, ref, body.uri, body.timeout_s)
     return call_response(record)
 
 
-@router.post("/{ref:path}/jobs", status_code=202)
+@router.post("/{ref:path}/jobs", status_code=202, responses=job_submit(400, 403, 404, 429, *BODY))
 async def submit_read(
-    ref: str, body: ReadJobRequest, ctx: ContextDep, principal: PrincipalDep
+    ref: ResourceRef, body: ReadJobRequest, ctx: ContextDep, principal: PrincipalDep
 ) -> JSONResponse:
     job_id = await resource_service.submit(ctx, principal, ref, body.uri)
     return accepted(job_id, JobStatus.QUEUED.value)
 
 
-@router.get("/{ref:path}")
-async def get_resource(ref: str, ctx: ContextDep, principal: PrincipalDep) -> ResourceOut:
+@router.get("/{ref:path}", responses=errors(400, 404))
+async def get_resource(ref: ResourceRef, ctx: ContextDep, principal: PrincipalDep) -> ResourceOut:
     return await resource_service.get(ctx, principal, ref)

@@ -118,6 +118,8 @@ class JobQueue:
         if record is None:
             raise _not_found(job_id)
         authorize(principal, record)
+        if record.status is JobStatus.CANCELLED:  # the store's cancel answers "cancelled" either way
+            raise Conflict(f"job {job_id} is already cancelled; nothing to cancel")
         async with self.waiters.watch(job_id) as watch:
             state = await self.request_cancel(job_id)
             if state == "missing":
