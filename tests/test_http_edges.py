@@ -250,3 +250,5 @@ async def test_wrong_method_is_json_405(client: httpx.AsyncClient) -> None:
     response = await client.put("/v1/gateways")
     assert response.status_code == 405
     assert response.json()["error"] == "method_not_allowed"
+    # RFC 9110: a 405 lists the methods the resource allows.
+    assert response.headers["allow"] == "GET, POST"

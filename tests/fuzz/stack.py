@@ -36,15 +36,15 @@ from workers.main import WorkerSettings
 ADMIN = "fuzz-admin-token"
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 GATEWAY = "demo"  # the name the OpenAPI examples use
-CHECKS = ",".join(
-    [
-        "not_a_server_error",
-        "status_code_conformance",
-        "content_type_conformance",
-        "response_schema_conformance",
-        "response_headers_conformance",
-    ]
-)
+# Every check but two:
+# - positive_data_acceptance: the schema cannot state every rule (a cursor must be one the API
+#   issued, `wait` at most MCPQ_MAX_WAIT_S, the platform admin must name a team), so valid-looking
+#   input is sometimes refused, with a documented 400/422.
+# - allow_header_conformance: GET /v1/resources/{ref} takes a path (URIs have slashes), so it also
+#   matches .../{ref}/read and .../{ref}/jobs, and a 405 there rightly lists GET in Allow; the
+#   schema cannot say that templates overlap (nor can schemathesis turn a check off for one
+#   operation). tests/test_http_edges.py checks Allow.
+CHECKS = ["--checks", "all", "--exclude-checks", "positive_data_acceptance,allow_header_conformance"]
 
 
 @dataclass(frozen=True)
@@ -170,8 +170,7 @@ def run_schemathesis(base_url: str, who: str, token: str, max_examples: int, rep
         f"{base_url}/openapi.json",
         "--header",
         f"Authorization: Bearer {token}",
-        "--checks",
-        CHECKS,
+        *CHECKS,
         "--max-examples",
         str(max_examples),
         # The same cases every run: a fixed seed, and no examples carried over from earlier runs.
