@@ -108,7 +108,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
         # FastAPI could not decode the body to parse it as JSON.
         bad = exc.__cause__
-        message = f"the body is not UTF-8 (byte {bad.start}); {JSON_HINT} in UTF-8"
+        message = f"the body is not UTF-8 (byte {bad.start}); send JSON text encoded as UTF-8"
         return error_response(
             422, "validation_error", f"body: {message}", errors=[{"path": "body", "message": message}]
         )

@@ -55,7 +55,12 @@ async def test_body_that_is_not_utf8_is_422_not_400(client: httpx.AsyncClient) -
         "/v1/gateways", content=b'{"name": "\xff"}', headers={"content-type": "application/json"}
     )
     assert response.status_code == 422, response.text
-    assert response.json()["detail"] == f"body: the body is not UTF-8 (byte 10); {JSON_HINT} in UTF-8"
+    message = "the body is not UTF-8 (byte 10); send JSON text encoded as UTF-8"
+    assert response.json() == {
+        "error": "validation_error",
+        "detail": f"body: {message}",
+        "errors": [{"path": "body", "message": message}],
+    }
 
 
 @pytest.mark.parametrize(
