@@ -67,23 +67,23 @@ class ResponseRecorder:
 
 def explain(exc: BaseException, url: str, transport: str, reached: Reached | None = None) -> tuple[str, str]:
     """(error type, message) for an exception raised while connecting to or talking to `url`."""
-    leaf = _leaf(exc)
-    if isinstance(leaf, httpx2.HTTPStatusError):
-        status = leaf.response.status_code
-        answer = Reached(status, leaf.response.headers.get("content-type", ""))
+    inner = leaf(exc)
+    if isinstance(inner, httpx2.HTTPStatusError):
+        status = inner.response.status_code
+        answer = Reached(status, inner.response.headers.get("content-type", ""))
         return PROTOCOL, f"{url} answered {answer}; {_what_to_try(url, transport, status)}"
-    if isinstance(leaf, httpx2.SSEError):  # an SSE GET answered, but not with an event stream
-        match = _SSE_CONTENT_TYPE.search(str(leaf))
+    if isinstance(inner, httpx2.SSEError):  # an SSE GET answered, but not with an event stream
+        match = _SSE_CONTENT_TYPE.search(str(inner))
         got = str(reached) if reached else (match["type"] if match else "something else")
         return PROTOCOL, f"{url} answered {got}, not an event stream; {_what_to_try(url, transport)}"
-    if isinstance(leaf, httpx2.TimeoutException):
-        return UNAVAILABLE, f"no answer from {_host(url)} in time ({type(leaf).__name__}); is the host up?"
-    if isinstance(leaf, httpx2.ConnectError | OSError):
-        return UNAVAILABLE, _not_connected(leaf, url)
-    if isinstance(leaf, MCPError):
-        return _mcp_error(leaf, url, transport, reached)
-    text = str(leaf) or type(leaf).__name__
-    return UNAVAILABLE, f"could not use {url}: {type(leaf).__name__}: {text}"
+    if isinstance(inner, httpx2.TimeoutException):
+        return UNAVAILABLE, f"no answer from {_host(url)} in time ({type(inner).__name__}); is the host up?"
+    if isinstance(inner, httpx2.ConnectError | OSError):
+        return UNAVAILABLE, _not_connected(inner, url)
+    if isinstance(inner, MCPError):
+        return _mcp_error(inner, url, transport, reached)
+    text = str(inner) or type(inner).__name__
+    return UNAVAILABLE, f"could not use {url}: {type(inner).__name__}: {text}"
 
 
 def _mcp_error(exc: MCPError, url: str, transport: str, reached: Reached | None) -> tuple[str, str]:
@@ -151,7 +151,7 @@ def _host(url: str) -> str:
     return parts.netloc or url
 
 
-def _leaf(exc: BaseException) -> BaseException:
+def leaf(exc: BaseException) -> BaseException:
     """The error inside the ExceptionGroups that anyio task groups raise."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
