@@ -87,6 +87,16 @@ class Settings(BaseSettings):
     mcp_max_sessions_per_backend: int = 64
     # Concurrent HTTP requests one pooled MCP session may have open to its backend.
     mcp_http_max_connections: int = 1000
+    # An idle connection to a backend is closed by the worker after this long, which must be
+    # shorter than the backend's own idle timeout (uvicorn and Node's http server: 5 s): else the
+    # server closes it just as a request goes out on it, and that request fails (ReadError).
+    mcp_http_keepalive_s: float = 2.0
+
+    # Circuit breaker per gateway: after this many consecutive transport failures of calls to a
+    # gateway (from any worker), the circuit opens for `breaker_open_s` seconds; then one probe
+    # call decides. A success closes it. See shared/gateways/breaker.py.
+    breaker_failures: int = 5
+    breaker_open_s: float = 30.0
 
     @field_validator("database_url")
     @classmethod

@@ -111,9 +111,6 @@ async def _run_guarded(
             raise
         except Exception as exc:
             envelope = classify(exc, backend["timeout_s"])
-            if envelope["error"]["type"] == "backend_unavailable":
-                # The transport broke; a timeout or protocol error leaves the shared session usable.
-                ctx["sessions"].forget(backend)
     await store.finish(job_id, envelope)
     finished = time.time()
     metrics.EXECUTION_SECONDS.labels(kind).observe(finished - started)
@@ -154,7 +151,7 @@ async def call_tool(ctx: dict[str, Any], payload: CallToolPayload) -> Envelope:
     async def work() -> Envelope:
         sessions: SessionPool = ctx["sessions"]
         async with asyncio.timeout(backend["timeout_s"] + 5):
-            return await sessions.run(backend, call)
+            return await sessions.run(backend, call, retry_safe=payload["retry_safe"])
 
     return await _guarded(
         ctx, JobKind.CALL_TOOL, job_id, backend, payload["retry_safe"], payload["deadline"], work
@@ -174,7 +171,7 @@ async def read_resource(ctx: dict[str, Any], payload: ReadResourcePayload) -> En
     async def work() -> Envelope:
         sessions: SessionPool = ctx["sessions"]
         async with asyncio.timeout(backend["timeout_s"] + 5):
-            return await sessions.run(backend, read)
+            return await sessions.run(backend, read, retry_safe=True)
 
     # Reading has no side effects, so a read interrupted by a dying worker is simply run again.
     return await _guarded(
@@ -197,7 +194,7 @@ async def get_prompt(ctx: dict[str, Any], payload: GetPromptPayload) -> Envelope
     async def work() -> Envelope:
         sessions: SessionPool = ctx["sessions"]
         async with asyncio.timeout(backend["timeout_s"] + 5):
-            return await sessions.run(backend, render)
+            return await sessions.run(backend, render, retry_safe=True)
 
     return await _guarded(
         ctx, JobKind.GET_PROMPT, payload["job_id"], backend, True, payload["deadline"], work
