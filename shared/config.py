@@ -57,6 +57,13 @@ class Settings(BaseSettings):
 
     # Redis and the queue
     redis_max_connections: int = 200
+    # When every connection is busy, a request waits this long for one before it fails with 503:
+    # under a burst on a busy API process a connection turns over slowly, and 10 s was too short.
+    redis_pool_timeout_s: float = 30.0
+    # Connecting to Redis: a refused connect fails the request at once (503), and so does every
+    # request for this long after it, so a Redis outage answers within a second. A connect that
+    # takes longer than this is tried again while the request may wait (see shared/redis.py).
+    redis_connect_timeout_s: float = 0.5
     key_prefix: str = "mcpq"
     queue_name: str = "mcpq:queue"
 
