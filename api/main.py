@@ -25,6 +25,7 @@ from shared.jobs.store import JobStore
 from shared.jobs.waiters import JobWaiters
 from shared.migrate import upgrade_to_head
 from shared.redis import make_redis, start_subscriber, stop_task
+from shared.runtime import freeze_heap
 from shared.security import SecretBox
 
 log = logging.getLogger("mcpq.api")
@@ -74,6 +75,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.mcp = MCPEndpoint(ctx)
     try:
         async with app.state.mcp.run():
+            freeze_heap()
             yield
     finally:
         await stop_task(subscriber)

@@ -145,6 +145,8 @@ async def test_refused_connection_fails_only_the_call_that_needed_it(
     keys = [f"busy-{i}-{uuid.uuid4().hex}" for i in range(2)]
     for key in keys:
         backends.gate(key)
+    # The SDK lists the tools after a tool's first call; have that done now, while it can be.
+    await pool.run(spec, lambda c: c.list_tools())
     holds = [asyncio.create_task(pool.run(spec, lambda c, k=key: hold(c, k))) for key in keys]
     await entered(backends, *keys)
     await proxy.refuse()
@@ -156,3 +158,4 @@ async def test_refused_connection_fails_only_the_call_that_needed_it(
     for key in keys:
         backends.gate(key).release()
     assert await asyncio.gather(*holds) == [f"released {key}" for key in keys]
+    assert [backends.gate(key).calls for key in keys] == [1, 1]

@@ -43,10 +43,12 @@ NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
 
 @dataclass(frozen=True)
 class TransportFailure:
-    """A request's HTTP exchange failed; `sent` is False only when the server cannot have seen it."""
+    """A request's HTTP exchange failed; `sent` is False only when the server cannot have seen it.
+    `method` is the failed request's JSON-RPC method ("" if unknown)."""
 
     sent: bool
     reason: str
+    method: str = ""
 
 
 def transport_failure(exc: MCPError) -> TransportFailure | None:
@@ -54,7 +56,16 @@ def transport_failure(exc: MCPError) -> TransportFailure | None:
     data = exc.data
     if exc.code != CONNECTION_CLOSED or not isinstance(data, dict) or data.get("mark") != FAILURE_MARK:
         return None
-    return TransportFailure(sent=bool(data.get("sent")), reason=exc.message)
+    method = str(data.get("method", ""))
+    return TransportFailure(sent=bool(data.get("sent")), reason=exc.message, method=method)
+
+
+def request_method(request: httpx2.Request) -> str:
+    try:
+        message = json.loads(request.content)
+    except (ValueError, httpx2.RequestNotRead):
+        return ""
+    return str(message.get("method", "")) if isinstance(message, dict) else ""
 
 
 def failure_response(request: httpx2.Request, exc: httpx2.TransportError) -> httpx2.Response:
@@ -62,7 +73,7 @@ def failure_response(request: httpx2.Request, exc: httpx2.TransportError) -> htt
     error: dict[str, Any] = {
         "code": CONNECTION_CLOSED,
         "message": f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
-        "data": {"mark": FAILURE_MARK, "sent": sent},
+        "data": {"mark": FAILURE_MARK, "sent": sent, "method": request_method(request)},
     }
     # The SDK puts the request's own id on the error it finds here.
     body = json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode()

@@ -17,18 +17,23 @@ from prometheus_client import start_http_server
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shared import runtime
 from shared.config import get_settings
+from shared.gateways.breaker import Breaker
 from shared.jobs.schemas import JobKind
 from shared.jobs.store import JobStore
 from shared.redis import job_deserializer, job_serializer, run_guarded, start_subscriber, stop_task
 from shared.security import SecretBox
 from workers import wake
+from workers.breaker import GatewayHealth
 from workers.sessions import SessionPool
 from workers.tasks import call_tool, discover, get_prompt, read_resource
 
 log = logging.getLogger("mcpq.worker")
 
 wake.install()
+# Here, because `arq workers.main.WorkerSettings` imports this module before it builds the loop.
+runtime.use_uvloop()
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -39,7 +44,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     logging.getLogger("arq.worker").setLevel(logging.WARNING)
     store = JobStore(ctx["redis"], settings)
     # Workers decrypt backend headers; without MCPQ_SECRET_KEYS they refuse to start.
-    sessions = SessionPool(settings, SecretBox.from_settings(settings))
+    sessions = SessionPool(
+        settings, SecretBox.from_settings(settings), GatewayHealth(Breaker(ctx["redis"], settings))
+    )
     sessions.start()
     ctx.update(
         settings=settings,
@@ -55,6 +62,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["wake_tokens"] = asyncio.create_task(
         run_guarded("wake-tokens", lambda: take_wake_tokens(ctx["redis"], store.wake_list))
     )
+    runtime.freeze_heap()
 
 
 async def take_wake_tokens(redis: ArqRedis, wake_list: str) -> None:

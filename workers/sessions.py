@@ -137,9 +137,9 @@ class SessionPool:
                 failure = self._failed(spec, session, exc)
                 if failure is None:
                     raise
-                if not resent and (not failure.sent or retry_safe):
+                if not resent and (not ran(failure) or retry_safe):
                     resent = True
-                    if failure.sent and on_retry is not None:
+                    if ran(failure) and on_retry is not None:
                         on_retry()
                     continue
                 self._report(spec, ok=False)
@@ -394,6 +394,13 @@ def innermost(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
+
+
+def ran(failure: TransportFailure) -> bool:
+    """Whether the operation whose request failed may have had an effect on the server. The SDK
+    lists the tools after the first call of each tool (to check its output schema), so a
+    tools/list that was never sent may still come after a tools/call that ran."""
+    return failure.sent or failure.method == "tools/list"
 
 
 def describe(exc: BaseException) -> str:
