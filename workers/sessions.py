@@ -57,7 +57,7 @@ class BackendTransportError(ConnectionError):
 OnRetry = Callable[[], None]
 
 
-@dataclass
+@dataclass(eq=False)  # identity: sessions go in sets and lists
 class PooledSession:
     key: str
     client: Client
@@ -85,6 +85,8 @@ class SessionPool:
         # `mcp_session_max_calls` in flight on each, another one is opened, because one HTTP
         # client's connection pool slows down with the number of connections it manages.
         self._sessions: dict[str, list[PooledSession]] = {}
+        # Retired sessions whose last calls are still running, so `close` can end them too.
+        self._retired: set[PooledSession] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         # How each backend was reached, so reconnects skip the `server/discover` probe:
         # "legacy" (initialize), or a modern version plus the DiscoverResult the probe returned.
@@ -104,7 +106,7 @@ class SessionPool:
     async def close(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
-        sessions = [s for group in self._sessions.values() for s in group]
+        sessions = [s for group in self._sessions.values() for s in group] + list(self._retired)
         self._sessions.clear()
         for session in sessions:
             await self._close(session)
@@ -260,6 +262,7 @@ class SessionPool:
         def ended(_: object) -> None:
             session.dead = True
             self._remove(session)
+            self._retired.discard(session)
             gauge.dec()
 
         owner.add_done_callback(ended)
@@ -344,6 +347,8 @@ class SessionPool:
         self._remove(session)
         if session.in_flight == 0:
             session.stop.set()
+        elif not session.dead:
+            self._retired.add(session)
 
     def _remove(self, session: PooledSession) -> None:
         group = self._sessions.get(session.key)
