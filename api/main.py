@@ -26,6 +26,7 @@ from shared.db import make_engine, make_read_session_factory, make_session_facto
 from shared.jobs.queue import JobQueue
 from shared.migrate import upgrade_to_head
 from shared.redis import make_redis, start_subscriber, stop_task
+from shared.runtime import freeze_heap
 from shared.security import SecretBox
 
 log = logging.getLogger("mcpq.api")
@@ -73,6 +74,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.mcp = MCPEndpoint(ctx)
     try:
         async with app.state.mcp.serving():
+            freeze_heap()
             yield
     finally:
         await stop_task(subscriber)

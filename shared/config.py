@@ -60,6 +60,13 @@ class Settings(BaseSettings):
 
     # Redis and the queue
     redis_max_connections: int = 200
+    # When every connection is busy, a request waits this long for one before it fails with 503:
+    # under a burst on a busy API process a connection turns over slowly, and 10 s was too short.
+    redis_pool_timeout_s: float = 30.0
+    # Connecting to Redis: a refused connect fails the request at once (503), and so does every
+    # request for this long after it, so a Redis outage answers within a second. A connect that
+    # takes longer than this is tried again while the request may wait (see shared/redis.py).
+    redis_connect_timeout_s: float = 0.5
     key_prefix: str = "mcpq"
     queue_name: str = "mcpq:queue"
 
@@ -100,6 +107,17 @@ class Settings(BaseSettings):
     # On SIGTERM a worker takes no new jobs and lets running ones finish for this long, then hands
     # the rest on. Keep it below the orchestrator's stop grace period (compose.yaml: 40 s).
     worker_drain_s: float = 30.0
+
+    # An idle connection to a backend is closed by the worker after this long, which must be
+    # shorter than the backend's own idle timeout (uvicorn and Node's http server: 5 s): else the
+    # server closes it just as a request goes out on it, and that request fails (ReadError).
+    mcp_http_keepalive_s: float = 2.0
+
+    # Circuit breaker per gateway: after this many consecutive transport failures of calls to a
+    # gateway (from any worker), the circuit opens for `breaker_open_s` seconds; then one probe
+    # call decides. A success closes it. See shared/gateways/breaker.py.
+    breaker_failures: int = 5
+    breaker_open_s: float = 30.0
 
     @field_validator("database_url")
     @classmethod

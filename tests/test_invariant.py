@@ -74,7 +74,10 @@ async def test_no_connection_held_during_long_poll(
     job_id = submitted.json()["job_id"]
     await _held(backends, key)
     poll = asyncio.create_task(client.get(f"/v1/jobs/{job_id}", params={"wait": 30}))
-    await asyncio.sleep(0.1)
+    for _ in range(100):  # until the long-poll is waiting (a busy machine may take a while)
+        if app.state.ctx.queue.waiting >= 1:
+            break
+        await asyncio.sleep(0.05)
     assert not poll.done()
     assert app.state.ctx.queue.waiting >= 1
     await _assert_nothing_held(app, database_url)

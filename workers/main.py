@@ -12,10 +12,10 @@ import asyncio
 import logging
 import signal
 import socket
-from collections.abc import Callable
 
 from prometheus_client import start_http_server
 
+from shared import runtime
 from shared.config import Settings, get_settings
 from shared.jobs.store import JobStore
 from shared.redis import make_redis
@@ -64,15 +64,6 @@ async def check(settings: Settings) -> int:
     return 0 if mine else 1
 
 
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when installed (as for the API under uvicorn): less CPU per job."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers", description="Run an mcpq worker.")
     parser.add_argument("--check", action="store_true", help="exit 0 if a worker on this host is alive")
@@ -82,5 +73,5 @@ def main(argv: list[str] | None = None) -> int:
     for chatty in ("httpx", "httpx2"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     settings = get_settings()
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=runtime.new_event_loop) as runner:
         return runner.run(check(settings) if args.check else serve(settings))

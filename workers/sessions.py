@@ -23,7 +23,7 @@ import httpx2
 from mcp import Client, MCPError
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.types import DiscoverResult
+from mcp.types import CONNECTION_CLOSED, DiscoverResult
 
 from shared import metrics
 from shared.cache import TTLCache
@@ -31,6 +31,8 @@ from shared.config import Settings
 from shared.gateways import netguard
 from shared.jobs.schemas import BackendSpec
 from shared.security import SecretBox
+from workers.backend_http import BackendTransport, TransportFailure, transport_failure
+from workers.breaker import GatewayHealth
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,15 @@ class BackendConnectError(ConnectionError):
     """Connecting to the backend failed moments ago; not retried yet."""
 
 
-@dataclass
+class BackendTransportError(ConnectionError):
+    """A call's HTTP exchange with the backend failed (connect, reset, closed before the answer)."""
+
+
+# Called once before a call that may have reached the backend is sent again (the job counts it).
+OnRetry = Callable[[], Awaitable[None]]
+
+
+@dataclass(eq=False)  # identity: sessions go in sets and lists
 class PooledSession:
     key: str
     client: Client
@@ -55,14 +65,19 @@ class PooledSession:
     owner: asyncio.Task[None] | None = None
     in_flight: int = 0
     last_used: float = field(default_factory=time.monotonic)
+    # The owner task has ended: the session is gone.
     dead: bool = False
+    # Out of the pool: takes no new calls, and stops once the calls still on it have ended.
+    retired: bool = False
 
 
 class SessionPool:
-    def __init__(self, settings: Settings, secrets: SecretBox) -> None:
+    def __init__(self, settings: Settings, secrets: SecretBox, health: GatewayHealth | None = None) -> None:
         self._settings = settings
         self._secrets = secrets
         self._allowed = settings.allowed_networks
+        # Per-gateway outcomes of calls, for the circuit breaker the API reads (None: not reported).
+        self._health = health
         # Decrypted headers by ciphertext: a gateway's ciphertext is the same in every job (the API
         # copies the stored value), so each is decrypted once, not once per call.
         self._headers: TTLCache[str, dict[str, str]] = TTLCache(settings.mcp_session_idle_s, 1024)
@@ -70,6 +85,8 @@ class SessionPool:
         # `mcp_session_max_calls` in flight on each, another one is opened, because one HTTP
         # client's connection pool slows down with the number of connections it manages.
         self._sessions: dict[str, list[PooledSession]] = {}
+        # Retired sessions whose last calls are still running, so `close` can end them too.
+        self._retired: set[PooledSession] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         # How each backend was reached, so reconnects skip the `server/discover` probe:
         # "legacy" (initialize), or a modern version plus the DiscoverResult the probe returned.
@@ -81,7 +98,7 @@ class SessionPool:
 
     @property
     def open_sessions(self) -> int:
-        return sum(1 for sessions in self._sessions.values() for s in sessions if not s.dead)
+        return sum(1 for group in self._sessions.values() for s in group if not (s.dead or s.retired))
 
     def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap_idle())
@@ -89,35 +106,82 @@ class SessionPool:
     async def close(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
-        sessions = [s for group in self._sessions.values() for s in group]
+        sessions = [s for group in self._sessions.values() for s in group] + list(self._retired)
         self._sessions.clear()
         for session in sessions:
             await self._close(session)
+        if self._health is not None:
+            await self._health.close()
 
-    async def run(self, spec: BackendSpec, operation: Callable[[Client], Awaitable[T]]) -> T:
-        """Run `operation` on a live session to `spec`, reconnecting once if the server dropped it."""
-        for attempt in (1, 2):
-            session = await self._get(spec)
-            session.in_flight += 1
+    async def use(
+        self,
+        spec: BackendSpec,
+        operation: Callable[[Client], Awaitable[T]],
+        *,
+        retry_safe: bool = False,
+        on_retry: OnRetry | None = None,
+    ) -> T:
+        """Run `operation` on a live session to `spec`; send it again, once, on a fresh session when
+        that cannot run it twice by surprise.
+
+        Sent again: a request the server refused (expired Mcp-Session-Id) or never received
+        (connect failure, closed session), and, when `retry_safe`, one whose connection broke
+        after it was sent (`on_retry` is called first: that is another attempt). Otherwise a
+        broken connection raises BackendTransportError. Either way the broken session is retired
+        once, by the first call that sees it fail; calls still on it finish there.
+        """
+        resent = False
+        while True:
+            session = await self._checkout(spec)
             try:
-                return await operation(session.client)
-            except MCPError as exc:
-                # A 404 for an expired Mcp-Session-Id: the request was refused, not run, so
-                # sending it again on a fresh session is safe.
-                if session_expired(exc) and attempt == 1:
-                    self._discard(session)
+                result = await operation(session.client)
+            except (MCPError, anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
+                failure = self._failed(spec, session, exc)
+                if failure is None:
+                    raise
+                if not resent and (not ran(failure) or retry_safe):
+                    resent = True
+                    if ran(failure) and on_retry is not None:
+                        await on_retry()
                     continue
-                raise
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                # The transport was already gone: nothing was sent.
-                self._discard(session)
-                if attempt == 1:
-                    continue
-                raise
+                self._report(spec, ok=False)
+                raise BackendTransportError(failure.reason) from exc
             finally:
                 session.in_flight -= 1
                 session.last_used = time.monotonic()
-        raise AssertionError("unreachable")
+                if session.retired and session.in_flight == 0:
+                    session.stop.set()
+            self._report(spec, ok=True)
+            return result
+
+    async def _checkout(self, spec: BackendSpec) -> PooledSession:
+        try:
+            session = await self._get(spec)
+        except netguard.RefusedAddress:
+            raise  # refused by policy, not a failure of the backend
+        except Exception:
+            self._report(spec, ok=False)
+            raise
+        session.in_flight += 1
+        return session
+
+    def _failed(self, spec: BackendSpec, session: PooledSession, exc: Exception) -> TransportFailure | None:
+        """What a failed call says about its session: None if the server answered (an error of its
+        own); else the session is retired, and whether the request can have reached the server."""
+        if isinstance(exc, MCPError):
+            if session_expired(exc):
+                # A 404 for an expired Mcp-Session-Id: refused, not run.
+                failure: TransportFailure | None = TransportFailure(sent=False, reason=exc.message)
+            else:
+                failure = failure_of(exc)
+            if failure is None:
+                self._report(spec, ok=True)  # the server answered: the transport works
+                return None
+        else:
+            # The session's streams were already closed: nothing was sent.
+            failure = TransportFailure(sent=False, reason=f"the session had closed ({describe(exc)})")
+        self._retire(session)
+        return failure
 
     def headers(self, spec: BackendSpec) -> dict[str, str]:
         """The backend's headers, decrypted (ValueError if no configured key opens them)."""
@@ -137,14 +201,12 @@ class SessionPool:
         )
         return hashlib.sha256(raw.encode()).hexdigest()
 
-    def forget(self, spec: BackendSpec) -> None:
-        """Drop the sessions to `spec` after a transport failure; the next job reconnects."""
-        with contextlib.suppress(ValueError):
-            for session in list(self._sessions.get(self.key(spec), ())):
-                self._discard(session)
+    def _report(self, spec: BackendSpec, *, ok: bool) -> None:
+        if self._health is not None:
+            self._health.note(spec["gateway_id"], ok=ok)
 
     def _least_busy(self, key: str) -> PooledSession | None:
-        live = [s for s in self._sessions.get(key, ()) if not s.dead]
+        live = [s for s in self._sessions.get(key, ()) if not (s.dead or s.retired)]
         return min(live, key=lambda s: s.in_flight) if live else None
 
     async def _get(self, spec: BackendSpec) -> PooledSession:
@@ -167,7 +229,12 @@ class SessionPool:
             try:
                 session = await self._open(key, spec)
             except Exception as exc:
-                self._recent_failures[key] = (time.monotonic(), describe(exc))
+                cause = innermost(exc)
+                failure = failure_of(cause) if isinstance(cause, MCPError) else None
+                self._recent_failures[key] = (time.monotonic(), failure.reason if failure else describe(exc))
+                if failure is not None:
+                    # The handshake's POST failed in our transport: say so as a connection error.
+                    raise BackendTransportError(failure.reason) from exc
                 raise
             self._recent_failures.pop(key, None)
             self._sessions.setdefault(key, []).append(session)
@@ -195,6 +262,7 @@ class SessionPool:
         def ended(_: object) -> None:
             session.dead = True
             self._remove(session)
+            self._retired.discard(session)
             gauge.dec()
 
         owner.add_done_callback(ended)
@@ -221,7 +289,11 @@ class SessionPool:
                 await stop.wait()
         except BaseException as exc:
             if not ready.done():
-                ready.set_exception(exc)
+                # A cancelled open is the opener's doing: cancel the future, do not leave it an error.
+                if isinstance(exc, asyncio.CancelledError):
+                    ready.cancel()
+                else:
+                    ready.set_exception(exc)
             elif not isinstance(exc, asyncio.CancelledError):
                 log.info("MCP session to %s ended: %s", spec["gateway"], describe(exc))
             if isinstance(exc, asyncio.CancelledError):
@@ -252,19 +324,31 @@ class SessionPool:
                 headers=headers,
                 # No read timeout here: each request carries its own (the job's backend timeout).
                 timeout=httpx2.Timeout(s.mcp_connect_timeout_s, read=None, pool=None),
-                limits=httpx2.Limits(
-                    max_connections=max(s.mcp_http_max_connections, s.worker_max_jobs),
-                    max_keepalive_connections=100,
+                transport=BackendTransport(
+                    httpx2.AsyncHTTPTransport(
+                        limits=httpx2.Limits(
+                            max_connections=max(s.mcp_http_max_connections, s.worker_max_jobs),
+                            max_keepalive_connections=100,
+                            keepalive_expiry=s.mcp_http_keepalive_s,
+                        )
+                    )
                 ),
             ) as http,
             Client(streamable_http_client(spec["url"], http_client=http), mode=mode, cache=None) as client,
         ):
             yield client
 
-    def _discard(self, session: PooledSession) -> None:
-        session.dead = True
+    def _retire(self, session: PooledSession) -> None:
+        """Take `session` out of the pool; it stops when its last call ends. Calling it again (every
+        caller whose call failed on the session does) changes nothing."""
+        if session.retired:
+            return
+        session.retired = True
         self._remove(session)
-        session.stop.set()
+        if session.in_flight == 0:
+            session.stop.set()
+        elif not session.dead:
+            self._retired.add(session)
 
     def _remove(self, session: PooledSession) -> None:
         group = self._sessions.get(session.key)
@@ -289,7 +373,7 @@ class SessionPool:
             for group in list(self._sessions.values()):
                 for session in list(group):
                     if session.in_flight == 0 and session.last_used < cutoff:
-                        self._discard(session)
+                        self._retire(session)
 
 
 def session_expired(exc: MCPError) -> bool:
@@ -300,9 +384,34 @@ def session_expired(exc: MCPError) -> bool:
     return "session" in message and any(word in message for word in ("not found", "terminated", "expired"))
 
 
-def describe(exc: BaseException) -> str:
-    """A one-line reason, looking inside the ExceptionGroups that anyio task groups raise."""
+def failure_of(exc: MCPError) -> TransportFailure | None:
+    """How the connection failed, if `exc` says it did: our transport marks the failures it turns
+    into errors; a bare CONNECTION_CLOSED (the session ended, an SSE stream ended before its
+    answer) may have come after the request reached the server."""
+    marked = transport_failure(exc)
+    if marked is not None:
+        return marked
+    return TransportFailure(sent=True, reason=exc.message) if exc.code == CONNECTION_CLOSED else None
+
+
+def innermost(exc: BaseException) -> BaseException:
+    """The first exception inside the ExceptionGroups that anyio task groups raise."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
+    return exc
+
+
+def ran(failure: TransportFailure) -> bool:
+    """Whether the operation whose request failed may have had an effect on the server. The SDK
+    lists the tools after the first call of each tool (to check its output schema), so a
+    tools/list that was never sent may still come after a tools/call that ran."""
+    return failure.sent or failure.method == "tools/list"
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line reason, looking inside the ExceptionGroups that anyio task groups raise."""
+    exc = innermost(exc)
+    if isinstance(exc, BackendConnectError | BackendTransportError):
+        return str(exc)  # already a reason
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text

@@ -115,14 +115,16 @@ async def _attempt(
             # earlier must not stand in for the server as it is now.
             async with asyncio.timeout(backend["timeout_s"]), state.sessions.connect(backend) as client:
                 return await operation(client)
+
+        async def retried() -> None:
+            # The session broke under a call that may have run: it is sent again on a fresh one
+            # (retry-safe calls only), and that is another attempt.
+            await state.store.add_attempt(run.job_id)
+
         async with asyncio.timeout(backend["timeout_s"] + 5):
-            return await state.sessions.run(backend, operation)
+            return await state.sessions.use(backend, operation, retry_safe=run.retry_safe, on_retry=retried)
     except Exception as exc:
-        envelope = classify(exc, backend)
-        if envelope["error"]["type"] == "backend_unavailable":
-            # The transport broke; a timeout or protocol error leaves the shared session usable.
-            state.sessions.forget(backend)
-        return envelope
+        return classify(exc, backend)
 
 
 def _dump(model: Any) -> dict[str, Any]:

@@ -32,10 +32,12 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import Settings
+from shared.gateways.breaker import Breaker
 from shared.jobs.schemas import Envelope, JobKind
 from shared.jobs.store import CANCELLED_ERROR, ArqEnd, Claim, JobStore
 from shared.redis import job_deserializer, job_serializer, run_guarded, stop_task, subscribe_forever
 from shared.security import SecretBox
+from workers.breaker import GatewayHealth
 from workers.sessions import SessionPool
 from workers.state import WorkerState, new_worker_id
 from workers.tasks import call_tool, discover, failure, get_prompt, read_resource
@@ -113,7 +115,8 @@ class Worker(arq.worker.Worker):
         # logs are no place for them either. Our tasks log what matters (failures) themselves.
         logging.getLogger("arq.worker").setLevel(logging.WARNING)
         # Workers decrypt backend headers; without MCPQ_SECRET_KEYS they refuse to start.
-        sessions = SessionPool(self.settings, SecretBox.from_settings(self.settings))
+        health = GatewayHealth(Breaker(self.pool, self.settings))
+        sessions = SessionPool(self.settings, SecretBox.from_settings(self.settings), health)
         sessions.start()
         self.ctx.update(
             redis=self.pool, state=WorkerState(self.settings, self.store, sessions, self.worker_id)

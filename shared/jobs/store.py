@@ -508,6 +508,10 @@ class JobStore:
         applied = await self._finish(keys=keys, args=args)
         return bool(applied)
 
+    async def add_attempt(self, job_id: str) -> None:
+        """Count one more attempt: a call sent again after its session broke under it."""
+        await self._redis.hincrby(self._key(job_id), "attempts", 1)  # type: ignore[misc]
+
     async def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
         """Store the latest progress in the record and push it to whoever relays it live (the MCP
         front door forwards it as notifications/progress): one pipeline, one round trip."""

@@ -1,0 +1,140 @@
+"""The HTTP transport under every pooled MCP session (streamable HTTP), between the SDK and httpx2.
+
+It changes two things the SDK (mcp 2.3, `mcp.client.streamable_http`) does with the connection:
+
+- **Reuse.** `StreamableHTTPTransport._handle_sse_response` closes a POST's `text/event-stream`
+  body as soon as the JSON-RPC response event has arrived, before the chunk that ends the body
+  has been read. httpcore then sees a response that is not DONE and closes the TCP connection
+  instead of pooling it: one new connection (and one TIME-WAIT socket) per call against any
+  server that answers in SSE (protocol 2025-11-25 and older, the Node reference server). The
+  server ends the body right after its answer, so closing here reads on for a moment first.
+- **Failure of one request.** The SDK runs each request's POST as a task in the session's task
+  group; when that POST raises (connection refused, reset, closed mid-answer), the task group is
+  cancelled and the whole session ends, failing every call in flight on it (up to
+  `mcp_session_max_calls`). Here a POST's transport error becomes an HTTP 502 whose JSON body is
+  a JSON-RPC error, which the SDK hands to that one request's caller. The error's `data` says
+  whether the request can have reached the server (`transport_failure` reads it back).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Self
+
+import anyio
+import httpx2
+from mcp import MCPError
+from mcp.types import CONNECTION_CLOSED
+
+# How long, and how much, a closed POST body is read on before giving up on reusing its connection.
+# The rest of a finished SSE answer is a few bytes already on their way; a server that keeps the
+# stream open past its answer costs this delay (in the SDK's POST task, not the caller's).
+DRAIN_TIMEOUT_S = 1.0
+DRAIN_MAX_BYTES = 64 * 1024
+
+# Marks the JSON-RPC errors this transport makes, so they are told apart from a server's own.
+FAILURE_MARK = "mcpq.transport"
+
+# Errors raised before a byte of the request left: the server cannot have seen it.
+NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
+
+
+@dataclass(frozen=True)
+class TransportFailure:
+    """A request's HTTP exchange failed; `sent` is False only when the server cannot have seen it.
+    `method` is the failed request's JSON-RPC method ("" if unknown)."""
+
+    sent: bool
+    reason: str
+    method: str = ""
+
+
+def transport_failure(exc: MCPError) -> TransportFailure | None:
+    """The failure this transport reported through `exc`, or None for an error of the server's."""
+    data = exc.data
+    if exc.code != CONNECTION_CLOSED or not isinstance(data, dict) or data.get("mark") != FAILURE_MARK:
+        return None
+    method = str(data.get("method", ""))
+    return TransportFailure(sent=bool(data.get("sent")), reason=exc.message, method=method)
+
+
+def request_method(request: httpx2.Request) -> str:
+    try:
+        message = json.loads(request.content)
+    except (ValueError, httpx2.RequestNotRead):
+        return ""
+    return str(message.get("method", "")) if isinstance(message, dict) else ""
+
+
+def failure_response(request: httpx2.Request, exc: httpx2.TransportError) -> httpx2.Response:
+    sent = not isinstance(exc, NOT_SENT)
+    error: dict[str, Any] = {
+        "code": CONNECTION_CLOSED,
+        "message": f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+        "data": {"mark": FAILURE_MARK, "sent": sent, "method": request_method(request)},
+    }
+    # The SDK puts the request's own id on the error it finds here.
+    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode()
+    return httpx2.Response(502, headers={"content-type": "application/json"}, content=body, request=request)
+
+
+class DrainOnClose(httpx2.AsyncByteStream):
+    """A response body whose `aclose` first reads what is left of it (bounded), then closes it."""
+
+    def __init__(self, inner: httpx2.AsyncByteStream) -> None:
+        self._inner = inner
+        # One iterator for the reader and for the drain, so the drain resumes where reading stopped.
+        self._chunks = inner.__aiter__()
+        self._ended = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._chunks:
+            yield chunk
+        self._ended = True
+
+    async def aclose(self) -> None:
+        try:
+            if not self._ended:
+                await self._drain()
+        finally:
+            await self._inner.aclose()
+
+    async def _drain(self) -> None:
+        left = DRAIN_MAX_BYTES
+        with anyio.move_on_after(DRAIN_TIMEOUT_S):
+            try:
+                async for chunk in self._chunks:
+                    left -= len(chunk)
+                    if left < 0:
+                        return
+            except httpx2.TransportError:
+                return  # the connection broke: closing it is all that is left to do
+        self._ended = True
+
+
+class BackendTransport(httpx2.AsyncBaseTransport):
+    """Wraps httpx2's pooled transport for POSTs (see the module doc); other methods pass through:
+    the session's GET stream is long-lived by design, and the SDK handles its failures itself."""
+
+    def __init__(self, inner: httpx2.AsyncHTTPTransport) -> None:
+        self._inner = inner
+
+    async def __aenter__(self) -> Self:
+        await self._inner.__aenter__()
+        return self
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.method != "POST":
+            return await self._inner.handle_async_request(request)
+        try:
+            response = await self._inner.handle_async_request(request)
+        except httpx2.TransportError as exc:
+            return failure_response(request, exc)
+        if isinstance(response.stream, httpx2.AsyncByteStream):
+            response.stream = DrainOnClose(response.stream)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
