@@ -23,6 +23,7 @@ from shared.cache import TTLCache
 from shared.config import Settings, get_settings
 from shared.context import AppContext
 from shared.db import make_engine, make_read_session_factory, make_session_factory
+from shared.gateways.breaker import Breaker
 from shared.jobs.queue import JobQueue
 from shared.migrate import upgrade_to_head
 from shared.redis import make_redis, start_subscriber, stop_task
@@ -49,6 +50,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         read_session_factory=make_read_session_factory(engine),
         queue=queue,
         secrets=secrets,
+        breaker=Breaker(redis, settings),
         item_cache=TTLCache(settings.catalog_cache_ttl_s),
         token_cache=TTLCache(settings.token_cache_ttl_s),
     )

@@ -9,6 +9,7 @@ from shared.auth.schemas import Principal
 from shared.cache import TTLCache
 from shared.config import Settings
 from shared.db import SessionFactory
+from shared.gateways.breaker import Breaker
 from shared.jobs.queue import JobQueue
 from shared.security import SecretBox
 
@@ -23,6 +24,8 @@ class AppContext:
     read_session_factory: SessionFactory
     queue: JobQueue
     secrets: SecretBox
+    # The gateways' circuit breakers (written by workers, read before a call is enqueued).
+    breaker: Breaker
     # Catalog items as plain values, keyed by (kind, the caller's scope or "server:<id>", the ref or
     # name): what a ref resolves to depends on who asks (see shared/items/service.py).
     item_cache: TTLCache[tuple[str, str, str], Any]

@@ -84,6 +84,12 @@ class ServiceUnavailable(MCPQError):
     kind = "unavailable"
 
 
+class BackendUnavailable(ServiceUnavailable):
+    """The gateway's circuit is open: its backend keeps failing, so calls are refused at once."""
+
+    kind = "backend_unavailable"
+
+
 class GatewayTimeout(MCPQError):
     status_code = 504
     kind = "timeout"

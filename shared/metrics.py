@@ -43,6 +43,17 @@ CALL_SECONDS = Histogram(
 )
 WAITING_REQUESTS = Gauge("mcpq_api_waiting_requests", "Requests awaiting a job result in this API process")
 QUEUE_DEPTH = Gauge("mcpq_queue_depth", "Jobs in the queue not yet picked up by a worker")
+BREAKER_OPEN = Gauge(
+    "mcpq_gateway_breaker_open",
+    "1 while a gateway's circuit is open (calls refused with 503), by gateway id; gateways without "
+    "recent failures are absent",
+    ["gateway_id"],
+)
+BREAKER_FAILURES = Gauge(
+    "mcpq_gateway_breaker_failures",
+    "Consecutive transport failures of calls to a gateway, by gateway id",
+    ["gateway_id"],
+)
 DB_POOL_SIZE = Gauge("mcpq_db_pool_size", "SQLAlchemy pool size (connections kept)")
 DB_POOL_CHECKED_OUT = Gauge("mcpq_db_pool_checked_out", "SQLAlchemy connections checked out right now")
 DB_POOL_OVERFLOW = Gauge("mcpq_db_pool_overflow", "SQLAlchemy connections open beyond the pool size")

@@ -110,7 +110,7 @@ async def test_worker_reports_transport_failures_and_recovery(
                 await pool.use(up, lambda c: c.call_tool("echo", {"text": "down"}))
         await asyncio.sleep(0.1)  # reports are written in the background
         assert (await breaker.state(gw)).status is BreakerStatus.OPEN
-        # Back (on another port): one success closes the circuit for everyone.
+        # Back: one success closes the circuit for everyone.
         await proxy.start()
         await pool.use(spec_for(proxy.port, gw), lambda c: c.call_tool("echo", {"text": "back"}))
         await asyncio.sleep(0.1)

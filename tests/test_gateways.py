@@ -40,6 +40,7 @@ GATEWAY_FIELDS = {
     "created_at",
     "updated_at",
     "refreshed_at",
+    "breaker",
 }
 
 Register = Callable[..., Awaitable[httpx.Response]]

@@ -9,9 +9,12 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
+from redis.exceptions import RedisError
 from sqlalchemy import text
 
 from shared import metrics
+from shared.context import AppContext
+from shared.gateways.breaker import BreakerStatus
 
 router = APIRouter(tags=["health"])
 
@@ -65,8 +68,22 @@ async def prometheus_metrics(request: Request) -> Response:
     metrics.DB_POOL_CHECKED_OUT.set(pool.checkedout())
     metrics.DB_POOL_OVERFLOW.set(max(0, pool.overflow()))
     metrics.WAITING_REQUESTS.set(ctx.queue.waiting)
+    await _breakers(ctx)
     try:
         metrics.QUEUE_DEPTH.set(await ctx.queue.depth())
     except Exception:  # metrics must answer even while Redis is down; /ready reports that
         metrics.QUEUE_DEPTH.set(float("nan"))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _breakers(ctx: AppContext) -> None:
+    """The gateways' circuit breakers, read at scrape time (stale labels go)."""
+    metrics.BREAKER_OPEN.clear()
+    metrics.BREAKER_FAILURES.clear()
+    try:
+        tripped = await ctx.breaker.tripped()
+    except RedisError:  # metrics must answer while Redis is down; /ready reports that
+        return
+    for gateway_id, state in tripped.items():
+        metrics.BREAKER_OPEN.labels(gateway_id).set(1 if state.status is BreakerStatus.OPEN else 0)
+        metrics.BREAKER_FAILURES.labels(gateway_id).set(state.failures)

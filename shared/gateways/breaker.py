@@ -54,6 +54,30 @@ return 1
 """
 
 
+def admit_lua(key: str, threshold: str, open_s: str) -> str:
+    """A Lua snippet for a script that admits calls (the enqueue script), so the breaker costs no
+    round trip of its own. With the breaker hash in `key` and the threshold and open seconds in
+    the `threshold` and `open_s` expressions, it returns {'breaker_open', seconds to wait} when the
+    circuit refuses the call, and lets one probe through once the open time is over, as
+    `Breaker.claim_probe` does."""
+    return f"""
+do
+  local b = redis.call('HMGET', {key}, 'failures', 'open_until', 'probe')
+  if tonumber(b[1] or '0') >= tonumber({threshold}) then
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+    local open_until = tonumber(b[2] or '0')
+    if now < open_until then return {{'breaker_open', string.format('%.3f', open_until - now)}} end
+    local probe = tonumber(b[3] or '0')
+    if now - probe < tonumber({open_s}) then
+      return {{'breaker_open', string.format('%.3f', tonumber({open_s}) - (now - probe))}}
+    end
+    redis.call('HSET', {key}, 'probe', string.format('%.3f', now))
+  end
+end
+"""
+
+
 class BreakerStatus(StrEnum):
     CLOSED = "closed"  # calls go through
     OPEN = "open"  # calls are refused until `open_until`
@@ -110,6 +134,26 @@ class Breaker:
             pipe.time()
             values, (seconds, micros) = await pipe.execute()
         return parse_state(values, seconds + micros / 1e6, self.threshold)
+
+    async def states(self, gateway_ids: list[str]) -> list[BreakerState]:
+        """Many gateways' states in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for gateway_id in gateway_ids:
+                pipe.hmget(breaker_key(self._settings, gateway_id), ["failures", "open_until"])
+            pipe.time()
+            *values, (seconds, micros) = await pipe.execute()
+        now = seconds + micros / 1e6
+        return [parse_state(v, now, self.threshold) for v in values]
+
+    async def tripped(self) -> dict[str, BreakerState]:
+        """Every gateway whose breaker has counted failures since its last success (for /metrics):
+        a key scan, bounded by the number of failing gateways, not of all gateways."""
+        prefix = breaker_key(self._settings, "")
+        ids = [
+            (key.decode() if isinstance(key, bytes) else str(key))[len(prefix) :]
+            async for key in self._redis.scan_iter(match=f"{prefix}*", count=500)
+        ]
+        return dict(zip(ids, await self.states(ids), strict=True)) if ids else {}
 
     async def record(self, gateway_id: str, *, ok: bool, failures: int = 1) -> BreakerState:
         """One outcome: a success closes the circuit; a failure counts `failures` more."""

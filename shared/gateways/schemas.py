@@ -54,6 +54,15 @@ class GatewayCreate(BaseModel):
         return headers
 
 
+class BreakerOut(BaseModel):
+    """The gateway's circuit breaker: `closed` (calls go through), `open` (refused with 503 and
+    `Retry-After` until `retry_after_s` passes), `half_open` (the next call probes the backend)."""
+
+    status: str
+    failures: int = Field(description="consecutive transport failures of calls to the gateway")
+    retry_after_s: float
+
+
 class GatewayOut(BaseModel):
     """A gateway as the API shows it. Backend `headers` are write-only and never appear here."""
 
@@ -74,6 +83,8 @@ class GatewayOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     refreshed_at: datetime
+    # None when Redis, which holds the breaker, could not be read.
+    breaker: BreakerOut | None = None
 
 
 class GatewayList(BaseModel):

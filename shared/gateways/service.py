@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,7 +15,7 @@ from shared.context import AppContext
 from shared.db import SessionFactory
 from shared.errors import BackendError, Conflict, GatewayTimeout, NotFound, ValidationFailed
 from shared.gateways import netguard, repository
-from shared.gateways.schemas import GatewayCreate, GatewayOut
+from shared.gateways.schemas import BreakerOut, GatewayCreate, GatewayOut
 from shared.ids import require_uuid
 from shared.jobs.queue import JobQueue
 from shared.jobs.schemas import BackendSpec, JobKind, JobStatus, PreparedJob, job_payload
@@ -169,7 +170,28 @@ async def refresh(ctx: AppContext, principal: Principal, raw_id: str) -> Gateway
 
 async def _show(ctx: AppContext, gateway: Gateway) -> GatewayOut:
     async with ctx.read_session_factory() as s:
-        return (await _load_out(s, [gateway]))[0]
+        (out,) = await _load_out(s, [gateway])
+    (shown,) = await _with_breakers(ctx, [out])
+    return shown
+
+
+async def _with_breakers(ctx: AppContext, outs: list[GatewayOut]) -> list[GatewayOut]:
+    """The gateways with their circuit breakers' states, read from Redis after the session closed;
+    without Redis the rest is still shown."""
+    try:
+        states = await ctx.breaker.states([str(o.id) for o in outs])
+    except RedisError:
+        return outs
+    return [
+        out.model_copy(
+            update={
+                "breaker": BreakerOut(
+                    status=state.status.value, failures=state.failures, retry_after_s=state.retry_after_s
+                )
+            }
+        )
+        for out, state in zip(outs, states, strict=True)
+    ]
 
 
 async def get(ctx: AppContext, principal: Principal, raw_id: str) -> GatewayOut:
@@ -179,7 +201,8 @@ async def get(ctx: AppContext, principal: Principal, raw_id: str) -> GatewayOut:
 
 async def list_all(ctx: AppContext, principal: Principal) -> list[GatewayOut]:
     async with ctx.read_session_factory() as s:
-        return await _load_out(s, await repository.list_visible(s, principal.team_id))
+        outs = await _load_out(s, await repository.list_visible(s, principal.team_id))
+    return await _with_breakers(ctx, outs)
 
 
 async def delete(ctx: AppContext, principal: Principal, raw_id: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from shared import pagination
 from shared.auth.schemas import Principal, Role
 from shared.config import Settings
 from shared.errors import (
+    BackendUnavailable,
     BadRequest,
     Conflict,
     IdempotencyKeyReused,
@@ -113,6 +115,15 @@ class JobQueue:
             raise TooManyRequests(
                 f"the team already has {self.settings.team_max_in_flight} jobs queued or running",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+        if admission.outcome == "breaker_open":
+            gateway = job.payload["backend"]["gateway"]
+            wait = max(1, math.ceil(admission.retry_after_s))
+            raise BackendUnavailable(
+                f"the backend of gateway {gateway!r} keeps failing ({self.settings.breaker_failures} "
+                f"transport failures in a row): calls are refused without being queued; the next "
+                f"one in {wait} s probes it",
+                headers={"Retry-After": str(wait)},
             )
         if admission.outcome == "queue_full":
             raise ServiceUnavailable(

@@ -31,6 +31,7 @@ from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 
 from shared.config import Settings
+from shared.gateways.breaker import admit_lua, breaker_key
 from shared.jobs.schemas import Envelope, JobError, JobKind, JobRecord, JobStatus, PreparedJob, utc_iso
 from shared.redis import job_deserializer, job_serializer
 
@@ -75,19 +76,26 @@ return claimed
 # KEYS[1] record, KEYS[2] arq job, KEYS[3] arq queue, KEYS[4] the team's in-flight set,
 # KEYS[5] the team's task index (KEYS[1] when the job is not listed as a task), KEYS[6] the
 # caller's idempotency key (KEYS[1] when it sent none), KEYS[7] the team's index of recent jobs
-# (KEYS[1] for a job of no team), KEYS[8] the index of every team's recent jobs;
+# (KEYS[1] for a job of no team), KEYS[8] the index of every team's recent jobs, KEYS[9] the
+# gateway's circuit breaker (KEYS[1] for a job the breaker does not gate: discovery);
 # ARGV job id, now ms, limit (0: none), in-flight horizon ms, record ttl, serialized arq job,
 # queue ttl ms, wake list, queue cap (0: none), request fingerprint, entries kept per index of
-# recent jobs, then the record's field/value pairs.
-# Returns {'ok'}, {'team_full'}, {'queue_full'}, or {'duplicate', job id, fingerprint} when the
-# idempotency key already names a job (nothing is written then).
+# recent jobs, breaker threshold, breaker open seconds, then the record's field/value pairs.
+# Returns {'ok'}, {'team_full'}, {'queue_full'}, {'breaker_open', seconds}, or {'duplicate', job
+# id, fingerprint} when the idempotency key already names a job (nothing is written then).
 # The wake-up is a token in a list that idle workers block on: each new job wakes one worker,
 # not all of them (a broadcast made every worker race for every job). Capped: with no worker
 # running, tokens must not pile up.
-_ENQUEUE = """
+_ENQUEUE = (
+    """
 if KEYS[6] ~= KEYS[1] then
   local known = redis.call('HMGET', KEYS[6], 'job', 'fingerprint')
   if known[1] then return {'duplicate', known[1], known[2]} end
+end
+if KEYS[9] ~= KEYS[1] then
+"""
+    + admit_lua("KEYS[9]", "ARGV[12]", "ARGV[13]")
+    + """
 end
 local cap = tonumber(ARGV[9])
 if cap > 0 and redis.call('ZCARD', KEYS[3]) >= cap then return {'queue_full'} end
@@ -117,7 +125,7 @@ if KEYS[6] ~= KEYS[1] then
   redis.call('HSET', KEYS[6], 'job', ARGV[1], 'fingerprint', ARGV[10])
   redis.call('EXPIRE', KEYS[6], ARGV[5])
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 12))
+redis.call('HSET', KEYS[1], unpack(ARGV, 14))
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('PSETEX', KEYS[2], ARGV[7], ARGV[6])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
@@ -125,6 +133,7 @@ redis.call('LPUSH', ARGV[8], '1')
 redis.call('LTRIM', ARGV[8], 0, 999)
 return {'ok'}
 """
+)
 
 # Frees the job's in-flight slot; shared by the scripts that make a job terminal.
 _RELEASE_SLOT = """
@@ -240,14 +249,17 @@ CANCELLED_ERROR: JobError = {"type": "cancelled", "message": "cancelled on reque
 
 @dataclass(frozen=True)
 class Admission:
-    """What enqueueing did: `ok` (the new record), `team_full`, `queue_full` (nothing written), or
+    """What enqueueing did: `ok` (the new record), `team_full`, `queue_full`, `breaker_open` (nothing
+    written), or
     `duplicate` (the idempotency key already names `existing`; `same_request` if the earlier job
     was asked with the same request)."""
 
-    outcome: Literal["ok", "team_full", "queue_full", "duplicate"]
+    outcome: Literal["ok", "team_full", "queue_full", "duplicate", "breaker_open"]
     record: JobRecord | None
     existing: str | None = None
     same_request: bool = False
+    # breaker_open: when the gateway's circuit lets a probe through.
+    retry_after_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -356,6 +368,10 @@ class JobStore:
                 self._idempotency_key(job) or self._key(job_id),
                 self.recent_key(team) if team else self._key(job_id),
                 self.recent_key(None),
+                # Discovery is how an admin checks a gateway: the breaker gates calls only.
+                self._key(job_id)
+                if job.kind is JobKind.DISCOVER
+                else breaker_key(s, str(job.payload["backend"]["gateway_id"])),
             ],
             args=[
                 job_id,
@@ -369,6 +385,8 @@ class JobStore:
                 s.queue_max_jobs,
                 job.fingerprint,
                 RECENT_JOBS_KEPT,
+                s.breaker_failures,
+                s.breaker_open_s,
                 *(item for pair in fields.items() for item in pair),
             ],
         )
@@ -377,6 +395,8 @@ class JobStore:
             return Admission("ok", JobRecord.from_fields(fields))
         if outcome == "duplicate":
             return Admission("duplicate", None, answer[1].decode(), answer[2].decode() == job.fingerprint)
+        if outcome == "breaker_open":
+            return Admission("breaker_open", None, retry_after_s=float(answer[1]))
         return Admission(outcome, None)
 
     def _idempotency_key(self, job: PreparedJob) -> str | None:
