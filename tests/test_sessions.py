@@ -150,6 +150,12 @@ async def test_refused_connection_fails_only_the_call_that_needed_it(
     holds = [asyncio.create_task(pool.use(spec, lambda c, k=key: hold(c, k))) for key in keys]
     await entered(backends, *keys)
     await proxy.refuse()
+    # A connection left idle (the listing's, if neither hold took it over) would carry the next
+    # call: close it, so every connection left is busy.
+    for link in list(proxy.links):
+        if not any(key.encode() in link.sent for key in keys):
+            link.cut()
+            proxy.links.remove(link)
     # Every pooled connection is busy, so this call needs a new one, and is refused. It was not
     # sent, so it is tried once more (on a fresh session, which cannot connect either).
     with pytest.raises(BackendTransportError, match="ConnectError"):
