@@ -112,7 +112,9 @@ async def supervised_worker(settings: Settings) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         for worker in started:
-            # A worker that stopped during an outage may fail to close; its jobs' tasks are
-            # cancelled by the close, which is what this teardown wants.
+            # Let jobs finishing their bookkeeping end first: arq's close cancels them, and its
+            # shutdown hook (which stops the worker's listeners) is skipped if one was cancelled.
+            if worker.tasks:
+                await asyncio.wait(list(worker.tasks.values()), timeout=5)
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await worker.close()

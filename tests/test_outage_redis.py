@@ -29,6 +29,8 @@ pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="needs redis-server
 # What the issue promises: a new request is refused within 1 s, /ready answers within 2 s.
 REFUSED_WITHIN_S = 1.0
 READY_WITHIN_S = 2.0
+# Each test's own bound, so a hang fails with the line it hung on.
+TEST_BOUND_S = 60
 
 
 @pytest.fixture
@@ -88,7 +90,7 @@ async def test_redis_down_refuses_at_once_and_a_waiting_call_ends_with_its_job_i
 ) -> None:
     _, http = api
     name = gateway["name"]
-    async with supervised_worker(own):
+    async with asyncio.timeout(TEST_BOUND_S), supervised_worker(own):
         done = await http.post(f"/v1/tools/{name}.echo/call", json={"arguments": {"text": "hi"}})
         assert done.status_code == 200, done.text
         key = uuid.uuid4().hex
@@ -139,7 +141,7 @@ async def test_a_waiting_call_gets_its_result_when_redis_returns_in_time(
 ) -> None:
     _, http = api
     name = gateway["name"]
-    async with supervised_worker(own):
+    async with asyncio.timeout(TEST_BOUND_S), supervised_worker(own):
         key = uuid.uuid4().hex
         backends.gate(key)
         held = asyncio.create_task(
@@ -164,7 +166,7 @@ async def test_running_jobs_end_after_a_redis_restart(
 ) -> None:
     _, http = api
     name = gateway["name"]
-    async with supervised_worker(own):
+    async with asyncio.timeout(TEST_BOUND_S), supervised_worker(own):
         ids = []
         for i in range(10):
             response = await http.post(
@@ -200,7 +202,7 @@ async def test_queued_jobs_survive_a_redis_crash(
     await asyncio.sleep(1.5)
     private_redis.stop(signal.SIGKILL)
     private_redis.start()
-    async with supervised_worker(own):
+    async with asyncio.timeout(TEST_BOUND_S), supervised_worker(own):
         started = time.perf_counter()
         jobs = [await settled(http, job_id) for job_id in ids]
         print(f"{len(ids)} queued jobs all ended {time.perf_counter() - started:.2f} s after the crash")
