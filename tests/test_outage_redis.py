@@ -43,7 +43,8 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 
 @pytest.fixture
 def own(settings: Settings, private_redis: PrivateRedis) -> Settings:
-    return isolated(settings, redis_url=private_redis.url)
+    # A short fallback check, so that waiting calls look (and meet the outage) while Redis is away.
+    return isolated(settings, redis_url=private_redis.url, fallback_poll_s=0.3)
 
 
 @pytest.fixture
