@@ -11,11 +11,13 @@ from fastapi import Depends, FastAPI
 from starlette.routing import Route
 
 from api import errors
+from api.console import console_app
 from api.deps import authenticate
 from api.limits import BodySizeLimit
 from api.mcp.endpoint import MCP_METHODS, MCPEndpoint
 from api.mcp.endpoint import route as mcp_route
 from api.routers import gateways, health, items, jobs, servers, teams, tokens
+from api.routers import queue as queue_routes
 from shared.cache import TTLCache
 from shared.config import Settings, get_settings
 from shared.context import AppContext
@@ -92,10 +94,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         items.prompts,
         servers.router,
         jobs.router,
+        queue_routes.router,
     ):
         app.include_router(router, dependencies=[Depends(authenticate)])
     # The MCP front door: an ASGI endpoint of its own (it authenticates by itself; see api/mcp).
     app.router.routes.append(Route("/v1/servers/{server_id}/mcp", endpoint=mcp_route, methods=MCP_METHODS))
+    # The live console: static files that call the routes above with the token they are given.
+    app.mount("/ui", console_app(), name="console")
     app.add_middleware(BodySizeLimit, max_bytes=app.state.settings.max_body_bytes)
     return app
 

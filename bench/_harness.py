@@ -1,25 +1,37 @@
-"""Start a backend, the API and workers as real processes on loopback, for the benchmarks."""
+"""Start a backend, the API and workers as real processes on loopback, for the benchmarks.
+
+The API and workers run from `code` (this checkout by default, or another one, such as a
+`git worktree` of an earlier commit, to compare two commits with the same benchmark). The
+backend always runs from this checkout, so both sides of a comparison call the same server.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import secrets
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import psycopg
+import redis
 from cryptography.fernet import Fernet
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
+BACKEND = ROOT / "bench" / "backend.py"
 
 
 def free_port() -> int:
@@ -29,17 +41,181 @@ def free_port() -> int:
         return port
 
 
+def raise_open_files_limit() -> int:
+    """Thousands of connections need thousands of descriptors: lift the soft limit to the hard one.
+    Children (wrk, the API, workers) inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def wait_http(url: str, timeout: float = 30.0, procs: list[subprocess.Popen[bytes]] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for proc in procs or []:
             if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+                raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
         with contextlib.suppress(OSError):
             with urllib.request.urlopen(url, timeout=1):
                 return
         time.sleep(0.1)
     raise TimeoutError(f"{url} did not come up within {timeout}s")
+
+
+def wait_port(port: int, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
+
+
+def worker_args(code: Path) -> list[str]:
+    """How a checkout starts a worker: its own entry point where it has one, else arq's CLI."""
+    if (code / "workers" / "__main__.py").exists():
+        return ["-m", "workers"]
+    return ["-m", "arq", "workers.main.WorkerSettings"]
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of a process (all its threads) so far, from /proc; None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces: count fields from the closing parenthesis.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Processes:
+    """Named child processes, each logging to its own file; stopped in reverse start order."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, log_dir: Path | None) -> None:
+        self.env = env
+        self.cwd = cwd
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.args: dict[str, list[str]] = {}
+        self.logs: list[IO[bytes]] = []
+
+    def start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        out: IO[bytes] | int = subprocess.DEVNULL
+        if self.log_dir:
+            log = open(self.log_dir / f"{name}.log", "ab")  # appends across restarts
+            self.logs.append(log)
+            out = log
+        proc = subprocess.Popen([sys.executable, *args], env=self.env, cwd=self.cwd, stdout=out, stderr=out)
+        self.procs[name] = proc
+        self.args[name] = args
+        return proc
+
+    def restart(self, name: str) -> subprocess.Popen[bytes]:
+        return self.start(name, self.args[name])
+
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        proc = self.procs[name]
+        proc.send_signal(sig)
+        proc.wait(30)
+
+    def pids(self) -> dict[str, int]:
+        return {name: proc.pid for name, proc in self.procs.items()}
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs.values()):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in reversed(self.procs.values()):
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        for log in self.logs:
+            log.close()
+
+
+@dataclass
+class RedisServer:
+    """A private redis-server on its own port and directory: never the shared one."""
+
+    data_dir: Path
+    appendonly: bool
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    started: bool = False  # once clients know the port, a restart must keep it
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, attempts: int = 5) -> None:
+        """Start (or restart, on the same port and data) and wait until it answers PING."""
+        for _ in range(attempts):
+            log = open(self.data_dir / "redis.log", "ab")
+            self.proc = subprocess.Popen(
+                [
+                    "redis-server",
+                    "--port", str(self.port),
+                    "--bind", "127.0.0.1",
+                    "--dir", str(self.data_dir),
+                    "--save", "",
+                    "--appendonly", "yes" if self.appendonly else "no",
+                    "--maxclients", "20000",
+                ],
+                stdout=log,
+                stderr=log,
+            )  # fmt: skip
+            log.close()
+            if self._wait_ready():
+                self.started = True
+                return
+            # A port from free_port() can be taken before the server binds it: try another,
+            # unless this is a restart.
+            if self.proc.poll() is not None and not self.started:
+                self.port = free_port()
+        raise RuntimeError(f"redis-server did not start; see {self.data_dir / 'redis.log'}")
+
+    def _wait_ready(self, timeout: float = 10.0) -> bool:
+        assert self.proc is not None
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                with contextlib.suppress(redis.RedisError):
+                    if client.ping():
+                        return True
+                time.sleep(0.05)
+            return False
+        finally:
+            client.close()
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """SIGTERM: a clean shutdown (the AOF is flushed); SIGKILL: a crash."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(30)
+
+
+@contextlib.contextmanager
+def private_redis(*, appendonly: bool = False) -> Iterator[RedisServer]:
+    data_dir = Path(tempfile.mkdtemp(prefix="mcpq-bench-redis-"))
+    server = RedisServer(data_dir=data_dir, appendonly=appendonly)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @dataclass
@@ -48,7 +224,12 @@ class Stack:
     backend_url: str
     token: str
     database_url: str
-    procs: dict[str, subprocess.Popen[bytes]]
+    redis_url: str
+    processes: Processes
+
+    @property
+    def procs(self) -> dict[str, subprocess.Popen[bytes]]:
+        return self.processes.procs
 
 
 def libpq(url: str) -> str:
@@ -80,13 +261,16 @@ def stack(
     db_settings: dict[str, str] | None = None,
     backend_args: tuple[str, ...] = (),
     api_args: tuple[str, ...] = (),
+    code: Path = ROOT,
+    redis_url: str | None = None,
 ) -> Iterator[Stack]:
     """Backend MCP server + API + N workers, each its own process, on a fresh database."""
     admin_url = os.environ.get("BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-    redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    redis_url = redis_url or os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     token = secrets.token_urlsafe(16)
     run = uuid.uuid4().hex[:8]
-    with bench_database(admin_url, db_settings) as database_url, contextlib.ExitStack() as stop:
+    code = code.resolve()
+    with bench_database(admin_url, db_settings) as database_url:
         env = {
             **os.environ,
             "DATABASE_URL": database_url,
@@ -97,53 +281,38 @@ def stack(
             "MCPQ_ALLOWED_BACKEND_NETWORKS": "127.0.0.1/32",
             "MCPQ_KEY_PREFIX": f"mcpq-bench-{run}",
             "MCPQ_QUEUE_NAME": f"mcpq-bench-{run}:queue",
-            "PYTHONPATH": str(ROOT),
+            # The checkout under test comes first on the path (before any editable install).
+            "PYTHONPATH": str(code),
             "MCPQ_WORKER_METRICS_PORT": "0",
             **(extra_env or {}),
         }
-        procs: dict[str, subprocess.Popen[bytes]] = {}
-
-        def spawn(name: str, args: list[str]) -> subprocess.Popen[bytes]:
-            out = open(log_dir / f"{name}.log", "wb") if log_dir else subprocess.DEVNULL
-            proc = subprocess.Popen([sys.executable, *args], env=env, cwd=ROOT, stdout=out, stderr=out)
-            procs[name] = proc
-
-            def kill() -> None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-
-            stop.callback(kill)
-            return proc
-
-        backend_port, api_port = free_port(), free_port()
-        spawn("backend", [str(ROOT / "bench" / "backend.py"), str(backend_port), *backend_args])
-        spawn(
-            "api",
-            [
-                "-m",
-                "uvicorn",
-                "api.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(api_port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-                *api_args,
-            ],
-        )
-        for i in range(workers):
-            spawn(f"worker{i}", ["-m", "arq", "workers.main.WorkerSettings"])
-        api = f"http://127.0.0.1:{api_port}"
-        wait_http(f"{api}/ready", procs=list(procs.values()))
-        yield Stack(
-            api=api,
-            backend_url=f"http://127.0.0.1:{backend_port}/mcp",
-            token=token,
-            database_url=database_url,
-            procs=procs,
-        )
+        processes = Processes(env, code, log_dir)
+        try:
+            backend_port, api_port = free_port(), free_port()
+            backend = processes.start("backend", [str(BACKEND), str(backend_port), *backend_args])
+            processes.start(
+                "api",
+                [
+                    "-m", "uvicorn", "api.main:app",
+                    "--host", "127.0.0.1",
+                    "--port", str(api_port),
+                    "--log-level", "warning",
+                    "--no-access-log",
+                    *api_args,
+                ],
+            )  # fmt: skip
+            for i in range(workers):
+                processes.start(f"worker{i}", worker_args(code))
+            api = f"http://127.0.0.1:{api_port}"
+            wait_port(backend_port, proc=backend)
+            wait_http(f"{api}/ready", procs=list(processes.procs.values()))
+            yield Stack(
+                api=api,
+                backend_url=f"http://127.0.0.1:{backend_port}/mcp",
+                token=token,
+                database_url=database_url,
+                redis_url=redis_url,
+                processes=processes,
+            )
+        finally:
+            processes.stop_all()

@@ -5,7 +5,8 @@
 3. jobs:    POST /v1/tools/{ref}/jobs, then GET /v1/jobs/{id}?wait=30
 
 Usage: python bench/roundtrip.py [--calls 500] [--warmup 50]
-Uses the local PostgreSQL/Redis (or BENCH_DATABASE_URL / BENCH_REDIS_URL) and a fresh database.
+Uses the local PostgreSQL (or BENCH_DATABASE_URL) with a fresh database, and a private redis-server
+(other users of the shared one would add their latency to ours).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._harness import stack
+from bench._harness import private_redis, stack
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -44,7 +45,7 @@ async def timed(n: int, warmup: int, once: Callable[[int], Awaitable[None]]) -> 
 
 
 async def main(calls: int, warmup: int) -> None:
-    with stack() as s:
+    with private_redis() as redis_server, stack(redis_url=redis_server.url) as s:
         async with httpx.AsyncClient(
             base_url=s.api, headers={"Authorization": f"Bearer {s.token}"}, timeout=60
         ) as admin:

@@ -123,7 +123,7 @@ def main() -> int:
         # Own process groups: a terminal's Ctrl-C reaches only us, and we forward it once.
         spawn = [
             [sys.executable, "-m", "uvicorn", "api.main:app", "--host", host, "--port", port],
-            [sys.executable, "-m", "arq", "workers.main.WorkerSettings"],
+            [sys.executable, "-m", "workers"],
         ]
         children = [subprocess.Popen(cmd, env=env, process_group=0) for cmd in spawn]
         try:

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     token_cache_ttl_s: float = 10.0
     # Jobs one team may have queued or running at once; past it, 429. 0 turns the limit off.
     team_max_in_flight: int = 1000
+    # Jobs queued or running over all teams; past it, new jobs get 503 + Retry-After (back-pressure
+    # that keeps Redis's memory bounded however many requests arrive). 0 turns the cap off.
+    queue_max_jobs: int = 100_000
 
     # The MCP front door (/v1/servers/{id}/mcp): DNS-rebinding protection. Requests whose Host
     # (or Origin, when sent) is not in these lists are refused. The localhost variants are always
@@ -93,6 +96,13 @@ class Settings(BaseSettings):
     mcp_max_sessions_per_backend: int = 64
     # Concurrent HTTP requests one pooled MCP session may have open to its backend.
     mcp_http_max_connections: int = 1000
+    # Each worker beats this often; a worker whose beat is older than `worker_dead_after_s` is
+    # dead, and a live worker hands its jobs on (re-run if retry-safe, else `worker_lost`).
+    worker_heartbeat_s: float = 2.0
+    worker_dead_after_s: float = 10.0
+    # On SIGTERM a worker takes no new jobs and lets running ones finish for this long, then hands
+    # the rest on. Keep it below the orchestrator's stop grace period (compose.yaml: 40 s).
+    worker_drain_s: float = 30.0
 
     @field_validator("database_url")
     @classmethod
@@ -122,6 +132,17 @@ class Settings(BaseSettings):
     def mcp_origins(self) -> list[str]:
         local = [f"{scheme}://{host}" for scheme in ("http", "https") for host in self.mcp_hosts]
         return local + [o.strip() for o in self.mcp_allowed_origins.split(",") if o.strip()]
+
+    @property
+    def job_timeout_s(self) -> float:
+        """The longest one job may run: the longest backend call, plus connect and bookkeeping."""
+        return self.max_backend_timeout_s + 30
+
+    @property
+    def job_lock_ms(self) -> int:
+        """arq's in-progress lock on a running job (and its queue score while it runs): the job
+        timeout plus arq's 10 s margin. The one place both are derived."""
+        return int((self.job_timeout_s + 10) * 1000)
 
     def key(self, *parts: str) -> str:
         """A Redis key under this deployment's prefix."""

@@ -61,6 +61,12 @@ class InvalidArguments(ValidationFailed):
     kind = "invalid_arguments"
 
 
+class IdempotencyKeyReused(ValidationFailed):
+    """An Idempotency-Key sent again with a different request."""
+
+    kind = "idempotency_key_reused"
+
+
 class TooManyRequests(MCPQError):
     status_code = 429
     kind = "too_many_requests"

@@ -20,11 +20,22 @@ def encode(position: list[Any]) -> str:
 
 
 def decode(cursor: str) -> Position:
+    gateway, gateway_id, key = decode_values(cursor, 3)
     try:
-        gateway, gateway_id, key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
         return str(gateway), uuid.UUID(str(gateway_id)), str(key)
-    except (ValueError, TypeError, binascii.Error):
+    except ValueError:
         raise BadRequest("invalid cursor") from None
+
+
+def decode_values(cursor: str, count: int) -> list[Any]:
+    """The `count` plain values a cursor holds; 400 for anything else."""
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, binascii.Error):
+        raise BadRequest("invalid cursor") from None
+    if not isinstance(values, list) or len(values) != count:
+        raise BadRequest("invalid cursor")
+    return values
 
 
 def next_cursor(last: list[Any] | None, more: bool) -> str | None:

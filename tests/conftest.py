@@ -19,8 +19,6 @@ import httpx
 import psycopg
 import pytest
 import redis as sync_redis
-from arq.connections import RedisSettings
-from arq.worker import Worker, create_worker
 from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
@@ -28,8 +26,9 @@ from sqlalchemy.engine import make_url
 from api.main import create_app
 from shared.config import Settings
 from shared.migrate import upgrade_to_head
+from shared.redis import make_redis
 from tests.backends import Backends
-from workers.main import WorkerSettings
+from workers.worker import Worker
 
 ADMIN_TOKEN = "test-admin-token"
 RUN_ID = uuid.uuid4().hex[:10]
@@ -204,28 +203,28 @@ def client(served: tuple[FastAPI, httpx.AsyncClient]) -> httpx.AsyncClient:
     return served[1]
 
 
-def make_worker(settings: Settings, **overrides: Any) -> Worker:
-    return create_worker(
-        WorkerSettings,  # type: ignore[arg-type]
-        redis_settings=RedisSettings.from_dsn(settings.redis_url),
-        queue_name=settings.queue_name,
-        ctx={"settings": settings},
-        handle_signals=False,
-        health_check_key=f"{settings.queue_name}:health-check:inproc-{uuid.uuid4().hex[:6]}",
-        **overrides,
-    )
+def make_worker(settings: Settings) -> Worker:
+    return Worker(settings, make_redis(settings))
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
+    """An in-process worker (what `python -m workers` runs) on these settings' queue."""
+    worker = make_worker(settings)
+    task = asyncio.create_task(worker.async_run())
+    try:
+        yield worker
+    finally:
+        await worker.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @pytest.fixture(scope="session")
 async def worker(settings: Settings) -> AsyncIterator[Worker]:
-    """An in-process arq worker on this run's queue."""
-    arq_worker = make_worker(settings)
-    task = asyncio.create_task(arq_worker.async_run())
-    yield arq_worker
-    await arq_worker.close()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    """An in-process worker on this run's queue."""
+    async with running_worker(settings) as in_process:
+        yield in_process
 
 
 @pytest.fixture

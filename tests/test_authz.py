@@ -373,6 +373,16 @@ async def _(w: World, c: str) -> Request:
 
 
 # ---- jobs -----------------------------------------------------------------------------------
+@case("GET /v1/jobs", "200 200 403 200 200 403 200")
+async def _(w: World, c: str) -> Request:
+    return "GET", "/v1/jobs", None
+
+
+@case("GET /v1/queue", "200 200 200 200 200 200 200")
+async def _(w: World, c: str) -> Request:
+    return "GET", "/v1/queue", None
+
+
 @case("GET /v1/jobs/{A's job}", "200 200 403 404 404 404 200")
 async def _(w: World, c: str) -> Request:
     return "GET", f"/v1/jobs/{w.job_a}", None
@@ -462,9 +472,14 @@ async def test_a_public_tool_called_by_team_a_is_team_a_job(world: World) -> Non
     job_id = call.json()["job_id"]
     mine = await world.as_("A:member", "GET", f"/v1/jobs/{job_id}")
     assert mine.status_code == 200 and mine.json()["team"] == world.team_id("A")
+    listed = (await world.as_("A:member", "GET", "/v1/jobs?limit=200")).json()["items"]
+    assert job_id in {job["id"] for job in listed}
     for caller in ("B:admin", "B:member"):  # the gateway's own team does not see A's job
         assert (await world.as_(caller, "GET", f"/v1/jobs/{job_id}")).status_code == 404
         assert (await world.as_(caller, "DELETE", f"/v1/jobs/{job_id}")).status_code == 404
+        listed = (await world.as_(caller, "GET", "/v1/jobs?limit=200")).json()["items"]
+        assert listed and job_id not in {job["id"] for job in listed}
+        assert {job["team"] for job in listed} == {world.team_id("B")}
 
 
 async def test_same_gateway_name_in_two_teams(world: World) -> None:

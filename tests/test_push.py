@@ -7,7 +7,6 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
-import arq.worker
 import pytest
 
 from shared.auth.schemas import PLATFORM_ADMIN
@@ -17,9 +16,8 @@ from shared.jobs.schemas import BackendSpec, JobKind, JobStatus, PreparedJob, jo
 from shared.jobs.store import JobStore
 from shared.redis import make_redis, start_subscriber, stop_task
 from tests.backends import Backends
-from tests.conftest import isolated, make_worker
+from tests.conftest import isolated, running_worker
 from tests.jobs_helpers import plant_record
-from workers import wake
 
 
 @contextlib.asynccontextmanager
@@ -47,30 +45,17 @@ def echo_job(backends: Backends, text: str) -> PreparedJob:
     return PreparedJob(JobKind.CALL_TOOL, payload, "push.echo", None)
 
 
-def test_arq_loop_uses_the_wakeable_poll() -> None:
-    # If arq renames or stops using `poll`, the wake-up silently stops working: fail here instead.
-    assert arq.worker.poll is wake.wakeable_poll
-    assert "poll(self.poll_delay_s)" in __import__("inspect").getsource(arq.worker.Worker.main)
-
-
 async def test_worker_is_woken_by_a_push_not_its_poll_delay(settings: Settings, backends: Backends) -> None:
-    own = isolated(settings, fallback_poll_s=30.0)
-    worker = make_worker(own, poll_delay=30.0)  # a fixed poll would take up to 30 s per job
-    task = asyncio.create_task(worker.async_run())
-    try:
-        async with job_queue(own) as queue:
-            await asyncio.sleep(0.5)  # past the worker's first, immediate poll
-            for i in range(3):
-                started = time.monotonic()
-                record = await queue.run(echo_job(backends, f"p{i}"), 20)
-                assert record.status is JobStatus.COMPLETED, record
-                assert time.monotonic() - started < 2.0
-                await asyncio.sleep(0.2)
-    finally:
-        await worker.close()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    # A fixed poll would take up to 30 s per job.
+    own = isolated(settings, fallback_poll_s=30.0, worker_fallback_poll_s=30.0)
+    async with running_worker(own), job_queue(own) as queue:
+        await asyncio.sleep(0.5)  # past the worker's first, immediate claim
+        for i in range(3):
+            started = time.monotonic()
+            record = await queue.run(echo_job(backends, f"p{i}"), 20)
+            assert record.status is JobStatus.COMPLETED, record
+            assert time.monotonic() - started < 2.0
+            await asyncio.sleep(0.2)
 
 
 async def test_waiter_is_woken_by_the_push(settings: Settings) -> None:
@@ -82,7 +67,6 @@ async def test_waiter_is_woken_by_the_push(settings: Settings) -> None:
 
         async def finish_later() -> None:
             await asyncio.sleep(0.2)
-            await store.start(job_id, "elsewhere")
             await store.finish(job_id, {"ok": True, "result": {"isError": False, "content": []}})
 
         finisher = asyncio.create_task(finish_later())

@@ -1,6 +1,6 @@
 """A worker that stops mid-call: its job is handed on at once and still ends in a state.
 
-Also checks that a running job does not sit in the poll range of arq's queue (see _START in
+Also checks that a running job does not sit in the poll range of arq's queue (see _CLAIM in
 shared/jobs/store.py), which is what keeps thousands of slow calls from swamping the workers.
 """
 
@@ -38,8 +38,9 @@ def spawn_worker(own_queue: Settings) -> Iterator[WorkerFactory]:
 
     def spawn() -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "arq", "workers.main.WorkerSettings"],
-            env={**worker_env(own_queue), "MCPQ_WORKER_METRICS_PORT": "0"},
+            [sys.executable, "-m", "workers"],
+            # A drain shorter than the held call: SIGTERM hands it back after 0.5 s.
+            env={**worker_env(own_queue), "MCPQ_WORKER_METRICS_PORT": "0", "MCPQ_WORKER_DRAIN_S": "0.5"},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

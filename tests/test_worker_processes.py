@@ -33,7 +33,7 @@ def worker_processes(own_queue: Settings) -> Iterator[list[subprocess.Popen[byte
     env = {**worker_env(own_queue), "MCPQ_WORKER_MAX_JOBS": str(CALLS * 3 // 4)}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "arq", "workers.main.WorkerSettings"],
+            [sys.executable, "-m", "workers"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

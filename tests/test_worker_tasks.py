@@ -5,35 +5,47 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from shared.config import Settings
-from shared.jobs.schemas import BackendSpec, CallToolPayload, DiscoverPayload, JobStatus
-from shared.jobs.store import JobStore
+from shared.jobs.schemas import BackendSpec, CallToolPayload, DiscoverPayload, Envelope, JobStatus
+from shared.jobs.store import Claim, JobStore
 from shared.redis import make_redis
 from shared.security import SecretBox
 from tests.backends import Backends, free_port
 from tests.jobs_helpers import plant_record
 from workers.sessions import SessionPool
+from workers.state import WorkerState
 from workers.tasks import call_tool, discover
+
+JobFunction = Callable[[dict[str, Any], Any], Awaitable[Envelope]]
 
 
 @pytest.fixture
-async def ctx(settings: Settings) -> AsyncIterator[dict[str, Any]]:
+async def state(settings: Settings) -> AsyncIterator[WorkerState]:
     redis = make_redis(settings)
     sessions = SessionPool(settings, SecretBox.from_settings(settings))
-    yield {
-        "store": JobStore(redis, settings),
-        "sessions": sessions,
-        "worker_id": "unit-test",
-        "redis": redis,
-        "settings": settings,
-    }
+    yield WorkerState(settings, JobStore(redis, settings), sessions, "unit-test")
     await sessions.close()
     await redis.aclose()
+
+
+def claimed(job_id: str, previous: str = "queued", attempts: int = 1) -> Claim:
+    """What the worker's claim reports (tests/test_worker_claim.py covers the claim itself)."""
+    return Claim(job_id, None, attempts, False, previous, attempts, time.time())
+
+
+async def run_job(
+    state: WorkerState, function: JobFunction, payload: Any, previous: str = "queued", attempts: int = 1
+) -> Envelope:
+    """Run a job function as the worker does once it has claimed the job, and record its end."""
+    job_id = payload["job_id"]
+    envelope = await function({"state": state, "claim": claimed(job_id, previous, attempts)}, payload)
+    await state.store.finish(job_id, envelope)
+    return envelope
 
 
 def spec(url: str, transport: str = "streamable_http", timeout_s: float = 10) -> BackendSpec:
@@ -48,7 +60,7 @@ def spec(url: str, transport: str = "streamable_http", timeout_s: float = 10) ->
 
 
 async def run_call(
-    ctx: dict[str, Any],
+    state: WorkerState,
     backend: BackendSpec,
     tool: str,
     arguments: dict[str, Any],
@@ -57,7 +69,7 @@ async def run_call(
     deadline: float | None = None,
 ) -> tuple[dict[str, Any], Any]:
     job_id = uuid.uuid4().hex
-    await plant_record(ctx["redis"], ctx["settings"], job_id, "call_tool", f"unit.{tool}")
+    await plant_record(state.store.redis, state.settings, job_id, "call_tool", f"unit.{tool}")
     payload: CallToolPayload = {
         "job_id": job_id,
         "backend": backend,
@@ -66,63 +78,61 @@ async def run_call(
         "retry_safe": retry_safe,
         "deadline": deadline if deadline is not None else time.time() + 60,
     }
-    envelope = await call_tool(ctx, payload)
-    return dict(envelope), await ctx["store"].get(job_id)
+    envelope = await run_job(state, call_tool, payload)
+    return dict(envelope), await state.store.get(job_id)
 
 
-async def test_call_records_result(ctx: dict[str, Any], backends: Backends) -> None:
-    envelope, record = await run_call(ctx, spec(backends.urls["stateful"]), "add", {"a": 2, "b": 3})
+async def test_call_records_result(state: WorkerState, backends: Backends) -> None:
+    envelope, record = await run_call(state, spec(backends.urls["stateful"]), "add", {"a": 2, "b": 3})
     assert envelope["ok"] is True
     assert envelope["result"]["structuredContent"] == {"result": 5}
     assert record.status is JobStatus.COMPLETED and record.result == envelope["result"]
-    assert record.worker == "unit-test" and record.attempts == 1
 
 
-async def test_session_is_reused_and_reconnected_after_expiry(
-    ctx: dict[str, Any], backends: Backends
-) -> None:
+async def test_session_is_reused_and_reconnected_after_expiry(state: WorkerState, backends: Backends) -> None:
     legacy = backends.legacy
     backend = spec(backends.urls["legacy"])
     before = legacy.initializations
     for i in range(5):
-        envelope, _ = await run_call(ctx, backend, "echo", {"text": str(i)})
+        envelope, _ = await run_call(state, backend, "echo", {"text": str(i)})
         assert envelope["result"]["content"][0]["text"] == f"legacy:{i}"
     assert legacy.initializations == before + 1, "one session should serve every call"
-    assert ctx["sessions"].open_sessions == 1
+    assert state.sessions.open_sessions == 1
 
     legacy.expire_sessions()  # the server now answers 404 to the old Mcp-Session-Id
-    envelope, _ = await run_call(ctx, backend, "echo", {"text": "again"})
+    envelope, _ = await run_call(state, backend, "echo", {"text": "again"})
     assert envelope["ok"] is True, envelope
     assert envelope["result"]["content"][0]["text"] == "legacy:again"
     assert legacy.initializations == before + 2
 
 
-async def test_unreachable_backend_fails_cleanly(ctx: dict[str, Any]) -> None:
-    envelope, record = await run_call(ctx, spec(f"http://127.0.0.1:{free_port()}/mcp"), "echo", {"text": "x"})
+async def test_unreachable_backend_fails_cleanly(state: WorkerState) -> None:
+    envelope, record = await run_call(
+        state, spec(f"http://127.0.0.1:{free_port()}/mcp"), "echo", {"text": "x"}
+    )
     assert envelope["ok"] is False
     assert envelope["error"]["type"] == "backend_unavailable"
     assert record.status is JobStatus.FAILED and record.error == envelope["error"]
 
 
-async def test_backend_timeout(ctx: dict[str, Any], backends: Backends) -> None:
+async def test_backend_timeout(state: WorkerState, backends: Backends) -> None:
     backend = spec(backends.urls["stateful"], timeout_s=0.3)
     started = time.monotonic()
-    envelope, record = await run_call(ctx, backend, "sleep", {"seconds": 3})
+    envelope, record = await run_call(state, backend, "sleep", {"seconds": 3})
     assert time.monotonic() - started < 2.5
     assert envelope["error"]["type"] == "timeout"
     assert record.status is JobStatus.FAILED
 
 
 async def test_redelivered_call_is_not_rerun_unless_retry_safe(
-    ctx: dict[str, Any], backends: Backends
+    state: WorkerState, backends: Backends
 ) -> None:
-    store: JobStore = ctx["store"]
+    store: JobStore = state.store
     backend = spec(backends.urls["stateful"])
     key = uuid.uuid4().hex
     for retry_safe, expected in ((False, JobStatus.FAILED), (True, JobStatus.COMPLETED)):
         job_id = uuid.uuid4().hex
-        await plant_record(ctx["redis"], ctx["settings"], job_id, "call_tool", "unit.count")
-        await store.start(job_id, "a-worker-that-died")  # attempt 1 began, then its worker vanished
+        await plant_record(state.store.redis, state.settings, job_id, "call_tool", "unit.count")
         payload: CallToolPayload = {
             "job_id": job_id,
             "backend": backend,
@@ -131,29 +141,30 @@ async def test_redelivered_call_is_not_rerun_unless_retry_safe(
             "retry_safe": retry_safe,
             "deadline": time.time() + 60,
         }
-        envelope = await call_tool(ctx, payload)
+        # Attempt 1 began, then its worker vanished: attempt 2 finds the record running.
+        envelope = await run_job(state, call_tool, payload, previous="running", attempts=2)
         record = await store.get(job_id)
-        assert record is not None and record.status is expected and record.attempts == 2
+        assert record is not None and record.status is expected
         if not retry_safe:
             assert envelope["error"]["type"] == "worker_lost"
     assert backends.counters[key] == 1  # only the retry-safe one reached the backend
 
 
-async def test_job_past_its_deadline_is_not_run(ctx: dict[str, Any], backends: Backends) -> None:
+async def test_job_past_its_deadline_is_not_run(state: WorkerState, backends: Backends) -> None:
     key = uuid.uuid4().hex
     envelope, record = await run_call(
-        ctx, spec(backends.urls["stateful"]), "count", {"key": key}, deadline=time.time() - 1
+        state, spec(backends.urls["stateful"]), "count", {"key": key}, deadline=time.time() - 1
     )
     assert envelope["error"]["type"] == "expired"
     assert record.status is JobStatus.FAILED
     assert key not in backends.counters
 
 
-async def test_job_cancelled_while_queued_is_skipped(ctx: dict[str, Any], backends: Backends) -> None:
-    store: JobStore = ctx["store"]
+async def test_job_cancelled_while_queued_is_skipped(state: WorkerState, backends: Backends) -> None:
+    store: JobStore = state.store
     job_id = uuid.uuid4().hex
     key = uuid.uuid4().hex
-    await plant_record(ctx["redis"], ctx["settings"], job_id, "call_tool", "unit.count")
+    await plant_record(state.store.redis, state.settings, job_id, "call_tool", "unit.count")
     assert await store.request_cancel(job_id) == "cancelled"
     payload: CallToolPayload = {
         "job_id": job_id,
@@ -163,49 +174,24 @@ async def test_job_cancelled_while_queued_is_skipped(ctx: dict[str, Any], backen
         "retry_safe": False,
         "deadline": time.time() + 60,
     }
-    envelope = await call_tool(ctx, payload)
+    envelope = await run_job(state, call_tool, payload, previous="cancelled")
     assert envelope["error"]["type"] == "skipped"
     record = await store.get(job_id)
     assert record is not None and record.status is JobStatus.CANCELLED
     assert key not in backends.counters
 
 
-async def test_cancel_during_call_records_cancelled(ctx: dict[str, Any], backends: Backends) -> None:
-    store: JobStore = ctx["store"]
-    key = uuid.uuid4().hex
-    backends.gate(key)
-    job_id = uuid.uuid4().hex
-    await plant_record(ctx["redis"], ctx["settings"], job_id, "call_tool", "unit.hold")
-    payload: CallToolPayload = {
-        "job_id": job_id,
-        "backend": spec(backends.urls["stateful"]),
-        "tool": "hold",
-        "arguments": {"key": key},
-        "retry_safe": False,
-        "deadline": time.time() + 60,
-    }
-    task = asyncio.create_task(call_tool(ctx, payload))
-    assert await asyncio.to_thread(backends.gate(key).entered.wait, 10)
-    assert await store.request_cancel(job_id) == "running"
-    task.cancel()  # what arq does when it sees the abort
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    record = await store.get(job_id)
-    assert record is not None and record.status is JobStatus.CANCELLED
-    backends.gate(key).release()
-
-
 @pytest.mark.parametrize("kind", ["stateful", "stateless", "sse"])
-async def test_discover_lists_the_catalog(ctx: dict[str, Any], backends: Backends, kind: str) -> None:
+async def test_discover_lists_the_catalog(state: WorkerState, backends: Backends, kind: str) -> None:
     transport = "sse" if kind == "sse" else "streamable_http"
     job_id = uuid.uuid4().hex
-    await plant_record(ctx["redis"], ctx["settings"], job_id, "discover", "unit (discovery)")
+    await plant_record(state.store.redis, state.settings, job_id, "discover", "unit (discovery)")
     payload: DiscoverPayload = {
         "job_id": job_id,
         "backend": spec(backends.urls[kind], transport),
         "deadline": time.time() + 60,
     }
-    envelope = await discover(ctx, payload)
+    envelope = await run_job(state, discover, payload)
     assert envelope["ok"] is True, envelope
     catalog = envelope["result"]
     assert {"echo", "add", "sleep", "hold"} <= {t["name"] for t in catalog["tools"]}
@@ -216,48 +202,43 @@ async def test_discover_lists_the_catalog(ctx: dict[str, Any], backends: Backend
     assert catalog["protocol_version"]
 
 
-async def test_discover_legacy_backend(ctx: dict[str, Any], backends: Backends) -> None:
+async def test_discover_legacy_backend(state: WorkerState, backends: Backends) -> None:
     job_id = uuid.uuid4().hex
-    await plant_record(ctx["redis"], ctx["settings"], job_id, "discover", "unit (discovery)")
-    envelope = await discover(
-        ctx, {"job_id": job_id, "backend": spec(backends.urls["legacy"]), "deadline": time.time() + 60}
-    )
+    await plant_record(state.store.redis, state.settings, job_id, "discover", "unit (discovery)")
+    payload = {"job_id": job_id, "backend": spec(backends.urls["legacy"]), "deadline": time.time() + 60}
+    envelope = await run_job(state, discover, payload)
     assert envelope["ok"] is True, envelope
     assert envelope["result"]["protocol_version"] == "2025-06-18"
     assert [t["name"] for t in envelope["result"]["tools"]] == ["echo"]
     assert envelope["result"]["resources"] == [] and envelope["result"]["prompts"] == []
 
 
-async def test_handshake_era_backend_negotiates_2025_11_25(ctx: dict[str, Any], backends: Backends) -> None:
+async def test_handshake_era_backend_negotiates_2025_11_25(state: WorkerState, backends: Backends) -> None:
     job_id = uuid.uuid4().hex
-    await plant_record(ctx["redis"], ctx["settings"], job_id, "discover", "unit (discovery)")
+    await plant_record(state.store.redis, state.settings, job_id, "discover", "unit (discovery)")
     backend = spec(backends.urls["handshake"])
-    envelope = await discover(ctx, {"job_id": job_id, "backend": backend, "deadline": time.time() + 60})
+    envelope = await run_job(
+        state, discover, {"job_id": job_id, "backend": backend, "deadline": time.time() + 60}
+    )
     assert envelope["ok"] is True, envelope
     assert envelope["result"]["protocol_version"] == "2025-11-25"
     for i in range(3):
-        call, _ = await run_call(ctx, backend, "echo", {"text": f"h{i}"})
+        call, _ = await run_call(state, backend, "echo", {"text": f"h{i}"})
         assert call["result"]["content"][0]["text"] == f"h{i}"
-    assert ctx["sessions"].open_sessions == 1
+    assert state.sessions.open_sessions == 1
 
 
 async def test_busy_backend_gets_more_sessions_up_to_the_cap(settings: Settings, backends: Backends) -> None:
     narrow = settings.model_copy(update={"mcp_session_max_calls": 2, "mcp_max_sessions_per_backend": 3})
     redis = make_redis(narrow)
     sessions = SessionPool(narrow, SecretBox.from_settings(narrow))
-    ctx = {
-        "store": JobStore(redis, narrow),
-        "sessions": sessions,
-        "worker_id": "unit-test",
-        "redis": redis,
-        "settings": narrow,
-    }
+    state = WorkerState(narrow, JobStore(redis, narrow), sessions, "unit-test")
     keys = [uuid.uuid4().hex for _ in range(8)]
     for key in keys:
         backends.gate(key)
     try:
         calls = [
-            asyncio.create_task(run_call(ctx, spec(backends.urls["stateless"]), "hold", {"key": key}))
+            asyncio.create_task(run_call(state, spec(backends.urls["stateless"]), "hold", {"key": key}))
             for key in keys
         ]
         for key in keys:

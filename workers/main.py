@@ -1,71 +1,27 @@
-"""The arq worker: `arq workers.main.WorkerSettings`.
+"""The worker process: `python -m workers` (see workers/__main__.py).
 
-It never opens a database connection: jobs carry every value they need.
+It never opens a database connection: jobs carry every value they need. `arq
+workers.main.WorkerSettings` no longer runs it: arq's own Worker would pick jobs up its way,
+without the claim that marks our job record running (see workers/worker.py).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
-import os
+import signal
 import socket
-from typing import Any
+from collections.abc import Callable
 
-from arq.connections import ArqRedis, RedisSettings
-from arq.worker import func
 from prometheus_client import start_http_server
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.config import get_settings
-from shared.jobs.schemas import JobKind
+from shared.config import Settings, get_settings
 from shared.jobs.store import JobStore
-from shared.redis import job_deserializer, job_serializer, run_guarded, start_subscriber, stop_task
-from shared.security import SecretBox
-from workers import wake
-from workers.sessions import SessionPool
-from workers.tasks import call_tool, discover, get_prompt, read_resource
+from shared.redis import make_redis
+from workers.worker import Worker
 
 log = logging.getLogger("mcpq.worker")
-
-wake.install()
-
-
-async def startup(ctx: dict[str, Any]) -> None:
-    # Tests run a worker in-process and hand it their own settings through ctx.
-    settings = ctx.get("settings") or get_settings()
-    # arq logs every job's arguments at INFO. Ours carry backend headers only encrypted, but
-    # logs are no place for them either; our tasks log what matters (failures) themselves.
-    logging.getLogger("arq.worker").setLevel(logging.WARNING)
-    store = JobStore(ctx["redis"], settings)
-    # Workers decrypt backend headers; without MCPQ_SECRET_KEYS they refuse to start.
-    sessions = SessionPool(settings, SecretBox.from_settings(settings))
-    sessions.start()
-    ctx.update(
-        settings=settings,
-        store=store,
-        sessions=sessions,
-        worker_id=f"{socket.gethostname()}:{os.getpid()}",
-        in_flight=0,
-    )
-    serve_metrics(settings.worker_metrics_host, settings.worker_metrics_port)
-    ctx["wake_listener"] = await start_subscriber(
-        ctx["redis"], {store.wake_channel: lambda _: wake.wake()}, wake.wake
-    )
-    ctx["wake_tokens"] = asyncio.create_task(
-        run_guarded("wake-tokens", lambda: take_wake_tokens(ctx["redis"], store.wake_list))
-    )
-
-
-async def take_wake_tokens(redis: ArqRedis, wake_list: str) -> None:
-    """Block on the wake list; each token (one per enqueued job) wakes this worker's poll."""
-    while True:
-        try:
-            if await redis.blpop([wake_list], timeout=5) is not None:  # type: ignore[misc]
-                wake.wake()
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            log.warning("wake list unavailable (%s); relying on the fallback poll", exc)
-            await asyncio.sleep(1)
 
 
 def serve_metrics(host: str, port: int) -> None:
@@ -81,45 +37,50 @@ def serve_metrics(host: str, port: int) -> None:
         log.info("worker metrics on http://%s:%s/metrics", host, port)
 
 
-async def shutdown(ctx: dict[str, Any]) -> None:
-    await stop_task(ctx.get("wake_listener"))
-    await stop_task(ctx.get("wake_tokens"))
-    sessions: SessionPool | None = ctx.get("sessions")
-    if sessions is not None:
-        await sessions.close()
+async def serve(settings: Settings) -> int:
+    """Run one worker until SIGTERM or SIGINT, then drain it (a second signal hurries it)."""
+    serve_metrics(settings.worker_metrics_host, settings.worker_metrics_port)
+    worker = Worker(settings, make_redis(settings))
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, worker.stop)
+    try:
+        await worker.async_run()
+    finally:
+        await worker.close()
+    return 0
 
 
-async def job_ended(ctx: dict[str, Any]) -> None:
-    # A job that ends on a full worker frees a slot: look for queued work now rather than at the
-    # next fallback poll. (An exception here would kill arq's main loop; this cannot raise.)
-    if ctx.get("in_flight", 0) >= ctx["settings"].worker_max_jobs - 1:
-        wake.wake()
+async def check(settings: Settings) -> int:
+    """Exit 0 if a worker on this host has beaten within `worker_dead_after_s` (health checks)."""
+    redis = make_redis(settings)
+    try:
+        live = await JobStore(redis, settings).live_workers()
+    finally:
+        await redis.aclose()
+    host = socket.gethostname()
+    mine = [w for w in live if w.startswith(f"{host}:")]
+    print(f"live workers on {host}: {len(mine)}")
+    return 0 if mine else 1
 
 
-_settings = get_settings()
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (as for the API under uvicorn): less CPU per job."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
-class WorkerSettings:
-    functions = [
-        func(call_tool, name=JobKind.CALL_TOOL.value, max_tries=3),
-        func(discover, name=JobKind.DISCOVER.value, max_tries=2),
-        func(read_resource, name=JobKind.READ_RESOURCE.value, max_tries=3),
-        func(get_prompt, name=JobKind.GET_PROMPT.value, max_tries=3),
-    ]
-    on_startup = startup
-    on_shutdown = shutdown
-    after_job_end = job_ended
-    job_serializer = job_serializer
-    job_deserializer = job_deserializer
-    allow_abort_jobs = True
-    log_results = False
-    redis_settings = RedisSettings.from_dsn(_settings.redis_url)
-    queue_name = _settings.queue_name
-    max_jobs = _settings.worker_max_jobs
-    poll_delay = _settings.worker_fallback_poll_s
-    job_timeout = int(_settings.max_backend_timeout_s + 30)  # JobStore.in_progress_ms relies on it
-    keep_result = _settings.result_ttl_s
-    # One health-check key per host (a container per replica), so `arq --check` in one container
-    # cannot see another replica's beat, and a dead replica's key lapses within seconds.
-    health_check_key = f"{_settings.queue_name}:health-check:{socket.gethostname()}"
-    health_check_interval = 10
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers", description="Run an mcpq worker.")
+    parser.add_argument("--check", action="store_true", help="exit 0 if a worker on this host is alive")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The HTTP clients log every request at INFO: a line per backend call is noise, and CPU.
+    for chatty in ("httpx", "httpx2"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    settings = get_settings()
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(check(settings) if args.check else serve(settings))

@@ -1,6 +1,7 @@
 """Job functions. Each takes one plain JSON payload, never raises, and returns an envelope.
 
-They hold no database session: everything they need travels in the payload.
+They hold no database session: everything they need travels in the payload. The worker
+(workers/worker.py) claims a job, calls its function, and records the envelope it returns.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from mcp import Client, MCPError
 from mcp.types import CONNECTION_CLOSED, METHOD_NOT_FOUND, REQUEST_TIMEOUT
+from redis.exceptions import RedisError
 
 from shared import metrics
 from shared.jobs.schemas import (
@@ -24,8 +27,9 @@ from shared.jobs.schemas import (
     JobKind,
     ReadResourcePayload,
 )
-from shared.jobs.store import CANCELLED_ERROR, JobStore
-from workers.sessions import SessionPool, describe, session_expired
+from shared.jobs.store import Claim
+from workers.sessions import describe, session_expired
+from workers.state import WorkerState, job_context
 
 log = logging.getLogger(__name__)
 
@@ -49,76 +53,74 @@ def classify(exc: BaseException, timeout_s: float) -> Envelope:
     return failure("backend_unavailable", f"could not reach the backend: {describe(exc)}")
 
 
-async def _guarded(
-    ctx: dict[str, Any],
-    kind: str,
-    job_id: str,
-    backend: BackendSpec,
-    retry_safe: bool,
-    deadline: float,
-    work: Callable[[], Awaitable[Envelope]],
+@dataclass(frozen=True)
+class JobRun:
+    """One run of one job: what the state machine around the backend operation needs."""
+
+    kind: JobKind
+    job_id: str
+    backend: BackendSpec
+    retry_safe: bool  # may run again if an earlier attempt's worker died mid-call
+    deadline: float  # epoch seconds; past it the caller has given up
+
+
+Operation = Callable[[Client], Awaitable[Envelope]]
+
+
+async def run_job(
+    ctx: dict[str, Any], run: JobRun, operation: Operation, fresh_session: bool = False
 ) -> Envelope:
-    """The state machine around any backend operation: start, run, record the outcome, push it."""
-    ctx["in_flight"] = ctx.get("in_flight", 0) + 1
+    """The state machine around any backend operation. The claim started the job; the worker
+    records the envelope returned here (and ends the arq job) in one round trip."""
+    state, claim = job_context(ctx)
+    if claim.previous not in ("queued", "running"):
+        # Cancelled while queued, already finished, or its record expired: nothing to do.
+        return failure("skipped", f"job was already {claim.previous}")
+    started = time.time()
+    metrics.QUEUE_WAIT_SECONDS.labels(run.kind).observe(max(0.0, started - claim.created))
     metrics.JOBS_IN_FLIGHT.inc()
     try:
-        envelope = await _run_guarded(ctx, kind, job_id, backend, retry_safe, deadline, work)
+        envelope = await _attempt(state, claim, run, operation, fresh_session)
     finally:
-        ctx["in_flight"] -= 1
         metrics.JOBS_IN_FLIGHT.dec()
-    outcome = "completed" if envelope.get("ok") else envelope["error"]["type"]
-    metrics.JOBS.labels(kind, outcome).inc()
-    if outcome not in ("completed", "skipped"):
-        log.warning("job %s on %s failed: %s", job_id, backend["gateway"], envelope["error"]["message"])
-    return envelope
-
-
-async def _run_guarded(
-    ctx: dict[str, Any],
-    kind: str,
-    job_id: str,
-    backend: BackendSpec,
-    retry_safe: bool,
-    deadline: float,
-    work: Callable[[], Awaitable[Envelope]],
-) -> Envelope:
-    store: JobStore = ctx["store"]
-    previous, attempts, created = await store.start(job_id, ctx["worker_id"])
-    if previous not in ("queued", "running"):
-        # Cancelled while queued, already finished, or its record expired: nothing to do.
-        return failure("skipped", f"job was already {previous}")
-    started = time.time()
-    metrics.QUEUE_WAIT_SECONDS.labels(kind).observe(max(0.0, started - created))
-    if previous == "running" and not retry_safe:
-        envelope = failure(
-            "worker_lost",
-            f"the worker running this call stopped (attempt {attempts}); not retried because the tool "
-            "is not marked idempotentHint or readOnlyHint, so it may or may not have run",
-        )
-    elif time.time() > deadline:
-        envelope = failure("expired", "the job waited in the queue past its deadline")
-    else:
-        try:
-            envelope = await work()
-        except asyncio.CancelledError:
-            record = await store.get(job_id)
-            if record is not None and record.cancel_requested:
-                await store.finish(job_id, {"ok": False, "error": CANCELLED_ERROR})
-            else:
-                # The worker is shutting down: arq keeps the job for another worker, whose attempt
-                # decides (re-run if retry-safe, else worker_lost). Make it due now, not later.
-                await store.due_now(job_id)
-            raise
-        except Exception as exc:
-            envelope = classify(exc, backend["timeout_s"])
-            if envelope["error"]["type"] == "backend_unavailable":
-                # The transport broke; a timeout or protocol error leaves the shared session usable.
-                ctx["sessions"].forget(backend)
-    await store.finish(job_id, envelope)
     finished = time.time()
-    metrics.EXECUTION_SECONDS.labels(kind).observe(finished - started)
-    metrics.END_TO_END_SECONDS.labels(kind).observe(max(0.0, finished - created))
+    metrics.EXECUTION_SECONDS.labels(run.kind).observe(finished - started)
+    metrics.END_TO_END_SECONDS.labels(run.kind).observe(max(0.0, finished - claim.created))
+    outcome = "completed" if envelope.get("ok") else envelope["error"]["type"]
+    metrics.JOBS.labels(run.kind, outcome).inc()
+    if outcome not in ("completed", "skipped"):
+        log.warning(
+            "job %s on %s failed: %s", run.job_id, run.backend["gateway"], envelope["error"]["message"]
+        )
     return envelope
+
+
+async def _attempt(
+    state: WorkerState, claim: Claim, run: JobRun, operation: Operation, fresh_session: bool
+) -> Envelope:
+    if claim.previous == "running" and not run.retry_safe:
+        return failure(
+            "worker_lost",
+            f"the worker running this call stopped (attempt {claim.attempts}); not retried because the "
+            "tool is not marked idempotentHint or readOnlyHint, so it may or may not have run",
+        )
+    if time.time() > run.deadline:
+        return failure("expired", "the job waited in the queue past its deadline")
+    backend = run.backend
+    try:
+        if fresh_session:
+            # A session of its own with a fresh protocol probe: what a pooled session learned
+            # earlier must not stand in for the server as it is now.
+            async with asyncio.timeout(backend["timeout_s"]), state.sessions.connect(backend) as client:
+                return await operation(client)
+        async with asyncio.timeout(backend["timeout_s"] + 5):
+            return await state.sessions.run(backend, operation)
+    except Exception as exc:
+        envelope = classify(exc, backend["timeout_s"])
+        if envelope["error"]["type"] == "backend_unavailable":
+            # The transport broke; a timeout or protocol error leaves the shared session usable.
+            state.sessions.forget(backend)
+        return envelope
 
 
 def _dump(model: Any) -> dict[str, Any]:
@@ -127,8 +129,7 @@ def _dump(model: Any) -> dict[str, Any]:
 
 
 async def call_tool(ctx: dict[str, Any], payload: CallToolPayload) -> Envelope:
-    backend = payload["backend"]
-    store: JobStore = ctx["store"]
+    state, _ = job_context(ctx)
     job_id = payload["job_id"]
     last_progress = 0.0
 
@@ -137,13 +138,18 @@ async def call_tool(ctx: dict[str, Any], payload: CallToolPayload) -> Envelope:
         now = time.monotonic()
         if now - last_progress >= PROGRESS_MIN_INTERVAL_S or (total is not None and progress >= total):
             last_progress = now
-            await store.set_progress(job_id, {"progress": progress, "total": total, "message": message})
+            try:
+                await state.store.set_progress(
+                    job_id, {"progress": progress, "total": total, "message": message}
+                )
+            except RedisError as exc:  # progress is advisory: Redis away must not fail the call
+                log.warning("progress of job %s not stored: %s", job_id, exc)
 
     async def call(client: Client) -> Envelope:
         result = await client.call_tool(
             payload["tool"],
             payload["arguments"],
-            read_timeout_seconds=backend["timeout_s"],
+            read_timeout_seconds=payload["backend"]["timeout_s"],
             progress_callback=on_progress,
         )
         dumped = _dump(result)
@@ -151,40 +157,26 @@ async def call_tool(ctx: dict[str, Any], payload: CallToolPayload) -> Envelope:
         body.setdefault("isError", False)
         return {"ok": True, "result": body}
 
-    async def work() -> Envelope:
-        sessions: SessionPool = ctx["sessions"]
-        async with asyncio.timeout(backend["timeout_s"] + 5):
-            return await sessions.run(backend, call)
-
-    return await _guarded(
-        ctx, JobKind.CALL_TOOL, job_id, backend, payload["retry_safe"], payload["deadline"], work
-    )
+    run = JobRun(JobKind.CALL_TOOL, job_id, payload["backend"], payload["retry_safe"], payload["deadline"])
+    return await run_job(ctx, run, call)
 
 
 async def read_resource(ctx: dict[str, Any], payload: ReadResourcePayload) -> Envelope:
     """Read one resource on a pooled session. Contents come back as MCP sent them: `text`, or
     `blob` (base64) for binary contents."""
-    backend = payload["backend"]
 
     async def read(client: Client) -> Envelope:
         result = await client.read_resource(payload["uri"])
         dumped = _dump(result)
         return {"ok": True, "result": {k: dumped[k] for k in ("contents", "_meta") if k in dumped}}
 
-    async def work() -> Envelope:
-        sessions: SessionPool = ctx["sessions"]
-        async with asyncio.timeout(backend["timeout_s"] + 5):
-            return await sessions.run(backend, read)
-
     # Reading has no side effects, so a read interrupted by a dying worker is simply run again.
-    return await _guarded(
-        ctx, JobKind.READ_RESOURCE, payload["job_id"], backend, True, payload["deadline"], work
-    )
+    run = JobRun(JobKind.READ_RESOURCE, payload["job_id"], payload["backend"], True, payload["deadline"])
+    return await run_job(ctx, run, read)
 
 
 async def get_prompt(ctx: dict[str, Any], payload: GetPromptPayload) -> Envelope:
     """Render one prompt on a pooled session; the result is the MCP GetPromptResult as JSON."""
-    backend = payload["backend"]
 
     async def render(client: Client) -> Envelope:
         result = await client.get_prompt(payload["prompt"], payload["arguments"] or None)
@@ -194,14 +186,8 @@ async def get_prompt(ctx: dict[str, Any], payload: GetPromptPayload) -> Envelope
             "result": {k: dumped[k] for k in ("description", "messages", "_meta") if k in dumped},
         }
 
-    async def work() -> Envelope:
-        sessions: SessionPool = ctx["sessions"]
-        async with asyncio.timeout(backend["timeout_s"] + 5):
-            return await sessions.run(backend, render)
-
-    return await _guarded(
-        ctx, JobKind.GET_PROMPT, payload["job_id"], backend, True, payload["deadline"], work
-    )
+    run = JobRun(JobKind.GET_PROMPT, payload["job_id"], payload["backend"], True, payload["deadline"])
+    return await run_job(ctx, run, render)
 
 
 async def _collect(fetch: Callable[[str | None], Awaitable[Any]], attr: str) -> list[dict[str, Any]]:
@@ -248,12 +234,6 @@ async def discover(ctx: dict[str, Any], payload: DiscoverPayload) -> Envelope:
             result["prompts"] = await _collect(lambda c: client.list_prompts(cursor=c), "prompts")
         return {"ok": True, "result": result}
 
-    async def work() -> Envelope:
-        # A session of its own with a fresh protocol probe: the catalog and capabilities must
-        # come from the server as it is now, not from what a pooled session learned earlier.
-        sessions: SessionPool = ctx["sessions"]
-        async with asyncio.timeout(backend["timeout_s"]), sessions.connect(backend) as client:
-            return await catalog(client)
-
     # Discovery only reads, so it is always safe to run again.
-    return await _guarded(ctx, JobKind.DISCOVER, payload["job_id"], backend, True, payload["deadline"], work)
+    run = JobRun(JobKind.DISCOVER, payload["job_id"], backend, True, payload["deadline"])
+    return await run_job(ctx, run, catalog, fresh_session=True)

@@ -1,49 +1,29 @@
-"""Wake the arq worker by a push instead of a fixed sleep.
+"""Idle workers are woken by a push, not a fixed poll.
 
-arq's main loop is `async for _ in poll(poll_delay): await self._poll_iteration()`, and `poll`
-just sleeps. The `arq` CLI builds arq's own `Worker`, so we cannot subclass it; instead we
-replace that one sleep: the loop now waits until it is woken (a job was enqueued, an abort was
-requested, a job finished and freed a slot) or `poll_delay` passes, whichever comes first.
-`poll_delay` thereby becomes a slow fallback, not the latency floor.
+Each enqueued job pushes one token onto a wake list (see _ENQUEUE in shared/jobs/store.py);
+an idle worker blocks on that list and wakes its claim loop when it gets one. One token wakes
+one worker, so workers do not all rush at each job. tests/test_push.py checks that a worker
+with a 30 s fallback poll still picks a job up at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import weakref
-from collections.abc import AsyncGenerator
+import logging
 
-import arq.worker
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-_events: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Event] = weakref.WeakKeyDictionary()
-
-
-def wake_event() -> asyncio.Event:
-    loop = asyncio.get_running_loop()
-    event = _events.get(loop)
-    if event is None:
-        event = _events[loop] = asyncio.Event()
-    return event
+log = logging.getLogger(__name__)
 
 
-def wake() -> None:
-    wake_event().set()
-
-
-async def wakeable_poll(step: float = 0.5) -> AsyncGenerator[float, None]:
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    event = wake_event()
+async def take_wake_tokens(redis: Redis, wake_list: str, wake: asyncio.Event) -> None:
+    """Block on the wake list; set `wake` for each token taken."""
     while True:
-        yield loop.time() - start
         try:
-            await asyncio.wait_for(event.wait(), step)
-        except TimeoutError:
-            pass
-        # Cleared after the wait: a wake that arrives while the loop polls is kept for the next turn.
-        event.clear()
-
-
-def install() -> None:
-    # Guarded by tests/test_worker_wake.py, which fails if arq's loop stops using this name.
-    arq.worker.poll = wakeable_poll  # type: ignore[attr-defined]
+            if await redis.blpop([wake_list], timeout=5) is not None:  # type: ignore[misc]
+                wake.set()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            log.warning("wake list unavailable (%s); relying on the fallback poll", exc)
+            await asyncio.sleep(1)

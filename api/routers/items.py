@@ -16,7 +16,7 @@ import inspect
 from collections.abc import Callable
 from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -30,6 +30,21 @@ from shared.resources.kind import RESOURCES
 from shared.resources.schemas import ReadJobRequest, ReadRequest, ResourceOut, ResourcePage
 from shared.tools.kind import TOOLS
 from shared.tools.schemas import CallRequest, JobSubmitRequest, ToolOut, ToolPage
+
+# A client that may send a request twice (a retry after a dropped connection) sends the same key
+# both times: within MCPQ_RESULT_TTL_S its team gets the same job back, never a second run.
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Any string of up to 255 visible ASCII characters, new for each new request: "
+        "the same key (from the same team, within the result TTL) returns the same job instead of "
+        "running it again; the same key with a different request is 422.",
+    ),
+]
 
 
 class JobBody(Protocol):
@@ -82,11 +97,24 @@ def item_router(
     async def get_item(ref: str, ctx: ContextDep, principal: PrincipalDep) -> Any:
         return await items.get(ctx, principal, kind, ref)
 
-    async def run_item(ref: str, body: AwaitedBody, ctx: ContextDep, principal: PrincipalDep) -> JSONResponse:
-        return call_response(await items.call(ctx, principal, kind, ref, body.request, body.timeout_s))
+    async def run_item(
+        ref: str,
+        body: AwaitedBody,
+        ctx: ContextDep,
+        principal: PrincipalDep,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        record = await items.call(ctx, principal, kind, ref, body.request, body.timeout_s, idempotency_key)
+        return call_response(record)
 
-    async def submit_item(ref: str, body: JobBody, ctx: ContextDep, principal: PrincipalDep) -> JSONResponse:
-        return accepted(await items.submit(ctx, principal, kind, ref, body.request))
+    async def submit_item(
+        ref: str,
+        body: JobBody,
+        ctx: ContextDep,
+        principal: PrincipalDep,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        return accepted(await items.submit(ctx, principal, kind, ref, body.request, idempotency_key))
 
     name = kind.name
     router.add_api_route("", list_items, methods=["GET"], response_model=page, name=f"list_{kind.plural}")

@@ -1,4 +1,4 @@
-"""GET and DELETE /v1/jobs/{id}."""
+"""GET /v1/jobs (the newest jobs the caller may see), GET and DELETE /v1/jobs/{id}."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from api.deps import ContextDep, PrincipalDep
 from shared.items import service as items
@@ -43,6 +44,31 @@ def call_response(record: JobRecord) -> JSONResponse:
         "status": record.status.value,
     }
     return JSONResponse(body, status_code=_FAILURE_STATUS.get(error["type"], 502))
+
+
+# The most jobs one page lists.
+MAX_PAGE = 200
+
+
+class JobPage(BaseModel):
+    # Each job as GET /v1/jobs/{id} shows it, less its result (read that by id).
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+@router.get("")
+async def list_jobs(
+    ctx: ContextDep,
+    principal: PrincipalDep,
+    status: Annotated[list[JobStatus] | None, Query(description="only jobs in these states")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    cursor: str | None = None,
+) -> JobPage:
+    """The newest jobs of the caller's team (every team's for the platform admin), newest first;
+    the most recent 1000 per team are kept for listing."""
+    records, next_cursor = await ctx.queue.recent(principal, frozenset(status or ()), limit, cursor)
+    summaries = [{k: v for k, v in r.to_public().items() if k != "result"} for r in records]
+    return JobPage(items=summaries, next_cursor=next_cursor)
 
 
 @router.get("/{job_id}")

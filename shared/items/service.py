@@ -132,6 +132,7 @@ def prepare(
     item: Plain,
     request: Request,
     ref: str,
+    idempotency_key: str | None = None,
 ) -> PreparedJob:
     """Authorize the caller for `item`, check the request, and make the job (nothing is enqueued)."""
     principal.authorize(item.team_id, Role.MEMBER, f"{kind.name} {ref!r}", public=item.public)
@@ -139,13 +140,19 @@ def prepare(
     payload = job_payload(
         item.backend, retry_safe=spec.retry_safe, queue_ttl_s=ctx.settings.queue_ttl_s, **spec.fields
     )
-    return PreparedJob(kind.job_kind, payload, spec.item, principal.job_team(item.team_id))
+    return PreparedJob(kind.job_kind, payload, spec.item, principal.job_team(item.team_id), idempotency_key)
 
 
 async def prepare_ref(
-    ctx: AppContext, principal: Principal, kind: ItemKind[Any, Any, Any, Request], ref: str, request: Request
+    ctx: AppContext,
+    principal: Principal,
+    kind: ItemKind[Any, Any, Any, Request],
+    ref: str,
+    request: Request,
+    idempotency_key: str | None = None,
 ) -> PreparedJob:
-    return prepare(ctx, principal, kind, await resolve(ctx, principal, kind, ref), request, ref)
+    item = await resolve(ctx, principal, kind, ref)
+    return prepare(ctx, principal, kind, item, request, ref, idempotency_key)
 
 
 # --- run it ---------------------------------------------------------------------------------------
@@ -158,23 +165,29 @@ async def call(
     ref: str,
     request: Request,
     wait_s: float | None,
+    idempotency_key: str | None = None,
 ) -> JobRecord:
     """Prepare the job and await it for up to `wait_s` (no DB session is open during the wait)."""
     wait = wait_limit(ctx.settings, wait_s)
     started = time.perf_counter()
     with counted(kind, "sync"):
-        job = await prepare_ref(ctx, principal, kind, ref, request)
+        job = await prepare_ref(ctx, principal, kind, ref, request, idempotency_key)
         record = await ctx.queue.run(job, wait)
     observe(kind, "sync", record, started)
     return record
 
 
 async def submit(
-    ctx: AppContext, principal: Principal, kind: ItemKind[Any, Any, Any, Request], ref: str, request: Request
+    ctx: AppContext,
+    principal: Principal,
+    kind: ItemKind[Any, Any, Any, Request],
+    ref: str,
+    request: Request,
+    idempotency_key: str | None = None,
 ) -> JobRecord:
     """Prepare the job and enqueue it; the caller polls GET /v1/jobs/{id}."""
     with counted(kind, "async"):
-        job = await prepare_ref(ctx, principal, kind, ref, request)
+        job = await prepare_ref(ctx, principal, kind, ref, request, idempotency_key)
         record = await ctx.queue.submit(job)
     metrics.CALLS.labels(kind.name, "async", "accepted").inc()
     return record

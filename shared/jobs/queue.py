@@ -18,9 +18,17 @@ from arq.constants import abort_jobs_ss
 from arq.utils import timestamp_ms
 from redis.exceptions import RedisError
 
+from shared import pagination
 from shared.auth.schemas import Principal, Role
 from shared.config import Settings
-from shared.errors import Conflict, NotFound, ServiceUnavailable, TooManyRequests
+from shared.errors import (
+    BadRequest,
+    Conflict,
+    IdempotencyKeyReused,
+    NotFound,
+    ServiceUnavailable,
+    TooManyRequests,
+)
 from shared.ids import parse_uuid
 from shared.jobs.schemas import JobRecord, JobStatus, PreparedJob
 from shared.jobs.store import JobStore
@@ -30,6 +38,8 @@ log = logging.getLogger(__name__)
 
 # How long DELETE waits for a running job's worker to confirm the cancellation.
 CANCEL_CONFIRM_S = 5.0
+# How many index entries a filtered listing reads per round trip.
+RECENT_SCAN_BATCH = 100
 # What a caller over its team's in-flight limit is told to wait before trying again.
 RETRY_AFTER_S = 1
 
@@ -40,6 +50,14 @@ ProgressSink = Callable[[dict[str, Any]], Awaitable[None]]
 def _not_found(job_id: str) -> NotFound:
     # The same answer whether the job never existed, has expired or belongs to another team.
     return NotFound(f"job {job_id} not found (unknown, expired, or not your team's)")
+
+
+def _position(cursor: str) -> tuple[int, str]:
+    """A GET /v1/jobs cursor: the (created ms, job id) of the last job of the previous page."""
+    created, job_id = pagination.decode_values(cursor, 2)
+    if not isinstance(created, int) or not isinstance(job_id, str):
+        raise BadRequest("invalid cursor")
+    return created, job_id
 
 
 def authorize(principal: Principal, record: JobRecord) -> None:
@@ -74,20 +92,37 @@ class JobQueue:
     # --- submit and await ------------------------------------------------------------------------
 
     async def submit(self, job: PreparedJob) -> JobRecord:
-        """Enqueue; 429 if the job's team already has its limit of jobs in flight."""
+        """Enqueue; 429 if the job's team has its limit of jobs in flight, 503 if the queue is
+        full. With an idempotency key already used by the team, the job that key names (422 if
+        it was asked with another request)."""
         try:
-            record = await self._store.enqueue(job)
+            admission = await self._store.enqueue(job)
+            if admission.outcome == "duplicate" and admission.same_request and admission.existing:
+                existing = await self._store.get(admission.existing)
+                if existing is None:
+                    raise NotFound(f"job {admission.existing}, which this Idempotency-Key named, has expired")
+                return existing
         except RedisError as exc:
             log.warning("enqueue of %s failed: %s", job.id, exc)
             raise ServiceUnavailable(
                 "the job queue is unavailable; try again", headers={"Retry-After": str(RETRY_AFTER_S)}
             ) from exc
-        if record is None:
+        if admission.record is not None:
+            return admission.record
+        if admission.outcome == "team_full":
             raise TooManyRequests(
                 f"the team already has {self.settings.team_max_in_flight} jobs queued or running",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
-        return record
+        if admission.outcome == "queue_full":
+            raise ServiceUnavailable(
+                f"the queue is full ({self.settings.queue_max_jobs} jobs queued or running); try again",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+        raise IdempotencyKeyReused(
+            f"the Idempotency-Key was already used for another request (job {admission.existing}); "
+            "use a new key for a new request"
+        )
 
     async def run(
         self,
@@ -103,18 +138,31 @@ class JobQueue:
         a caller that stops waiting (its task is cancelled: an MCP client cancelled its request or
         went away) cancels the job, so it does not run on unseen.
         """
+        record: JobRecord | None
         async with self._waiters.watch(job.id) as watch, self._relay(job.id, on_progress):
-            await self.submit(job)
-            try:
-                record = await watch.wait(wait_s, pending=True)
-            except BaseException:
-                if cancel_if_abandoned:
-                    with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                        await self._request_cancel(job.id)
-                raise
+            record = await self.submit(job)
+            if record.id == job.id:
+                try:
+                    record = await watch.wait(wait_s, pending=True)
+                except BaseException:
+                    if cancel_if_abandoned:
+                        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                            await self._request_cancel(job.id)
+                    raise
+        if record is not None and record.id != job.id:
+            # An earlier request with the same idempotency key made the job: await that one.
+            record = await self._await(record, wait_s)
         if record is None:
             raise NotFound(f"job {job.id} vanished")
         return record
+
+    async def _await(self, record: JobRecord, wait_s: float) -> JobRecord | None:
+        """`record` once terminal, or as it stands after `wait_s`."""
+        if record.status.terminal or wait_s <= 0:
+            return record
+        async with self._waiters.watch(record.id) as watch:
+            # Not pending: the read inside the watch catches an ending pushed before it began.
+            return await watch.wait(wait_s)
 
     @contextlib.asynccontextmanager
     async def _relay(self, job_id: str, sink: ProgressSink | None) -> AsyncIterator[None]:
@@ -139,31 +187,53 @@ class JobQueue:
     # --- read ---------------------------------------------------------------------------------------
 
     async def get(self, job_id: str, principal: Principal, wait_s: float = 0.0) -> JobRecord:
-        """The job as `principal` may see it; with `wait_s`, long-poll until it is terminal."""
-        if wait_s <= 0:
-            record = await self._store.reconcile(job_id)
-            if record is None:
-                raise _not_found(job_id)
-            authorize(principal, record)
-            return record
-        # Watch before the read, so a push between the read and the wait is not missed. The team
-        # is checked before any wait: another team's job answers 404 at once, like an unknown one.
-        async with self._waiters.watch(job_id) as watch:
-            record = await self._store.get(job_id)
-            if record is None:
-                raise _not_found(job_id)
-            authorize(principal, record)
-            if not record.status.terminal:
-                record = await watch.wait(wait_s, pending=True)
+        """The job as `principal` may see it; with `wait_s`, long-poll until it is terminal. The
+        team is checked before any wait: another team's job answers 404 at once, like an unknown one."""
+        record = await (self._store.get(job_id) if wait_s > 0 else self._store.reconcile(job_id))
         if record is None:
             raise _not_found(job_id)
-        return record
+        authorize(principal, record)
+        awaited = await self._await(record, wait_s)
+        if awaited is None:
+            raise _not_found(job_id)
+        return awaited
 
     async def tasks(self, team: str, offset: int, limit: int) -> tuple[list[JobRecord], bool]:
         """The team's tool-call jobs, newest first, and whether more follow (MCP `tasks/list`)."""
         ids = await self._store.task_ids(team, offset, limit + 1)
         records = [r for r in await self._store.get_many(ids[:limit]) if r is not None]
         return records, len(ids) > limit
+
+    async def recent(
+        self,
+        principal: Principal,
+        statuses: frozenset[JobStatus] = frozenset(),
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[JobRecord], str | None]:
+        """The newest jobs `principal` may see (its team's; every team's for the platform admin),
+        newest first, only those in `statuses` if given, and the cursor of the next page.
+
+        Viewers may not see jobs (the rule of `authorize`): 403. The scan reads the index in
+        batches and stops at a full page, so a filter that matches little reads at most the
+        index's RECENT_JOBS_KEPT records.
+        """
+        if principal.team_id is not None:
+            principal.authorize(principal.team_id, Role.MEMBER, "the team's jobs")
+        key = self._store.recent_key(None if principal.platform else str(principal.team_id))
+        position = _position(cursor) if cursor else None
+        found: list[JobRecord] = []
+        while True:
+            batch = await self._store.recent_ids(key, position, max(limit, RECENT_SCAN_BATCH))
+            records = await self._store.get_many([job_id for _, job_id in batch])
+            for entry, record in zip(batch, records, strict=True):
+                position = entry
+                if record is not None and (not statuses or record.status in statuses):
+                    found.append(record)
+                    if len(found) == limit:
+                        return found, pagination.encode(list(position))
+            if len(batch) < max(limit, RECENT_SCAN_BATCH):
+                return found, None
 
     # --- cancel -------------------------------------------------------------------------------------
 
@@ -210,6 +280,10 @@ class JobQueue:
     async def depth(self) -> int:
         """Jobs waiting for a worker."""
         return await self._store.queue_depth()
+
+    async def running(self) -> int:
+        """Jobs a worker is running."""
+        return await self._store.running_count()
 
     async def ping(self) -> None:
         await self.redis.ping()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -104,10 +105,20 @@ class PreparedJob:
     # What the job acts on, for people: `gateway.tool`, `gateway:uri`, `gateway.prompt`.
     item: str
     team: str | None
+    # The caller's Idempotency-Key: the same key from the same team names the same job.
+    idempotency_key: str | None = None
 
     @property
     def id(self) -> str:
         return str(self.payload["job_id"])
+
+    @property
+    def fingerprint(self) -> str:
+        """What the job asks, without what differs between two sends of the same request (its id
+        and deadline): a reused idempotency key must come with the same request."""
+        asked = {k: v for k, v in self.payload.items() if k not in ("job_id", "deadline", "backend")}
+        canonical = json.dumps([self.kind.value, self.item, asked], sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     @property
     def backend_timeout_s(self) -> float:

@@ -13,11 +13,19 @@ that never reaches a terminal state (its record expired unread) ages out instead
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from arq.constants import job_key_prefix, result_key_prefix
+from arq.constants import (
+    abort_jobs_ss,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
 from arq.jobs import Job, serialize_job
 from arq.utils import timestamp_ms
 from redis.asyncio import Redis
@@ -26,57 +34,96 @@ from shared.config import Settings
 from shared.jobs.schemas import Envelope, JobError, JobKind, JobRecord, JobStatus, PreparedJob, utc_iso
 from shared.redis import job_deserializer, job_serializer
 
-# KEYS[1] record, KEYS[2] arq queue; ARGV now, worker id, job id, queue score while running.
-# Returns {previous status, attempts, created_ts}.
+# KEYS[1] arq queue, KEYS[2] arq abort set, KEYS[3] the claiming worker's running set;
+# ARGV now ms, most jobs to claim, lock ms, worker id, started_at, record key prefix, then arq's
+# in-progress, retry and job key prefixes. Returns, per claimed job: {id, serialized arq job or
+# nil, try, aborted before start (0/1), previous record status, attempts, created_ts}.
 #
-# arq leaves a running job in its queue until it ends, and every poll re-checks each such id
-# (WATCH, EXISTS, ZSCORE: three round trips apiece). With thousands of slow calls in flight that
-# swamps the workers. So a started job's score moves to when arq's in-progress key expires:
-# polls skip it (they read scores up to now), and if its worker dies the job becomes due again
-# exactly when arq would have retried it.
-_START = """
-local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return {'missing', '0', '0'} end
-local created = redis.call('HGET', KEYS[1], 'created_ts') or '0'
-if st == 'queued' or st == 'running' then
-  local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'worker', ARGV[2])
-  redis.call('ZADD', KEYS[2], 'XX', ARGV[4], ARGV[3])
-  return {st, tostring(attempts), created}
+# One script claims every due job a worker has room for, atomically, so two workers never race
+# for one job. Per job it does what arq's pickup does (in-progress lock unless one is held, try
+# counter, job read, abort check) and what our record needs (running, attempts, worker).
+# arq leaves a running job in its queue until it ends, so the job's score moves to when its
+# lock expires: later claims skip it, and if its worker dies unseen it is due again exactly when
+# arq would have retried it. The running set lets a live worker hand on a dead one's jobs sooner.
+_CLAIM = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local lock_until = tonumber(ARGV[1]) + tonumber(ARGV[3])
+local claimed = {}
+for _, id in ipairs(due) do
+  local lock = ARGV[7] .. id
+  if redis.call('EXISTS', lock) == 0 then
+    redis.call('SET', lock, '1', 'PX', ARGV[3])
+    local try = redis.call('INCR', ARGV[8] .. id)
+    redis.call('EXPIRE', ARGV[8] .. id, 88400)
+    local job = redis.call('GET', ARGV[9] .. id)
+    local aborted = redis.call('ZREM', KEYS[2], id)
+    redis.call('ZADD', KEYS[1], 'XX', lock_until, id)
+    redis.call('SADD', KEYS[3], id)
+    local record = ARGV[6] .. id
+    local seen = redis.call('HMGET', record, 'status', 'attempts', 'created_ts')
+    local st, attempts = seen[1] or 'missing', seen[2] or '0'
+    if st == 'queued' or st == 'running' then
+      attempts = redis.call('HINCRBY', record, 'attempts', 1)
+      redis.call('HSET', record, 'status', 'running', 'started_at', ARGV[5], 'worker', ARGV[4])
+    end
+    claimed[#claimed + 1] = {id, job, try, aborted, st, tostring(attempts), seen[3] or '0'}
+  end
 end
-return {st, redis.call('HGET', KEYS[1], 'attempts') or '0', created}
+return claimed
 """
 
 # KEYS[1] record, KEYS[2] arq job, KEYS[3] arq queue, KEYS[4] the team's in-flight set,
-# KEYS[5] the team's task index (KEYS[1] when the job is not listed as a task);
+# KEYS[5] the team's task index (KEYS[1] when the job is not listed as a task), KEYS[6] the
+# caller's idempotency key (KEYS[1] when it sent none), KEYS[7] the team's index of recent jobs
+# (KEYS[1] for a job of no team), KEYS[8] the index of every team's recent jobs;
 # ARGV job id, now ms, limit (0: none), in-flight horizon ms, record ttl, serialized arq job,
-# queue ttl ms, wake list, then the record's field/value pairs. Returns 0 if over the limit.
+# queue ttl ms, wake list, queue cap (0: none), request fingerprint, entries kept per index of
+# recent jobs, then the record's field/value pairs.
+# Returns {'ok'}, {'team_full'}, {'queue_full'}, or {'duplicate', job id, fingerprint} when the
+# idempotency key already names a job (nothing is written then).
 # The wake-up is a token in a list that idle workers block on: each new job wakes one worker,
 # not all of them (a broadcast made every worker race for every job). Capped: with no worker
 # running, tokens must not pile up.
 _ENQUEUE = """
+if KEYS[6] ~= KEYS[1] then
+  local known = redis.call('HMGET', KEYS[6], 'job', 'fingerprint')
+  if known[1] then return {'duplicate', known[1], known[2]} end
+end
+local cap = tonumber(ARGV[9])
+if cap > 0 and redis.call('ZCARD', KEYS[3]) >= cap then return {'queue_full'} end
 local limit = tonumber(ARGV[3])
 if limit > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[2])
-  if redis.call('ZCARD', KEYS[4]) >= limit then return 0 end
+  if redis.call('ZCARD', KEYS[4]) >= limit then return {'team_full'} end
   redis.call('ZADD', KEYS[4], tonumber(ARGV[2]) + tonumber(ARGV[4]), ARGV[1])
   redis.call('PEXPIRE', KEYS[4], ARGV[4])
 end
-if KEYS[5] ~= KEYS[1] then
-  -- Tool-call jobs are MCP tasks too: index them by creation time, for tasks/list. Entries
-  -- older than a record can live are trimmed here, so the index never outgrows the records.
-  local ttl_ms = tonumber(ARGV[5]) * 1000
-  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', tonumber(ARGV[2]) - ttl_ms)
-  redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
-  redis.call('PEXPIRE', KEYS[5], ttl_ms)
+-- Indexes by creation time. Entries older than a record can live are trimmed here, so an index
+-- never outgrows the records; `keep` > 0 also bounds it to its newest entries.
+local ttl_ms = tonumber(ARGV[5]) * 1000
+local function index(key, keep)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', tonumber(ARGV[2]) - ttl_ms)
+  redis.call('ZADD', key, ARGV[2], ARGV[1])
+  if keep > 0 then redis.call('ZREMRANGEBYRANK', key, 0, -keep - 1) end
+  redis.call('PEXPIRE', key, ttl_ms)
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 9))
+-- Tool-call jobs are MCP tasks too: tasks/list pages through all of them.
+if KEYS[5] ~= KEYS[1] then index(KEYS[5], 0) end
+-- Every job, newest kept, for GET /v1/jobs (the console): per team, and across teams.
+if KEYS[7] ~= KEYS[1] then index(KEYS[7], tonumber(ARGV[11])) end
+index(KEYS[8], tonumber(ARGV[11]))
+if KEYS[6] ~= KEYS[1] then
+  -- The key names the job as long as its record lives.
+  redis.call('HSET', KEYS[6], 'job', ARGV[1], 'fingerprint', ARGV[10])
+  redis.call('EXPIRE', KEYS[6], ARGV[5])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 12))
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('PSETEX', KEYS[2], ARGV[7], ARGV[6])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
 redis.call('LPUSH', ARGV[8], '1')
 redis.call('LTRIM', ARGV[8], 0, 999)
-return 1
+return {'ok'}
 """
 
 # Frees the job's in-flight slot; shared by the scripts that make a job terminal.
@@ -88,8 +135,19 @@ if slot and slot ~= '' then redis.call('ZREM', slot, ARGV[1]) end
 # KEYS[1] record; ARGV job id, status, finished_at, result json, error json, ttl, channel,
 # largest result to publish whole. The message is the job id, then for a small result the whole
 # record as JSON, so waiters need no read.
+# A worker's finish also ends the job on arq's side, in the same round trip (what arq's own
+# finish_job writes): ARGV[9] arq's serialized result, ARGV[10] its ttl ms; KEYS[2] arq result,
+# KEYS[3] in-progress lock, KEYS[4] try counter, KEYS[5] arq job, KEYS[6] arq queue, KEYS[7] abort
+# set, KEYS[8] the worker's running set. That part runs even if the record already ended.
 _FINISH = (
     """
+if ARGV[9] and ARGV[9] ~= '' then
+  redis.call('SET', KEYS[2], ARGV[9], 'PX', ARGV[10])
+  redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
+  redis.call('ZREM', KEYS[6], ARGV[1])
+  redis.call('ZREM', KEYS[7], ARGV[1])
+  redis.call('SREM', KEYS[8], ARGV[1])
+end
 local st = redis.call('HGET', KEYS[1], 'status')
 if (not st) or st == 'completed' or st == 'failed' or st == 'cancelled' then return 0 end
 """
@@ -110,6 +168,47 @@ end
 return 1
 """
 )
+
+# What GET /v1/jobs can page through: the newest jobs of each team (and of all teams), not the
+# whole history. Bounds the indexes under load, and the records one listing may read.
+RECENT_JOBS_KEPT = 1000
+
+# KEYS[1] in-progress lock, KEYS[2] arq queue, KEYS[3] the worker's running set, KEYS[4] wake
+# list; ARGV job id, now ms. A worker that stops hands a job it could not finish back: due at
+# once, unlocked, and one idle worker woken for it. The next attempt decides what happens
+# (re-run if retry-safe, else worker_lost).
+_HAND_BACK = """
+redis.call('DEL', KEYS[1])
+if redis.call('ZADD', KEYS[2], 'XX', 'CH', ARGV[2], ARGV[1]) == 1 then
+  redis.call('LPUSH', KEYS[4], '1')
+  redis.call('LTRIM', KEYS[4], 0, 999)
+end
+redis.call('SREM', KEYS[3], ARGV[1])
+"""
+
+# KEYS[1] the workers' beats (worker id -> last beat ms), KEYS[2] arq queue, KEYS[3] wake list;
+# ARGV now ms, worker id, beats older than this are dead, reap (0/1), running-set key prefix,
+# arq's in-progress prefix. Beats, then hands on every job of workers whose beat has lapsed:
+# unlocked and due now. Returns how many jobs were handed on.
+_BEAT = """
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[4] == '0' then return 0 end
+local handed = 0
+for _, worker in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])) do
+  local running = ARGV[5] .. worker .. ':jobs'
+  for _, id in ipairs(redis.call('SMEMBERS', running)) do
+    redis.call('DEL', ARGV[6] .. id)
+    if redis.call('ZADD', KEYS[2], 'XX', 'CH', ARGV[1], id) == 1 then
+      handed = handed + 1
+      redis.call('LPUSH', KEYS[3], '1')
+    end
+  end
+  redis.call('DEL', running)
+  redis.call('ZREM', KEYS[1], worker)
+end
+redis.call('LTRIM', KEYS[3], 0, 999)
+return handed
+"""
 
 # Results up to this size travel inside the completion message; larger ones are read by id.
 PUBLISH_WHOLE_MAX_BYTES = 32_768
@@ -139,6 +238,39 @@ return st
 CANCELLED_ERROR: JobError = {"type": "cancelled", "message": "cancelled on request"}
 
 
+@dataclass(frozen=True)
+class Admission:
+    """What enqueueing did: `ok` (the new record), `team_full`, `queue_full` (nothing written), or
+    `duplicate` (the idempotency key already names `existing`; `same_request` if the earlier job
+    was asked with the same request)."""
+
+    outcome: Literal["ok", "team_full", "queue_full", "duplicate"]
+    record: JobRecord | None
+    existing: str | None = None
+    same_request: bool = False
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One job a worker claimed: what arq's pickup read, and what our record said before."""
+
+    job_id: str
+    job: bytes | None  # arq's serialized job; None once it has expired
+    job_try: int  # arq's try counter, this try included
+    aborted: bool  # an abort was requested before the job started
+    previous: str  # the record's status before the claim ("missing" once it has expired)
+    attempts: int
+    created: float  # when it was enqueued (epoch seconds)
+
+
+@dataclass(frozen=True)
+class ArqEnd:
+    """What a worker's finish writes on arq's side: arq's serialized JobResult, and who ran it."""
+
+    result: bytes
+    worker: str
+
+
 class JobStore:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._redis = redis
@@ -149,9 +281,16 @@ class JobStore:
         self.wake_channel = settings.key("workers", "wake")
         self.progress_channel = settings.key("jobs", "progress")
         self._enqueue = redis.register_script(_ENQUEUE)
-        self._start = redis.register_script(_START)
+        self._claim = redis.register_script(_CLAIM)
         self._finish = redis.register_script(_FINISH)
+        self._hand_back = redis.register_script(_HAND_BACK)
+        self._beat = redis.register_script(_BEAT)
+        self.beats_key = settings.key("workers", "beats")
         self._cancel = redis.register_script(_CANCEL)
+
+    @property
+    def redis(self) -> Redis:
+        return self._redis
 
     def _key(self, job_id: str) -> str:
         return self._settings.key("job", job_id)
@@ -162,6 +301,10 @@ class JobStore:
     def tasks_key(self, team: str) -> str:
         """The team's tool-call jobs by creation time: what MCP `tasks/list` pages through."""
         return self._settings.key("team", team, "tasks")
+
+    def recent_key(self, team: str | None) -> str:
+        """Jobs by creation time, the newest RECENT_JOBS_KEPT: the team's, or (None) every team's."""
+        return self._settings.key("team", team, "recent") if team else self._settings.key("jobs", "recent")
 
     @property
     def _record_ttl(self) -> int:
@@ -181,10 +324,10 @@ class JobStore:
             "attempts": "0",
         }
 
-    async def enqueue(self, job: PreparedJob) -> JobRecord | None:
-        """Admit the job against its team's in-flight limit, then write record, arq job and worker
-        wake-up in one script: one round trip. Returns the new record (no read needed: it is what
-        was written), or None (nothing written) if the team is at its limit.
+    async def enqueue(self, job: PreparedJob) -> Admission:
+        """Admit the job (its idempotency key, the queue's cap, its team's in-flight limit), then
+        write record, arq job and worker wake-up in one script: one round trip. An admitted job's
+        record needs no read: it is what was written.
 
         It writes what `ArqRedis.enqueue_job` writes (the serialized job under arq's job key,
         the id in the queue's sorted set) minus its WATCH/EXISTS guard against a reused id,
@@ -203,13 +346,16 @@ class JobStore:
             fields["slot"] = slot
         # The latest a job can still be in flight: its queue wait, its run, and some slack.
         horizon_ms = int((s.queue_ttl_s + s.max_backend_timeout_s + 60) * 1000)
-        admitted = await self._enqueue(
+        answer = await self._enqueue(
             keys=[
                 self._key(job_id),
                 job_key_prefix + job_id,
                 s.queue_name,
                 slot or self._key(job_id),
                 self.tasks_key(team) if team and job.kind is JobKind.CALL_TOOL else self._key(job_id),
+                self._idempotency_key(job) or self._key(job_id),
+                self.recent_key(team) if team else self._key(job_id),
+                self.recent_key(None),
             ],
             args=[
                 job_id,
@@ -220,57 +366,146 @@ class JobStore:
                 serialized,
                 int(s.queue_ttl_s * 1000),
                 self.wake_list,
+                s.queue_max_jobs,
+                job.fingerprint,
+                RECENT_JOBS_KEPT,
                 *(item for pair in fields.items() for item in pair),
             ],
         )
-        return JobRecord.from_fields(fields) if admitted else None
+        outcome = answer[0].decode()
+        if outcome == "ok":
+            return Admission("ok", JobRecord.from_fields(fields))
+        if outcome == "duplicate":
+            return Admission("duplicate", None, answer[1].decode(), answer[2].decode() == job.fingerprint)
+        return Admission(outcome, None)
+
+    def _idempotency_key(self, job: PreparedJob) -> str | None:
+        """Keys are per team: two teams' clients may pick the same key without meeting."""
+        if job.idempotency_key is None:
+            return None
+        digest = hashlib.sha256(job.idempotency_key.encode()).hexdigest()
+        return self._settings.key("idempotency", job.team or "-", digest)
 
     async def get(self, job_id: str) -> JobRecord | None:
         raw = await self._redis.hgetall(self._key(job_id))  # type: ignore[misc]
         return JobRecord.from_hash(raw) if raw else None
 
-    async def start(self, job_id: str, worker: str) -> tuple[str, int, float]:
-        """Mark the job running; returns its previous status, the attempt count, its enqueue time."""
-        previous, attempts, created = await self._start(
-            keys=[self._key(job_id), self._settings.queue_name],
-            args=[utc_iso(), worker, job_id, timestamp_ms() + self.in_progress_ms],
+    def running_key(self, worker: str) -> str:
+        """The ids of the jobs `worker` has claimed and not yet finished or handed back."""
+        return f"{self._settings.key('worker')}:{worker}:jobs"
+
+    async def running(self, worker: str) -> list[str]:
+        """The jobs `worker` has claimed and not yet finished or handed back."""
+        ids = await self._redis.smembers(self.running_key(worker))  # type: ignore[misc]
+        return [i.decode() for i in ids]
+
+    async def claim(self, worker: str, most: int) -> list[Claim]:
+        """Claim up to `most` due jobs for `worker` (see _CLAIM): one round trip, no race."""
+        rows = await self._claim(
+            keys=[self._settings.queue_name, abort_jobs_ss, self.running_key(worker)],
+            args=[
+                timestamp_ms(),
+                most,
+                self._settings.job_lock_ms,
+                worker,
+                utc_iso(),
+                self._key(""),
+                in_progress_key_prefix,
+                retry_key_prefix,
+                job_key_prefix,
+            ],
         )
-        return previous.decode(), int(attempts), float(created)
+        return [
+            Claim(
+                job_id=job_id.decode(),
+                job=job,
+                job_try=int(job_try),
+                aborted=bool(aborted),
+                previous=previous.decode(),
+                attempts=int(attempts),
+                created=float(created),
+            )
+            for job_id, job, job_try, aborted, previous, attempts, created in rows
+        ]
 
-    @property
-    def in_progress_ms(self) -> int:
-        """arq's in-progress lock: the job timeout (max backend timeout + 30 s) plus arq's 10 s."""
-        return int((self._settings.max_backend_timeout_s + 30 + 10) * 1000)
+    async def hand_back(self, job_id: str, worker: str) -> None:
+        """Make a job its worker could not finish due again at once (see _HAND_BACK)."""
+        await self._hand_back(
+            keys=[
+                in_progress_key_prefix + job_id,
+                self._settings.queue_name,
+                self.running_key(worker),
+                self.wake_list,
+            ],
+            args=[job_id, timestamp_ms()],
+        )
 
-    async def due_now(self, job_id: str) -> None:
-        """Make an interrupted job due again at once (a worker shutting down hands it on)."""
-        await self._redis.zadd(self._settings.queue_name, {job_id: timestamp_ms()}, xx=True)
+    async def beat(self, worker: str, reap: bool) -> int:
+        """Record that `worker` is alive; with `reap`, hand on the jobs of workers whose beat
+        lapsed (see _BEAT). Returns how many jobs were handed on."""
+        now = timestamp_ms()
+        handed = await self._beat(
+            keys=[self.beats_key, self._settings.queue_name, self.wake_list],
+            args=[
+                now,
+                worker,
+                now - int(self._settings.worker_dead_after_s * 1000),
+                int(reap),
+                f"{self._settings.key('worker')}:",
+                in_progress_key_prefix,
+            ],
+        )
+        return int(handed)
+
+    async def live_workers(self) -> list[str]:
+        """Workers whose beat has not lapsed."""
+        since = timestamp_ms() - int(self._settings.worker_dead_after_s * 1000)
+        ids = await self._redis.zrangebyscore(self.beats_key, since, "+inf")
+        return [i.decode() for i in ids]
+
+    async def leave(self, worker: str) -> None:
+        """A worker that stops cleanly: no beat to lapse, nothing left to hand on."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(self.beats_key, worker)
+            pipe.delete(self.running_key(worker))
+            await pipe.execute()
 
     async def queue_depth(self) -> int:
-        """Jobs waiting for a worker (running ones carry a future score, see _START)."""
+        """Jobs waiting for a worker (running ones carry a future score, see _CLAIM)."""
         return int(await self._redis.zcount(self._settings.queue_name, "-inf", timestamp_ms()))
 
-    async def finish(self, job_id: str, envelope: Envelope) -> bool:
-        """Record the outcome; False if the job had already ended (for example it was cancelled)."""
+    async def finish(self, job_id: str, envelope: Envelope, arq_end: ArqEnd | None = None) -> bool:
+        """Record the outcome; False if the job had already ended (for example it was cancelled).
+        A worker passes `arq_end`, to end the job on arq's side in the same round trip."""
         if envelope.get("ok"):
             status, result, error = JobStatus.COMPLETED, json.dumps(envelope.get("result")), ""
         else:
             err = envelope.get("error") or {"type": "error", "message": "unknown error"}
             status = JobStatus.CANCELLED if err["type"] == "cancelled" else JobStatus.FAILED
             result, error = "", json.dumps(err)
-        applied = await self._finish(
-            keys=[self._key(job_id)],
-            args=[
-                job_id,
-                status.value,
-                utc_iso(),
-                result,
-                error,
-                self._settings.result_ttl_s,
-                self.done_channel,
-                PUBLISH_WHOLE_MAX_BYTES,
-            ],
-        )
+        keys = [self._key(job_id)]
+        args: list[str | int | bytes] = [
+            job_id,
+            status.value,
+            utc_iso(),
+            result,
+            error,
+            self._settings.result_ttl_s,
+            self.done_channel,
+            PUBLISH_WHOLE_MAX_BYTES,
+        ]
+        if arq_end is not None:
+            keys += [
+                result_key_prefix + job_id,
+                in_progress_key_prefix + job_id,
+                retry_key_prefix + job_id,
+                job_key_prefix + job_id,
+                self._settings.queue_name,
+                abort_jobs_ss,
+                self.running_key(arq_end.worker),
+            ]
+            args += [arq_end.result, self._settings.result_ttl_s * 1000]
+        applied = await self._finish(keys=keys, args=args)
         return bool(applied)
 
     async def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
@@ -285,7 +520,30 @@ class JobStore:
     async def task_ids(self, team: str, offset: int, limit: int) -> list[str]:
         """The team's tool-call job ids, newest first."""
         ids = await self._redis.zrevrange(self.tasks_key(team), offset, offset + limit - 1)
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+        return [_text(i) for i in ids]
+
+    async def recent_ids(self, key: str, after: tuple[int, str] | None, count: int) -> list[tuple[int, str]]:
+        """Up to `count` (created ms, job id) of index `key`, newest first, after position `after`.
+
+        Entries of one millisecond are ordered by id (descending, as ZREVRANGE orders them), so
+        a position names one place even when jobs share a creation time, and a page never
+        repeats or skips an entry when newer jobs arrive meanwhile (an offset would shift).
+        """
+        if after is None:
+            raw = await self._redis.zrevrange(key, 0, count - 1, withscores=True)
+            return [(int(score), _text(member)) for member, score in raw]
+        created, last_id = after
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(key, created, created)
+            pipe.zrevrangebyscore(key, f"({created}", "-inf", start=0, num=count, withscores=True)
+            same_ms, older = await pipe.execute()
+        ties = sorted((m for m in map(_text, same_ms) if m < last_id), reverse=True)
+        entries = [(created, m) for m in ties] + [(int(score), _text(m)) for m, score in older]
+        return entries[:count]
+
+    async def running_count(self) -> int:
+        """Jobs a worker has started and not finished (their queue score is in the future, see _START)."""
+        return int(await self._redis.zcount(self._settings.queue_name, f"({timestamp_ms()}", "+inf"))
 
     async def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -359,3 +617,7 @@ class JobStore:
                 "error": {"type": "expired", "message": "the job expired before a worker ran it"},
             }
         return {"ok": False, "error": {"type": "worker_error", "message": f"{name}: {message}"}}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -21,15 +21,14 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import psycopg
 import uvicorn
-from arq.connections import RedisSettings
-from arq.worker import create_worker
 from cryptography.fernet import Fernet
 from sqlalchemy.engine import make_url
 
 from api.main import create_app
 from shared.config import Settings
+from shared.redis import make_redis
 from tests.backends import Backends, free_port
-from workers.main import WorkerSettings
+from workers.worker import Worker
 
 SCENARIOS = [
     "server-initialize",
@@ -99,13 +98,7 @@ async def stack(settings: Settings) -> AsyncIterator[str]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     serving = asyncio.create_task(server.serve())
-    worker = create_worker(
-        WorkerSettings,  # type: ignore[arg-type]
-        redis_settings=RedisSettings.from_dsn(settings.redis_url),
-        queue_name=settings.queue_name,
-        ctx={"settings": settings},
-        handle_signals=False,
-    )
+    worker = Worker(settings, make_redis(settings))
     working = asyncio.create_task(worker.async_run())
     try:
         while not server.started:
