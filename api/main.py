@@ -16,6 +16,7 @@ from api.deps import authenticate
 from api.limits import BodySizeLimit
 from api.mcp.endpoint import MCP_METHODS, MCPEndpoint
 from api.mcp.endpoint import route as mcp_route
+from api.responses import AUTHENTICATED
 from api.routers import gateways, health, items, jobs, servers, teams, tokens
 from api.routers import queue as queue_routes
 from shared.cache import TTLCache
@@ -96,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         jobs.router,
         queue_routes.router,
     ):
-        app.include_router(router, dependencies=[Depends(authenticate)])
+        app.include_router(router, dependencies=[Depends(authenticate)], responses=AUTHENTICATED)
     # The MCP front door: an ASGI endpoint of its own (it authenticates by itself; see api/mcp).
     app.router.routes.append(Route("/v1/servers/{server_id}/mcp", endpoint=mcp_route, methods=MCP_METHODS))
     # The live console: static files that call the routes above with the token they are given.

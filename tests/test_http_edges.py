@@ -195,22 +195,43 @@ async def test_streamed_body_over_limit_without_content_length_is_413(
 
 
 @pytest.mark.parametrize(
-    ("path", "content"),
+    ("path", "content", "where", "reason"),
     [
-        ("/v1/gateways", b'{"name": "x", "url": '),
-        ("/v1/gateways", b"{'name': 'single-quotes'}"),
-        ("/v1/tools/gw.echo/call", b'{"arguments": {"text": "x"},}'),
-        ("/v1/tools/gw.echo/jobs", b"not json at all"),
+        ("/v1/gateways", b'{"name": "x", "url": ', "character 21 (line 1, column 22)", "Expecting value"),
+        (
+            "/v1/gateways",
+            b"{'name': 'single-quotes'}",
+            "character 1 (line 1, column 2)",
+            "Expecting property name enclosed in double quotes",
+        ),
+        (
+            "/v1/tools/gw.echo/call",
+            b'{"arguments": {"text": "x"},}',
+            "character 28 (line 1, column 29)",
+            "Expecting property name enclosed in double quotes",
+        ),
+        ("/v1/tools/gw.echo/jobs", b"not json at all", "character 0 (line 1, column 1)", "Expecting value"),
+        (
+            "/v1/tools/gw.echo/call",
+            b'{\n  "arguments": {\n    "text": "x",\n  }\n}',
+            "character 38 (line 4, column 3)",
+            "Expecting property name enclosed in double quotes",
+        ),
     ],
 )
-async def test_malformed_json_is_422(client: httpx.AsyncClient, path: str, content: bytes) -> None:
+async def test_malformed_json_says_where(
+    client: httpx.AsyncClient, path: str, content: bytes, where: str, reason: str
+) -> None:
+    """The position is named as a character position (with line and column), not as `body/30`."""
     response = await client.post(path, content=content, headers={"content-type": "application/json"})
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert body["error"] == "validation_error"
-    assert "JSON decode error" in body["detail"]
-    assert body["errors"] and body["errors"][0]["path"].startswith("body")
+    message = f"invalid JSON at {where}: {reason}"
+    assert response.json() == {
+        "error": "validation_error",
+        "detail": f"body: {message}",
+        "errors": [{"path": "body", "message": message}],
+    }
 
 
 async def test_json_array_body_is_422(client: httpx.AsyncClient) -> None:
@@ -229,3 +250,5 @@ async def test_wrong_method_is_json_405(client: httpx.AsyncClient) -> None:
     response = await client.put("/v1/gateways")
     assert response.status_code == 405
     assert response.json()["error"] == "method_not_allowed"
+    # RFC 9110: a 405 lists the methods the resource allows.
+    assert response.headers["allow"] == "GET, POST"

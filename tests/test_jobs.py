@@ -350,7 +350,11 @@ async def test_cancel_queued_record(client: httpx.AsyncClient, app: FastAPI, set
     # Nothing is left to cancel: 409, as for a completed or failed job.
     again = await client.delete(f"/v1/jobs/{job_id}")
     assert again.status_code == 409, again.text
-    assert again.json()["error"] == "conflict"
+    assert again.json() == {
+        "error": "conflict",
+        "detail": f"job {job_id} is already cancelled; nothing to cancel",
+    }
+    assert (await client.get(f"/v1/jobs/{job_id}")).json()["status"] == "cancelled"
 
 
 async def test_cancelled_queued_job_never_reaches_the_backend(

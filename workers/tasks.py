@@ -17,7 +17,7 @@ from mcp import Client, MCPError
 from mcp.types import CONNECTION_CLOSED, METHOD_NOT_FOUND, REQUEST_TIMEOUT
 from redis.exceptions import RedisError
 
-from shared import metrics
+from shared import backend_errors, metrics
 from shared.jobs.schemas import (
     BackendSpec,
     CallToolPayload,
@@ -28,7 +28,7 @@ from shared.jobs.schemas import (
     ReadResourcePayload,
 )
 from shared.jobs.store import Claim
-from workers.sessions import describe, session_expired
+from workers.sessions import session_expired
 from workers.state import WorkerState, job_context
 
 log = logging.getLogger(__name__)
@@ -40,17 +40,19 @@ def failure(kind: str, message: str) -> Envelope:
     return {"ok": False, "error": {"type": kind, "message": message}}
 
 
-def classify(exc: BaseException, timeout_s: float) -> Envelope:
-    """Map what the SDK raised to an error type the API turns into a status code."""
-    if isinstance(exc, MCPError):
-        if exc.code == REQUEST_TIMEOUT and not session_expired(exc):
-            return failure("timeout", f"the backend did not answer within {timeout_s}s")
-        if exc.code == CONNECTION_CLOSED:
-            return failure("backend_unavailable", f"the backend connection closed: {exc.message}")
-        return failure("protocol_error", f"MCP error {exc.code}: {exc.message}")
-    if isinstance(exc, TimeoutError):
+def classify(exc: BaseException, backend: BackendSpec) -> Envelope:
+    """Map what the SDK raised to an error type the API turns into a status code, with a message
+    that says what the backend's URL answered and what to try (shared/backend_errors.py)."""
+    timeout_s = backend["timeout_s"]
+    inner = backend_errors.leaf(exc)
+    if isinstance(inner, TimeoutError) or (
+        isinstance(inner, MCPError) and inner.code == REQUEST_TIMEOUT and not session_expired(inner)
+    ):
         return failure("timeout", f"the backend did not answer within {timeout_s}s")
-    return failure("backend_unavailable", f"could not reach the backend: {describe(exc)}")
+    if isinstance(inner, MCPError) and inner.code == CONNECTION_CLOSED:
+        return failure("backend_unavailable", f"the backend connection closed: {inner.message}")
+    kind, message = backend_errors.explain(exc, backend["url"], backend["transport"])
+    return failure(kind, message)
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ async def _attempt(
         async with asyncio.timeout(backend["timeout_s"] + 5):
             return await state.sessions.run(backend, operation)
     except Exception as exc:
-        envelope = classify(exc, backend["timeout_s"])
+        envelope = classify(exc, backend)
         if envelope["error"]["type"] == "backend_unavailable":
             # The transport broke; a timeout or protocol error leaves the shared session usable.
             state.sessions.forget(backend)

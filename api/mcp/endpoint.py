@@ -27,6 +27,22 @@ from shared.errors import MCPQError, NotFound, Unauthorized
 from shared.servers import service as server_service
 
 MCP_METHODS = ["GET", "POST", "DELETE"]
+# The statuses the SDK's transport check refuses with, as (our status, kind, what to change). A
+# POST that is not JSON is 415, as on the REST routes (the SDK says 400).
+_REFUSALS = {
+    400: (415, "unsupported_media_type", "send MCP messages as JSON with Content-Type: application/json"),
+    421: (
+        421,
+        "misdirected_request",
+        "this Host is not allowed for MCP (DNS-rebinding protection); "
+        "add the host the API is reached by to MCPQ_MCP_ALLOWED_HOSTS",
+    ),
+    403: (
+        403,
+        "forbidden",
+        "this Origin is not allowed for MCP (DNS-rebinding protection); add it to MCPQ_MCP_ALLOWED_ORIGINS",
+    ),
+}
 
 
 class MCPEndpoint:
@@ -71,9 +87,15 @@ class MCPEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        refused = await TransportSecurityMiddleware(self.security).validate_request(request)
+        refused = await TransportSecurityMiddleware(self.security).validate_request(
+            request, is_post=request.method == "POST"
+        )
         if refused is not None:
-            await refused(scope, receive, send)
+            # The SDK says why in plain text; answer in the API's JSON error shape instead.
+            status, kind, detail = _REFUSALS.get(
+                refused.status_code, (refused.status_code, "bad_request", bytes(refused.body).decode())
+            )
+            await error_response(status, kind, detail)(scope, receive, send)
             return
         try:
             caller = await self._caller(request, str(scope.get("path_params", {}).get("server_id", "")))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from shared import metrics
@@ -18,12 +20,26 @@ router = APIRouter(tags=["health"])
 READY_PROBE_TIMEOUT_S = 1.5
 
 
+class Readiness(BaseModel):
+    status: str
+    checks: dict[str, str]
+
+
+_READY: dict[int | str, dict[str, Any]] = {
+    200: {"model": Readiness, "description": "PostgreSQL and Redis answer"},
+    503: {"model": Readiness, "description": "One of them does not: `checks` says which"},
+}
+_METRICS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Prometheus text exposition", "content": {CONTENT_TYPE_LATEST: {}}}
+}
+
+
 @router.get("/health")
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready")
+@router.get("/ready", responses=_READY)
 async def ready(request: Request) -> JSONResponse:
     ctx = request.app.state.ctx
     checks: dict[str, str] = {}
@@ -47,7 +63,7 @@ async def ready(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
+@router.get("/metrics", responses=_METRICS, response_class=Response)
 async def prometheus_metrics(request: Request) -> Response:
     """Prometheus exposition. Pool and queue gauges are read now, at scrape time."""
     ctx = request.app.state.ctx

@@ -16,11 +16,12 @@ import inspect
 from collections.abc import Callable
 from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from api.deps import ContextDep, PrincipalDep
+from api.responses import BODY, errors, job_call, job_submit
 from api.routers.jobs import accepted, call_response
 from shared.items import service as items
 from shared.items.kind import ItemKind
@@ -75,12 +76,20 @@ def item_router(
     *,
     verb: str,
     path_ref: str,
+    ref_doc: str,
     out: type[BaseModel],
     page: type[BaseModel],
     awaited_body: type[BaseModel],
     job_body: type[BaseModel],
 ) -> APIRouter:
     router = APIRouter(prefix=f"/v1/{kind.plural}", tags=[kind.plural])
+    # Documented with an example that names a real item in tests/fuzz (the gateway `demo`).
+    example = f"demo{kind.separator}{'demo://readme' if kind.separator == ':' else 'echo'}"
+    if kind.name == "prompt":
+        example = "demo.greet"
+    ref = Annotated[str, Path(description=ref_doc, examples=[example])]
+    # 422 also: a reused Idempotency-Key; 503 (every route): the queue is full or Redis is away.
+    refused = (400, 403, 404, 429, *BODY)
 
     async def list_items(
         ctx: ContextDep,
@@ -117,19 +126,38 @@ def item_router(
         return accepted(await items.submit(ctx, principal, kind, ref, body.request, idempotency_key))
 
     name = kind.name
-    router.add_api_route("", list_items, methods=["GET"], response_model=page, name=f"list_{kind.plural}")
     router.add_api_route(
-        f"/{path_ref}/{verb}", _typed(run_item, body=awaited_body), methods=["POST"], name=f"{verb}_{name}"
+        "",
+        list_items,
+        methods=["GET"],
+        response_model=page,
+        name=f"list_{kind.plural}",
+        responses=errors(400, 422),
+    )
+    router.add_api_route(
+        f"/{path_ref}/{verb}",
+        _typed(run_item, body=awaited_body, ref=ref),
+        methods=["POST"],
+        name=f"{verb}_{name}",
+        responses=job_call(*refused),
     )
     router.add_api_route(
         f"/{path_ref}/jobs",
-        _typed(submit_item, body=job_body),
+        _typed(submit_item, body=job_body, ref=ref),
         methods=["POST"],
         status_code=202,
         name=f"submit_{name}_job",
+        responses=job_submit(*refused),
     )
     # Last: a resource's `{ref:path}` would otherwise swallow the two routes above.
-    router.add_api_route(f"/{path_ref}", get_item, methods=["GET"], response_model=out, name=f"get_{name}")
+    router.add_api_route(
+        f"/{path_ref}",
+        _typed(get_item, ref=ref),
+        methods=["GET"],
+        response_model=out,
+        name=f"get_{name}",
+        responses=errors(400, 404),
+    )
     return router
 
 
@@ -137,6 +165,7 @@ tools = item_router(
     TOOLS,
     verb="call",
     path_ref="{ref}",
+    ref_doc="the tool's id, or `{gateway}.{tool}`",
     out=ToolOut,
     page=ToolPage,
     awaited_body=CallRequest,
@@ -146,6 +175,7 @@ resources = item_router(
     RESOURCES,
     verb="read",
     path_ref="{ref:path}",
+    ref_doc="the resource's id, or `{gateway}:{uri}` (percent-encode what a URL cannot carry)",
     out=ResourceOut,
     page=ResourcePage,
     awaited_body=ReadRequest,
@@ -155,6 +185,7 @@ prompts = item_router(
     PROMPTS,
     verb="render",
     path_ref="{ref}",
+    ref_doc="the prompt's id, or `{gateway}.{prompt}`",
     out=PromptOut,
     page=PromptPage,
     awaited_body=RenderRequest,

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from api.deps import ContextDep, PrincipalDep
+from api.responses import JOB_CANCEL, errors
 from shared.items import service as items
 from shared.jobs.schemas import JobRecord, JobStatus
 
@@ -56,7 +57,7 @@ class JobPage(BaseModel):
     next_cursor: str | None
 
 
-@router.get("")
+@router.get("", responses=errors(400, 403, 422))
 async def list_jobs(
     ctx: ContextDep,
     principal: PrincipalDep,
@@ -71,7 +72,7 @@ async def list_jobs(
     return JobPage(items=summaries, next_cursor=next_cursor)
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", responses=errors(403, 404, 422))
 async def get_job(
     job_id: str,
     ctx: ContextDep,
@@ -82,7 +83,7 @@ async def get_job(
     return (await ctx.queue.get(job_id, principal, wait)).to_public()
 
 
-@router.delete("/{job_id}")
+@router.delete("/{job_id}", responses=JOB_CANCEL)
 async def cancel_job(job_id: str, ctx: ContextDep, principal: PrincipalDep) -> JSONResponse:
     record = await ctx.queue.cancel(job_id, principal)
     return JSONResponse(record.to_public(), status_code=200 if record.status.terminal else 202)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Literal
@@ -13,6 +14,10 @@ Transport = Literal["streamable_http", "sse"]
 Visibility = Literal["team", "public"]
 
 MAX_HEADERS = 32
+# What HTTP can carry (RFC 9110 token; a value of visible ASCII, spaces and tabs): anything else
+# would only fail later, in the worker, as an unreachable backend.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
 
 
 class GatewayCreate(BaseModel):
@@ -42,8 +47,10 @@ class GatewayCreate(BaseModel):
         if len(headers) > MAX_HEADERS:
             raise ValueError(f"at most {MAX_HEADERS} headers")
         for name, value in headers.items():
-            if not name or any(c in name for c in " :\r\n") or any(c in value for c in "\r\n"):
-                raise ValueError(f"invalid header {name!r}")
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"header name {name!r}: use letters, digits and !#$%&'*+-.^_`|~ only")
+            if not _HEADER_VALUE.fullmatch(value):
+                raise ValueError(f"header {name!r}: the value must be printable ASCII (no line breaks)")
         return headers
 
 

@@ -51,7 +51,11 @@ async def _find(
             gateway, sep, key = ref.partition(kind.separator)
             found = await repository.by_name(s, kind, principal.team_id, gateway, key) if sep else None
     if found is None:
-        raise NotFound(f"{kind.name} {ref!r} not found")
+        # A bare name is the usual first mistake: say how a ref is written.
+        bare = item_id is None and kind.separator not in ref
+        hint = f"; refer to it by its id or as {{gateway}}{kind.separator}{ref}"
+        hint += f" (GET /v1/{kind.plural} lists them)"
+        raise NotFound(f"{kind.name} {ref!r} not found" + (hint if bare else ""))
     return found
 
 

@@ -40,7 +40,9 @@ class PromptPage(BaseModel):
 
 
 class RenderRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"arguments": {"name": "Ada"}}]}
+    )
 
     arguments: dict[str, str] = Field(default_factory=dict)
     timeout_s: float | None = Field(default=None, gt=0)
@@ -51,7 +53,9 @@ class RenderRequest(BaseModel):
 
 
 class RenderJobRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"arguments": {"name": "Ada"}}]}
+    )
 
     arguments: dict[str, str] = Field(default_factory=dict)
 

@@ -45,7 +45,9 @@ class ToolPage(BaseModel):
 
 
 class CallRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"arguments": {"text": "hello"}}]}
+    )
 
     arguments: dict[str, Any] = Field(default_factory=dict)
     timeout_s: float | None = Field(default=None, gt=0)
@@ -56,7 +58,9 @@ class CallRequest(BaseModel):
 
 
 class JobSubmitRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"arguments": {"text": "hello"}}]}
+    )
 
     arguments: dict[str, Any] = Field(default_factory=dict)
 
