@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from shared.config import Settings
 
 SessionFactory = async_sessionmaker[AsyncSession]
+
+
+def connect_args(settings: Settings, application_name: str) -> dict[str, Any]:
+    """psycopg connection arguments. Behind PgBouncer (MCPQ_DB_PGBOUNCER), no prepared statements:
+    psycopg prepares a query after its 5th run on a connection, which transaction pooling breaks."""
+    args: dict[str, Any] = {"application_name": application_name}
+    if settings.db_pgbouncer:
+        args["prepare_threshold"] = None
+    return args
 
 
 def make_engine(settings: Settings, *, application_name: str = "mcpq") -> AsyncEngine:
@@ -18,7 +29,7 @@ def make_engine(settings: Settings, *, application_name: str = "mcpq") -> AsyncE
         # No pre-ping (a round trip per checkout): a dropped connection fails one request with
         # 503 and SQLAlchemy then replaces the pool's connections.
         pool_recycle=settings.db_pool_recycle_s,
-        connect_args={"application_name": application_name},
+        connect_args=connect_args(settings, application_name),
     )
 
 
