@@ -10,11 +10,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from arq.connections import ArqRedis
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import Settings
+from shared.redis_urls import redis_pool
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ def job_deserializer(raw: bytes) -> Any:
 
 def make_redis(settings: Settings) -> ArqRedis:
     """An arq-capable Redis client on a blocking pool: callers wait for a connection instead of failing."""
-    pool = BlockingConnectionPool.from_url(
+    # A plain server or, for a redis+sentinel:// URL, the master the sentinels name.
+    pool = redis_pool(
         settings.redis_url,
         max_connections=settings.redis_max_connections,
         timeout=10,
