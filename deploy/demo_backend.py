@@ -19,7 +19,7 @@ from mcp.server.mcpserver import Context
 DEFAULT_PORT = 9000
 MAX_COUNTDOWN_S = 600
 
-server = MCPServer("mcpq-demo")
+server = MCPServer("mcpq-demo", version="1.0.0")
 
 
 @server.tool()
