@@ -1,25 +1,18 @@
 """The API through PgBouncer in transaction pooling mode, with a 1 s idle-in-transaction timeout.
 
-A private `pgbouncer` (Debian package; `.ci/deps` installs it) on its own port sits in front of
-this run's test database. Transaction pooling hands each transaction to whichever server
-connection is free, and `idle_transaction_timeout = 1` drops any client that keeps a transaction
-open for a second: a session held across a backend call or a queue wait would fail here.
+A private `pgbouncer` (deploy/pgbouncer.py; Debian package, `.ci/deps` installs it) on a port of
+its own sits in front of this run's test database. Transaction pooling hands each transaction to
+whichever server connection is free, and `idle_transaction_timeout = 1` drops any client that
+keeps a transaction open for a second: a session held across a backend call or a queue wait
+would fail here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
-import socket
-import stat
-import subprocess
-import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,13 +22,13 @@ from arq.worker import Worker
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
+from deploy.pgbouncer import PgBouncer, pgbouncer_binary, running_pgbouncer
 from shared.config import Settings
-from tests.backends import Backends, free_port
+from tests.backends import Backends
 from tests.conftest import isolated, make_worker, serve
 
-PGBOUNCER = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/usr/local/sbin")
 pytestmark = pytest.mark.skipif(
-    PGBOUNCER is None,
+    pgbouncer_binary() is None,
     reason="pgbouncer is not installed (Debian: apt-get install pgbouncer; .ci/deps does it)",
 )
 
@@ -44,77 +37,6 @@ SERVER_POOL_SIZE = 4  # server connections per database: far fewer than the API'
 STATS_PERIOD_S = 1
 LISTS = 100
 MINTS = 50
-
-
-def pgbouncer_config(port: int, database_url: str) -> str:
-    url = make_url(database_url)
-    host = url.host or str(url.query.get("host", "127.0.0.1"))
-    target = f"host={host} port={url.port or 5432} dbname={url.database} user={url.username or 'postgres'}"
-    if url.password:
-        target += f" password={url.password}"
-    return "\n".join(
-        [
-            "[databases]",
-            f"{url.database} = {target}",
-            "[pgbouncer]",
-            "listen_addr = 127.0.0.1",
-            f"listen_port = {port}",
-            "unix_socket_dir =",
-            # Every client logs in as the database line's user; nothing to authenticate on loopback.
-            "auth_type = any",
-            "admin_users = postgres",
-            "pool_mode = transaction",
-            "idle_transaction_timeout = 1",
-            f"default_pool_size = {SERVER_POOL_SIZE}",
-            "max_client_conn = 1000",
-            "ignore_startup_parameters = extra_float_digits",
-            # SHOW STATS totals are refreshed every stats_period seconds (60 by default).
-            f"stats_period = {STATS_PERIOD_S}",
-        ]
-    )
-
-
-@contextlib.contextmanager
-def running_pgbouncer(database_url: str) -> Iterator[tuple[int, Path]]:
-    """A private pgbouncer for this database; yields its port and its log file."""
-    assert PGBOUNCER is not None
-    workdir = Path(tempfile.mkdtemp(prefix="mcpq-pgbouncer-"))
-    # pgbouncer refuses to run as root: it drops to `postgres`, who must read the config.
-    workdir.chmod(stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
-    log_path = workdir / "pgbouncer.log"
-    try:
-        for _attempt in range(3):  # a free port can be taken before pgbouncer binds it
-            port = free_port()
-            config = workdir / "pgbouncer.ini"
-            config.write_text(pgbouncer_config(port, database_url))
-            config.chmod(0o644)
-            cmd = [PGBOUNCER, *(["-u", "postgres"] if os.geteuid() == 0 else []), str(config)]
-            # It logs to stderr: a file opened here stays writable after it drops privileges.
-            with log_path.open("a") as log:
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-            if wait_listening(port, proc):
-                break
-        else:
-            pytest.fail("pgbouncer did not start")
-        try:
-            yield port, log_path
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return True
-        time.sleep(0.05)
-    proc.kill()
-    return False
 
 
 def pgbouncer_stats(port: int, database: str) -> dict[str, Any]:
@@ -131,18 +53,18 @@ def pgbouncer_stats(port: int, database: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def pgbouncer(database_url: str) -> Iterator[tuple[int, Path]]:
-    with running_pgbouncer(database_url) as running:
+def pgbouncer(database_url: str) -> Iterator[PgBouncer]:
+    with running_pgbouncer(
+        database_url, pool_size=SERVER_POOL_SIZE, stats_period_s=STATS_PERIOD_S
+    ) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def bounced(settings: Settings, pgbouncer: tuple[int, Path]) -> Settings:
-    port, _ = pgbouncer
-    url = make_url(settings.database_url).set(host="127.0.0.1", port=port, query={})
+def bounced(settings: Settings, pgbouncer: PgBouncer) -> Settings:
     return isolated(
         settings,
-        database_url=url.render_as_string(hide_password=False),
+        database_url=pgbouncer.url(settings.database_url),
         db_pgbouncer=True,
         # Every request resolves its token and tool in the database: the most traffic through it.
         token_cache_ttl_s=0,
@@ -167,12 +89,12 @@ async def bounced_api(bounced: Settings) -> AsyncIterator[tuple[FastAPI, httpx.A
 
 async def test_real_work_through_pgbouncer_in_transaction_mode(
     bounced_api: tuple[FastAPI, httpx.AsyncClient, Worker],
-    pgbouncer: tuple[int, Path],
+    pgbouncer: PgBouncer,
     bounced: Settings,
     backends: Backends,
 ) -> None:
     app, admin, _ = bounced_api
-    port, log_path = pgbouncer
+    port, log_path = pgbouncer.port, pgbouncer.log_path
     database = make_url(bounced.database_url).database
     assert database is not None
     before = pgbouncer_stats(port, database)
