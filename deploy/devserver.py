@@ -7,7 +7,7 @@ MCPQ_ALLOWED_BACKEND_NETWORKS leave unset is provided here:
 - Admin token: generated once, kept in ./.mcpq-data/admin-token.
 - Secret key (encrypts backend headers): generated once, kept in ./.mcpq-data/secret-key.
 - Backend allowlist: loopback (127.0.0.0/8, ::1), so backends on this machine can be registered.
-Then it runs uvicorn, one arq worker and the demo MCP backend (deploy/demo_backend.py, on
+Then it runs uvicorn, one worker (`python -m workers`) and the demo MCP backend (deploy/demo_backend.py, on
 127.0.0.1:MCPQ_DEMO_PORT, default 9000; 0 leaves it off) as child processes and stops everything
 when one exits or on Ctrl-C / SIGTERM. It first checks that its ports are free: a second
 `make run` would otherwise find the first one answering and report it as its own.

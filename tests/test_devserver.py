@@ -13,10 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from arq.worker import Worker
 
 from tests.backends import free_port
 from tests.conftest import TEAM, unique
+from workers.worker import Worker
 
 REPO = Path(__file__).resolve().parent.parent
 

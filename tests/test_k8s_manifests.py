@@ -11,6 +11,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from shared.config import Settings
+
 K8S_DIR = Path(__file__).resolve().parent.parent / "deploy" / "k8s"
 # A recent release the schemas of kubernetes-validate cover.
 K8S_VERSION = "1.34.0"
@@ -122,6 +124,7 @@ def test_api_probes_migrations_and_scaling() -> None:
 def test_workers_drain_and_scale_on_the_queue() -> None:
     worker = by_kind("Deployment")["mcpq-worker"]
     assert container(worker)["command"] == ["python", "-m", "workers"]
+    assert container(worker)["livenessProbe"]["exec"]["command"] == ["python", "-m", "workers", "--check"]
     grace = worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace > float(config_value("MCPQ_WORKER_DRAIN_S")) + 5
     scaled = by_kind("ScaledObject")["mcpq-worker"]
@@ -130,3 +133,9 @@ def test_workers_drain_and_scale_on_the_queue() -> None:
     assert trigger["type"] == "prometheus"
     assert "mcpq_queue_depth" in trigger["metadata"]["query"]
     assert float(trigger["metadata"]["threshold"]) > 0
+
+
+def test_every_configured_setting_exists() -> None:
+    """A misspelt variable would be ignored silently (settings ignore unknown names)."""
+    known = {f"MCPQ_{name.upper()}" for name in Settings.model_fields}
+    assert set(by_kind("ConfigMap")["mcpq-config"]["data"]) <= known

@@ -10,7 +10,6 @@ would fail here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -18,14 +17,13 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from arq.worker import Worker
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
 from deploy.pgbouncer import PgBouncer, pgbouncer_binary, running_pgbouncer
 from shared.config import Settings
 from tests.backends import Backends
-from tests.conftest import isolated, make_worker, serve
+from tests.conftest import isolated, running_worker, serve
 
 pytestmark = pytest.mark.skipif(
     pgbouncer_binary() is None,
@@ -73,27 +71,19 @@ def bounced(settings: Settings, pgbouncer: PgBouncer) -> Settings:
 
 
 @pytest.fixture(scope="module")
-async def bounced_api(bounced: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient, Worker]]:
+async def bounced_api(bounced: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     # The API starts by applying migrations through PgBouncer (advisory lock, one transaction).
-    worker = make_worker(bounced)
-    task = asyncio.create_task(worker.async_run())
-    try:
-        async with serve(bounced) as (app, client):
-            yield app, client, worker
-    finally:
-        await worker.close()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    async with running_worker(bounced), serve(bounced) as served:
+        yield served
 
 
 async def test_real_work_through_pgbouncer_in_transaction_mode(
-    bounced_api: tuple[FastAPI, httpx.AsyncClient, Worker],
+    bounced_api: tuple[FastAPI, httpx.AsyncClient],
     pgbouncer: PgBouncer,
     bounced: Settings,
     backends: Backends,
 ) -> None:
-    app, admin, _ = bounced_api
+    app, admin = bounced_api
     port, log_path = pgbouncer.port, pgbouncer.log_path
     database = make_url(bounced.database_url).database
     assert database is not None
