@@ -30,6 +30,8 @@ import redis
 from cryptography.fernet import Fernet
 from sqlalchemy.engine import make_url
 
+from deploy.pgbouncer import PgBouncer, running_pgbouncer
+
 ROOT = Path(__file__).resolve().parent.parent
 BACKEND = ROOT / "bench" / "backend.py"
 
@@ -226,6 +228,8 @@ class Stack:
     database_url: str
     redis_url: str
     processes: Processes
+    # The private PgBouncer the API reaches PostgreSQL through (stack(pgbouncer=True)).
+    pgbouncer: PgBouncer | None = None
 
     @property
     def procs(self) -> dict[str, subprocess.Popen[bytes]]:
@@ -263,17 +267,26 @@ def stack(
     api_args: tuple[str, ...] = (),
     code: Path = ROOT,
     redis_url: str | None = None,
+    pgbouncer: bool = False,
 ) -> Iterator[Stack]:
-    """Backend MCP server + API + N workers, each its own process, on a fresh database."""
+    """Backend MCP server + API + N workers, each its own process, on a fresh database.
+
+    pgbouncer: the API reaches the database through a private PgBouncer in transaction pooling
+    mode (idle_transaction_timeout = 1), with MCPQ_DB_PGBOUNCER=true. Stack.database_url stays
+    the direct one, for the sampler."""
     admin_url = os.environ.get("BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     redis_url = redis_url or os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     token = secrets.token_urlsafe(16)
     run = uuid.uuid4().hex[:8]
     code = code.resolve()
-    with bench_database(admin_url, db_settings) as database_url:
+    with (
+        bench_database(admin_url, db_settings) as database_url,
+        running_pgbouncer(database_url) if pgbouncer else contextlib.nullcontext() as proxy,
+    ):
         env = {
             **os.environ,
-            "DATABASE_URL": database_url,
+            "DATABASE_URL": proxy.url(database_url) if proxy else database_url,
+            **({"MCPQ_DB_PGBOUNCER": "true"} if proxy else {}),
             "REDIS_URL": redis_url,
             "MCPQ_ADMIN_TOKEN": token,
             "MCPQ_SECRET_KEYS": Fernet.generate_key().decode(),
@@ -313,6 +326,7 @@ def stack(
                 database_url=database_url,
                 redis_url=redis_url,
                 processes=processes,
+                pgbouncer=proxy,
             )
         finally:
             processes.stop_all()

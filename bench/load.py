@@ -196,6 +196,7 @@ def run_once(args: argparse.Namespace, code: Path, out: Path) -> dict[str, Any]:
             api_args=("--backlog", "8192", "--timeout-keep-alive", "120"),
             code=code,
             redis_url=redis_server.url,
+            pgbouncer=args.pgbouncer,
         ) as s,
     ):
         ref, token = register(s, args.tool)
@@ -212,6 +213,8 @@ def run_once(args: argparse.Namespace, code: Path, out: Path) -> dict[str, Any]:
             # Only what was logged during the load: a worker stopped with calls in flight logs
             # their cancellation, which is the teardown, not the run.
             wrk.log_errors = log_errors(out)
+            if s.pgbouncer is not None:
+                wrk.log_errors.update(pgbouncer_errors(s.pgbouncer.log_path))
         finally:
             sampler.stop()
     return summarise(args, code, out, wrk, measure, sampler)
@@ -252,6 +255,7 @@ def summarise(
         "tool": args.tool,
         "sleep_s": args.sleep,
         "workers": args.workers,
+        "pgbouncer": args.pgbouncer,
         "duration_s": args.duration,
         "window_s": round(steady.seconds, 1),
         "calls_per_s": round(len(good) / steady.seconds, 1),
@@ -293,6 +297,15 @@ def summarise(
         "max_xact_age_ms": max((x.max_xact_age_ms for x in sampler.samples), default=0.0),
         "peak_rss_mb": dict(sampler.peak_rss_mb),
         "log_errors": wrk.log_errors,
+    }
+
+
+def pgbouncer_errors(log_path: Path) -> dict[str, int]:
+    """PgBouncer's complaints: clients cut by idle_transaction_timeout, server errors."""
+    text = log_path.read_text()
+    return {
+        "pgbouncer idle transaction timeout": text.count("idle transaction timeout"),
+        "pgbouncer ERROR": text.count(" ERROR "),
     }
 
 
@@ -380,7 +393,13 @@ def write_report(summaries: list[dict[str, Any]], out: Path) -> None:
         "",
         "Driven by wrk (bench/wrk_call.lua, every answer checked); figures over the steady window; "
         "CPU from /proc utime+stime deltas divided by the calls completed in the window; Redis "
-        "private to each run; `idle_in_transaction_session_timeout = 1s` on the bench database.",
+        "private to each run; `idle_in_transaction_session_timeout = 1s` on the bench database."
+        + (
+            " The API reaches PostgreSQL through a private PgBouncer (`pool_mode = transaction`, "
+            "`idle_transaction_timeout = 1`, 4 server connections; MCPQ_DB_PGBOUNCER=true)."
+            if any(x["pgbouncer"] for x in summaries)
+            else ""
+        ),
         "",
         *table(summaries),
         "",
@@ -404,6 +423,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--db-pool", type=int, default=5)
     parser.add_argument("--backend-stateless", action="store_true", help="JSON bodies, no progress stream")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the API and workers")
+    parser.add_argument(
+        "--pgbouncer", action="store_true", help="API to PostgreSQL through PgBouncer, transaction mode"
+    )
     parser.add_argument(
         "--code", type=Path, action="append", help="a checkout to run the API and workers from (repeatable)"
     )

@@ -8,8 +8,10 @@ MCPQ_ALLOWED_BACKEND_NETWORKS leave unset is provided here:
 - Admin token: generated once, kept in ./.mcpq-data/admin-token.
 - Secret key (encrypts backend headers): generated once, kept in ./.mcpq-data/secret-key.
 - Backend allowlist: loopback (127.0.0.0/8, ::1), so backends on this machine can be registered.
-Then it runs uvicorn and one arq worker as child processes and stops everything when either
-exits or on Ctrl-C / SIGTERM.
+Then it runs uvicorn, one worker (`python -m workers`) and the demo MCP backend (deploy/demo_backend.py, on
+127.0.0.1:MCPQ_DEMO_PORT, default 9000; 0 leaves it off) as child processes and stops everything
+when one exits or on Ctrl-C / SIGTERM. It first checks that its ports are free: a second
+`make run` would otherwise find the first one answering and report it as its own.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -36,6 +39,31 @@ READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 SAMPLE_PATH = "/v1/gateways"  # shown in the sample curl command
 DEV_ALLOWED_NETWORKS = "127.0.0.0/8,::1/128"
+DEMO_HOST = "127.0.0.1"
+DEFAULT_DEMO_PORT = 9000
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True if something already listens on host:port (binding it as uvicorn would fails)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # As uvicorn does: a port left in TIME_WAIT by a stopped server counts as free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def refuse_busy_ports(ports: dict[str, tuple[str, int]]) -> None:
+    """Exit with a clear message if a port we need is taken (e.g. by another `make run`)."""
+    busy = [f"{what} port {host}:{port}" for what, (host, port) in ports.items() if port_in_use(host, port)]
+    if busy:
+        raise SystemExit(
+            f"devserver: {' and '.join(busy)} already in use; is another `make run` up? "
+            "Stop it, or pick other ports with MCPQ_PORT / MCPQ_DEMO_PORT (0 leaves the demo off)."
+        )
 
 
 def stored_secret(path: Path, make: Callable[[], str]) -> str:
@@ -89,10 +117,31 @@ def stop_children(children: list[subprocess.Popen[bytes]], sig: int) -> None:
             child.wait()
 
 
+def ready_message(base: str, env: dict[str, str], demo_port: int) -> str:
+    token = env["MCPQ_ADMIN_TOKEN"]
+    lines = [
+        "",
+        "mcpq is ready",
+        f"  base URL:     {base}",
+        f"  admin token:  {token}",
+        f"  backends may be on: public addresses and {env['MCPQ_ALLOWED_BACKEND_NETWORKS']}",
+        f"  try:          curl -H 'Authorization: Bearer {token}' {base}{SAMPLE_PATH}",
+    ]
+    if demo_port:
+        lines.append(f"  demo backend: http://{DEMO_HOST}:{demo_port}/mcp (README: First session)")
+    lines.append("Ctrl-C stops the API, the worker, the demo backend and the embedded servers.")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     env = os.environ.copy()
     host = env.get("MCPQ_HOST", "127.0.0.1")
     port = env.get("MCPQ_PORT", "8000")
+    demo_port = int(env.get("MCPQ_DEMO_PORT", str(DEFAULT_DEMO_PORT)))
+    ports = {"API": (host, int(port))}
+    if demo_port:
+        ports["demo backend"] = (DEMO_HOST, demo_port)
+    refuse_busy_ports(ports)
     received: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -125,19 +174,14 @@ def main() -> int:
             [sys.executable, "-m", "uvicorn", "api.main:app", "--host", host, "--port", port],
             [sys.executable, "-m", "workers"],
         ]
+        if demo_port:
+            spawn.append([sys.executable, "-m", "deploy.demo_backend", str(demo_port)])
         children = [subprocess.Popen(cmd, env=env, process_group=0) for cmd in spawn]
         try:
             base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
             if not wait_ready(f"{base}/ready", children, received, READY_TIMEOUT_S):
                 return 0
-            token = env["MCPQ_ADMIN_TOKEN"]
-            print(
-                f"\nmcpq is ready\n  base URL:    {base}\n  admin token: {token}\n"
-                f"  backends may be on: public addresses and {env['MCPQ_ALLOWED_BACKEND_NETWORKS']}\n"
-                f"  try:         curl -H 'Authorization: Bearer {token}' {base}{SAMPLE_PATH}\n"
-                "Ctrl-C stops the API, the worker and the embedded servers.\n",
-                flush=True,
-            )
+            print(ready_message(base, env, demo_port), flush=True)
             while not received:
                 dead = [c for c in children if c.poll() is not None]
                 if dead:

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     # that is down or unreachable fails the request with 503 this fast instead of hanging.
     db_connect_timeout_s: int = 2
     db_pool_recycle_s: int = 1800
+    # DATABASE_URL is a PgBouncer in transaction pooling mode: each transaction may run on another
+    # server connection, so psycopg must not prepare statements (a statement prepared on one is
+    # unknown on the next: "prepared statement ... does not exist"). PgBouncer >= 1.21 with
+    # max_prepared_statements > 0 would track them itself; this works with any version.
+    db_pgbouncer: bool = False
 
     # Redis and the queue
     redis_max_connections: int = 200

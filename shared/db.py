@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from shared.config import Settings
 
 SessionFactory = async_sessionmaker[AsyncSession]
+
+
+def connect_args(settings: Settings, application_name: str) -> dict[str, Any]:
+    """psycopg connection arguments. Behind PgBouncer (MCPQ_DB_PGBOUNCER), no prepared statements:
+    psycopg prepares a query after its 5th run on a connection, which transaction pooling breaks."""
+    # A stopped server refuses at once; an unreachable one is given up on after connect_timeout.
+    args: dict[str, Any] = {
+        "application_name": application_name,
+        "connect_timeout": settings.db_connect_timeout_s,
+    }
+    if settings.db_pgbouncer:
+        args["prepare_threshold"] = None
+    return args
 
 
 def make_engine(settings: Settings, *, application_name: str = "mcpq") -> AsyncEngine:
@@ -18,8 +33,7 @@ def make_engine(settings: Settings, *, application_name: str = "mcpq") -> AsyncE
         # No pre-ping (a round trip per checkout): a dropped connection fails one request with
         # 503 and SQLAlchemy then replaces the pool's connections.
         pool_recycle=settings.db_pool_recycle_s,
-        # A stopped server refuses at once; an unreachable one is given up on after this.
-        connect_args={"application_name": application_name, "connect_timeout": settings.db_connect_timeout_s},
+        connect_args=connect_args(settings, application_name),
     )
 
 

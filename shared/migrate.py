@@ -1,4 +1,8 @@
-"""Apply alembic migrations under a PostgreSQL advisory lock, so replicas can start together."""
+"""Apply alembic migrations under a PostgreSQL advisory lock, so replicas can start together.
+
+`python -m shared.migrate` applies them to DATABASE_URL and exits: the Kubernetes migration Job
+(deploy/k8s/migrate-job.yaml) runs it, with MCPQ_RUN_MIGRATIONS=false on the API.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from alembic.config import Config
 from sqlalchemy import create_engine, text
 
 import migrations
+from shared.config import get_settings
 
 # Any fixed 64-bit number; replicas agree on it.
 MIGRATION_LOCK_KEY = 0x6D637071  # "mcpq"
@@ -32,3 +37,8 @@ def upgrade_to_head(database_url: str) -> None:
             command.upgrade(cfg, "head")
     finally:
         engine.dispose()
+
+
+if __name__ == "__main__":
+    upgrade_to_head(get_settings().database_url)
+    print("mcpq: database schema is at head")

@@ -18,6 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import Settings
+from shared.redis_urls import parse_sentinel_url, redis_pool
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +111,21 @@ class WaitingConnectionPool(BlockingConnectionPool):
 
 def make_redis(settings: Settings) -> ArqRedis:
     """An arq-capable Redis client whose callers wait for a connection when all are busy."""
-    pool = WaitingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=settings.redis_max_connections,
-        timeout=settings.redis_pool_timeout_s,
-        down_memory_s=settings.redis_connect_timeout_s,
-        socket_connect_timeout=settings.redis_connect_timeout_s,
-        health_check_interval=30,
-    )
+    common: dict[str, Any] = {
+        "max_connections": settings.redis_max_connections,
+        "timeout": settings.redis_pool_timeout_s,
+        "socket_connect_timeout": settings.redis_connect_timeout_s,
+        "health_check_interval": 30,
+    }
+    pool: BlockingConnectionPool
+    if parse_sentinel_url(settings.redis_url) is None:
+        # A plain server: a pool that tells a busy pool from a Redis that is down.
+        pool = WaitingConnectionPool.from_url(
+            settings.redis_url, down_memory_s=settings.redis_connect_timeout_s, **common
+        )
+    else:
+        # redis+sentinel://: connections to the master the sentinels name.
+        pool = redis_pool(settings.redis_url, **common)
     return ArqRedis(
         connection_pool=pool,
         job_serializer=job_serializer,
