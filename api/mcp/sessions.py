@@ -53,6 +53,7 @@ from mcp.shared.transport_context import TransportContext
 from mcp_types import INTERNAL_ERROR, INVALID_REQUEST, ErrorData, InitializeRequestParams, JSONRPCError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
@@ -252,7 +253,12 @@ class ReplicatedSessionManager:
         if session_id is None:
             await self._open(server_id, scope, receive, send)
             return
-        local = self.sessions.get(session_id) or await self._adopt(session_id)
+        try:
+            local = self.sessions.get(session_id) or await self._adopt(session_id)
+        except RedisError as exc:
+            log.warning("MCP session %s not loaded: %s", session_id[:64], exc)
+            await _error("Session store unavailable; try again", 503, INTERNAL_ERROR)(scope, receive, send)
+            return
         if local is None or local.server_id != server_id:
             await _error("Session not found", 404)(scope, receive, send)
             return
@@ -288,8 +294,11 @@ class ReplicatedSessionManager:
                 refused = message["status"] >= 400
             elif not (refused or established) and local.connection is not None:
                 if local.connection.client_params is not None:
-                    await self.store.save(local.id, _state_of(server_id, local.connection))
                     established = True
+                    try:
+                        await self.store.save(local.id, _state_of(server_id, local.connection))
+                    except RedisError as exc:  # still served here, as by a single replica
+                        log.warning("MCP session %s not shared: %s", local.id, exc)
             await send(message)
 
         try:
@@ -373,10 +382,17 @@ class ReplicatedSessionManager:
             return
         if message.get("end"):
             self._task_group.start_soon(self._forget, local)
-        elif local.streams and local.dispatcher is not None:
-            self._task_group.start_soon(
-                local.dispatcher.notify, str(message["method"]), message.get("params")
-            )
+        elif local.streams:
+            self._task_group.start_soon(self._deliver, local, str(message["method"]), message.get("params"))
+
+    async def _deliver(self, local: LocalSession, method: str, params: dict[str, Any] | None) -> None:
+        # Best effort, as any notification: the stream may close meanwhile. Never raises (it runs
+        # in the manager's task group, which an exception would bring down).
+        try:
+            if local.dispatcher is not None:
+                await local.dispatcher.notify(method, params)
+        except Exception:
+            log.debug("dropped %s for session %s", method, local.id, exc_info=True)
 
     def reconnected(self) -> None:
         """Pub/sub may have missed an end: check every local session against Redis now."""
@@ -386,16 +402,20 @@ class ReplicatedSessionManager:
     async def _sweep_forever(self) -> None:
         while True:
             await anyio.sleep(self.sweep_s)
-            try:
-                await self._sweep(False)
-            except Exception:
-                log.exception("MCP session sweep failed")
+            await self._sweep(False)
 
     async def _sweep(self, everything: bool) -> None:
+        """Refresh the shared TTL of the sessions in use here; close those whose state is gone."""
         due = [s for s in self.sessions.values() if everything or s.used or s.streams]
         for local in due:
             local.used = False
-        gone = await self.store.touch([s.id for s in due])
+        try:
+            gone = await self.store.touch([s.id for s in due])
+        except Exception:  # Redis away: the next sweep (or reconnect) tries again
+            log.warning("MCP session sweep failed", exc_info=True)
+            for local in due:
+                local.used = True
+            return
         for local in due:
             if local.id in gone:
                 await self._forget(local)

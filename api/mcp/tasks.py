@@ -24,6 +24,7 @@ spec surface, so they are dispatched as custom methods).
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -53,6 +54,8 @@ PrepareCall = Callable[
     [ServerRequestContext[Any, Any], types.CallToolRequestParams],
     Awaitable[PreparedJob | types.CallToolResult],
 ]
+
+log = logging.getLogger(__name__)
 
 RELATED_TASK_META_KEY = "io.modelcontextprotocol/related-task"
 TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
@@ -197,20 +200,23 @@ class Tasks:
 
     async def report_status(self, session: ServerSession, principal: Principal, job_id: str) -> None:
         """Once the task's job ends (woken by its push), send `notifications/tasks/status` on the
-        session's standalone stream. Best effort, as the spec's MAY: polling stays the contract."""
+        session's standalone stream. Best effort, as the spec's MAY (polling stays the contract),
+        and it never raises: it runs in the server's lifespan task group."""
         try:
             record = await self.queue.get(job_id, principal)
             while not record.status.terminal:
                 record = await self.queue.get(job_id, principal, self.settings.max_wait_s)
-        except MCPQError:  # expired meanwhile
-            return
-        status = types.TaskStatusNotification(
-            params=types.TaskStatusNotificationParams.model_validate(
-                task_of(record, self.ttl_ms), by_name=False
+            status = types.TaskStatusNotification(
+                params=types.TaskStatusNotificationParams.model_validate(
+                    task_of(record, self.ttl_ms), by_name=False
+                )
             )
-        )
-        # A 2025-11-25 notification that the SDK's ServerNotification union leaves out.
-        await session.send_notification(status)  # type: ignore[arg-type]
+            # A 2025-11-25 notification that the SDK's ServerNotification union leaves out.
+            await session.send_notification(status)  # type: ignore[arg-type]
+        except MCPQError:  # the job expired meanwhile
+            return
+        except Exception:  # the session or Redis went away: polling still tells the client
+            log.debug("no status report for task %s", job_id, exc_info=True)
 
     async def record(
         self, ctx: ServerRequestContext[Any, Any], task_id: str, wait_s: float = 0.0
