@@ -21,6 +21,7 @@ import pytest
 from mcp import Client
 from mcp.client.extension import ClientExtension, NotificationBinding
 from mcp.client.streamable_http import streamable_http_client
+from redis.asyncio import Redis
 
 from shared.config import Settings
 from tests.backends import Backends, free_port
@@ -29,11 +30,15 @@ from tests.conftest import ADMIN_TOKEN, isolated, unique, worker_env
 APIS = 2
 WORKERS = 2
 CALLS = 200
+# Short, so that a replica's copy of a session idles out during a test (it is adopted again) and
+# the sweep that refreshes or closes sessions runs every 2 s.
+SESSION_IDLE_S = 6
 ACCEPT = {"Accept": "application/json, text/event-stream"}
 
 
 @dataclass
 class Cluster:
+    settings: Settings  # what the processes run with (their own queue and key prefix)
     ports: list[int]
     processes: list[subprocess.Popen[bytes]]
 
@@ -83,7 +88,11 @@ def _start_api(env: dict[str, str]) -> tuple[int, subprocess.Popen[bytes]]:
 def cluster(settings: Settings) -> Iterator[Cluster]:
     # A queue and key prefix of their own: only these processes see these jobs and sessions.
     own = isolated(settings)
-    env = {**worker_env(own), "MCPQ_RUN_MIGRATIONS": "false"}
+    env = {
+        **worker_env(own),
+        "MCPQ_RUN_MIGRATIONS": "false",
+        "MCPQ_MCP_ENDPOINT_SESSION_IDLE_S": str(SESSION_IDLE_S),
+    }
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "arq", "workers.main.WorkerSettings"],
@@ -99,7 +108,7 @@ def cluster(settings: Settings) -> Iterator[Cluster]:
             port, proc = _start_api(env)
             ports.append(port)
             processes.append(proc)
-        yield Cluster(ports, processes)
+        yield Cluster(own, ports, processes)
     finally:
         for proc in processes:
             proc.terminate()
@@ -113,6 +122,7 @@ def cluster(settings: Settings) -> Iterator[Cluster]:
 @dataclass
 class World:
     mcp_path: str
+    other_mcp_path: str  # another server of the same team
     member: str
     gateway: str  # its name
 
@@ -141,11 +151,21 @@ async def world(cluster: Cluster, backends: Backends) -> AsyncIterator[World]:
             },
         )
         assert server.status_code == 201, server.text
+        other = await http.post(
+            f"{cluster.base(1)}/v1/servers",
+            json={"name": "other", "team": team["id"], "tools": [f"{name}.echo"]},
+        )
+        assert other.status_code == 201, other.text
         token = await http.post(
             f"{cluster.base(1)}/v1/tokens", json={"name": "member", "team": team["id"], "role": "member"}
         )
         assert token.status_code == 201, token.text
-        yield World(mcp_path=server.json()["mcp_path"], member=token.json()["token"], gateway=name)
+        yield World(
+            mcp_path=server.json()["mcp_path"],
+            other_mcp_path=other.json()["mcp_path"],
+            member=token.json()["token"],
+            gateway=name,
+        )
         await http.delete(f"{cluster.base(0)}/v1/teams/{team['id']}")
 
 
@@ -262,6 +282,9 @@ async def test_one_session_served_by_both_apis(cluster: Cluster, world: World) -
             status = await asyncio.wait_for(watch.received.get(), 30)
             assert (status.task_id, status.status) == (task_id, "completed")
 
+            # Longer than the idle period: API 1's copy of the session has idled out; the open
+            # GET stream on API 2 kept the shared state alive, so API 1 adopts the session again.
+            await asyncio.sleep(SESSION_IDLE_S + 1)
             router.target = 0
             done = await mcp.session.send_request(
                 types.GetTaskRequest(params=types.GetTaskRequestParams(task_id=task_id)), types.GetTaskResult
@@ -291,27 +314,32 @@ async def test_one_session_served_by_both_apis(cluster: Cluster, world: World) -
     cluster.check_alive()
 
 
+async def _open_raw(http: httpx.AsyncClient, url: str, version: str) -> dict[str, str]:
+    """`initialize` by hand; the headers that name the session on later requests."""
+    init = await http.post(
+        url,
+        json={
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": version,
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        },
+    )
+    assert init.status_code == 200 and version in init.text, init.text
+    return {"Mcp-Session-Id": init.headers["mcp-session-id"], "MCP-Protocol-Version": version}
+
+
 async def test_2025_06_18_session_delete_closes_the_stream_elsewhere(cluster: Cluster, world: World) -> None:
     """Raw JSON-RPC at 2025-06-18: initialize on API 2, the GET stream on API 1, a call on API 2;
     DELETE on API 2 closes the stream API 1 holds, and API 1 then answers 404."""
     version = "2025-06-18"
     mcp = [f"{cluster.base(api)}{world.mcp_path}" for api in range(APIS)]
     async with httpx.AsyncClient(headers={**ACCEPT, **world.auth()}, timeout=30) as http:
-        init = await http.post(
-            mcp[1],
-            json={
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": version,
-                    "capabilities": {},
-                    "clientInfo": {"name": "t", "version": "1"},
-                },
-            },
-        )
-        assert init.status_code == 200 and version in init.text, init.text
-        session = {"Mcp-Session-Id": init.headers["mcp-session-id"], "MCP-Protocol-Version": version}
+        session = await _open_raw(http, mcp[1], version)
         initialized = await http.post(
             mcp[0], json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session
         )
@@ -344,6 +372,45 @@ async def test_2025_06_18_session_delete_closes_the_stream_elsewhere(cluster: Cl
         )
         assert gone.status_code == 404, gone.text
     cluster.check_alive()
+
+
+async def test_a_session_belongs_to_its_server(cluster: Cluster, world: World) -> None:
+    """A session id is unknown on another server's endpoint, on the replica that holds the
+    session and on the one that would adopt it."""
+    list_tools = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    async with httpx.AsyncClient(headers={**ACCEPT, **world.auth()}, timeout=30) as http:
+        session = await _open_raw(http, f"{cluster.base(0)}{world.mcp_path}", "2025-11-25")
+        for api in range(APIS):
+            elsewhere = await http.post(
+                f"{cluster.base(api)}{world.other_mcp_path}", json=list_tools, headers=session
+            )
+            assert elsewhere.status_code == 404, elsewhere.text
+        listed = await http.post(f"{cluster.base(1)}{world.mcp_path}", json=list_tools, headers=session)
+        assert listed.status_code == 200 and '"echo"' in listed.text, listed.text
+
+
+async def test_state_gone_from_redis_closes_every_copy(cluster: Cluster, world: World) -> None:
+    """When a session's state leaves Redis (expired, or removed by hand as here), the replicas'
+    sweeps close their copies: the GET stream API 2 holds ends, and API 1 answers 404."""
+    mcp = [f"{cluster.base(api)}{world.mcp_path}" for api in range(APIS)]
+    redis = Redis.from_url(cluster.settings.redis_url)
+    async with httpx.AsyncClient(headers={**ACCEPT, **world.auth()}, timeout=30) as http:
+        session = await _open_raw(http, mcp[0], "2025-11-25")
+        key = cluster.settings.key("mcp", "session", session["Mcp-Session-Id"])
+        async with http.stream("GET", mcp[1], headers={**session, "Accept": "text/event-stream"}) as stream:
+            assert stream.status_code == 200
+            assert await redis.delete(key) == 1
+
+            async def drain() -> None:
+                async for _ in stream.aiter_bytes():
+                    pass
+
+            await asyncio.wait_for(drain(), SESSION_IDLE_S)
+        gone = await http.post(
+            mcp[0], json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=session
+        )
+        assert gone.status_code == 404, gone.text
+    await redis.aclose()
 
 
 async def test_200_concurrent_rest_calls_over_both_apis(cluster: Cluster, world: World) -> None:

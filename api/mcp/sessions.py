@@ -254,7 +254,7 @@ class ReplicatedSessionManager:
             await self._open(server_id, scope, receive, send)
             return
         try:
-            local = self.sessions.get(session_id) or await self._adopt(session_id)
+            local = self.sessions.get(session_id) or await self._adopt(session_id, server_id)
         except RedisError as exc:
             log.warning("MCP session %s not loaded: %s", session_id[:64], exc)
             await _error("Session store unavailable; try again", 503, INTERNAL_ERROR)(scope, receive, send)
@@ -266,12 +266,12 @@ class ReplicatedSessionManager:
 
     async def _serve(self, local: LocalSession, scope: Scope, receive: Receive, send: Send) -> None:
         local.used = True
-        is_get = scope["method"] == "GET"
-        local.streams += is_get
+        opens_stream = 1 if scope["method"] == "GET" else 0
+        local.streams += opens_stream
         try:
             await local.transport.handle_request(scope, receive, send)
         finally:
-            local.streams -= is_get
+            local.streams -= opens_stream
         if scope["method"] == "DELETE" and local.transport.is_terminated:
             await self.store.end(local.id)
             await self._forget(local)
@@ -307,13 +307,14 @@ class ReplicatedSessionManager:
             if not established:
                 await self._forget(local)
 
-    async def _adopt(self, session_id: str) -> LocalSession | None:
-        """Serve here a session another replica opened (or this one forgot when it idled)."""
+    async def _adopt(self, session_id: str, server_id: str) -> LocalSession | None:
+        """Serve here a session another replica opened (or this one forgot when it idled); None
+        if it is unknown, or another server's."""
         async with self._adopting:
             if (local := self.sessions.get(session_id)) is not None:
                 return local
             state = await self.store.load(session_id)
-            if state is None:
+            if state is None or state.server_id != server_id:
                 return None
             return await self._start(session_id, state.server_id, state)
 
@@ -350,7 +351,10 @@ class ReplicatedSessionManager:
                 ) -> None:
                     await runner.on_notify(dctx, method, params)
                     if method == INITIALIZED and connection.initialized.is_set():
-                        await self.store.mark_initialized(local.id)
+                        try:
+                            await self.store.mark_initialized(local.id)
+                        except RedisError as exc:  # informational: requests pass on client params
+                            log.warning("MCP session %s: initialized not recorded: %s", local.id, exc)
 
                 # The transport cancels its idle scope once nothing has been in flight for idle_s.
                 idle = local.transport.idle_scope or anyio.CancelScope()
