@@ -190,7 +190,9 @@ def _error(message: str, status_code: int, code: int = INVALID_REQUEST) -> Respo
     """A JSON-RPC error body (no request id), as the SDK's manager answers."""
     body = JSONRPCError(jsonrpc="2.0", id=None, error=ErrorData(code=code, message=message))
     return Response(
-        body.model_dump_json(by_alias=True), status_code=status_code, media_type="application/json"
+        body.model_dump_json(by_alias=True, exclude_unset=True),
+        status_code=status_code,
+        media_type="application/json",
     )
 
 
