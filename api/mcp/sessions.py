@@ -19,9 +19,10 @@ built from the same SDK parts (the streamable-HTTP transport, the JSON-RPC dispa
   closes it, its `GET` stream included) and the server-to-client messages meant for the
   standalone `GET` stream: a replica without the open stream publishes them, the one holding it
   writes them out (`RelayedOutbound`).
-- Idle: each replica's copy idles out on its own (the transport's timer); a sweep refreshes the
-  Redis TTL of the sessions used since the last sweep (or with a `GET` stream open here) and
-  closes local copies whose state is gone (ended elsewhere or expired).
+- Idle: each replica's copy idles out on its own (the transport's timer); a sweep, three times
+  per idle period, refreshes the Redis TTL of the sessions used since the last sweep (or with a
+  `GET` stream open here) and closes every local copy whose state is gone (ended elsewhere,
+  expired, or an end message pub/sub lost).
 
 A single replica works as before: the same transport and kernel, one Redis write per session.
 """
@@ -126,15 +127,18 @@ class SessionStore:
     async def mark_initialized(self, session_id: str) -> None:
         await self._mark_initialized(keys=[self._key(session_id)], args=[self.ttl_ms])
 
-    async def touch(self, session_ids: list[str]) -> set[str]:
-        """Refresh the idle TTL of these sessions; return those whose state is gone."""
-        if not session_ids:
+    async def refresh(self, used: list[str], unused: list[str]) -> set[str]:
+        """Refresh the idle TTL of the sessions used, check the others still exist; return the
+        sessions (of either list) whose state is gone."""
+        if not used and not unused:
             return set()
         async with self.redis.pipeline(transaction=False) as pipe:
-            for session_id in session_ids:
+            for session_id in used:
                 pipe.pexpire(self._key(session_id), self.ttl_ms)
+            for session_id in unused:
+                pipe.exists(self._key(session_id))
             alive = await pipe.execute()
-        return {sid for sid, ok in zip(session_ids, alive, strict=True) if not ok}
+        return {sid for sid, ok in zip(used + unused, alive, strict=True) if not ok}
 
     async def end(self, session_id: str) -> None:
         """Remove the state and tell every replica to close its copy of the session."""
@@ -403,26 +407,29 @@ class ReplicatedSessionManager:
     def reconnected(self) -> None:
         """Pub/sub may have missed an end: check every local session against Redis now."""
         if self._task_group is not None:
-            self._task_group.start_soon(self._sweep, True)
+            self._task_group.start_soon(self._sweep)
 
     async def _sweep_forever(self) -> None:
         while True:
             await anyio.sleep(self.sweep_s)
-            await self._sweep(False)
+            await self._sweep()
 
-    async def _sweep(self, everything: bool) -> None:
-        """Refresh the shared TTL of the sessions in use here; close those whose state is gone."""
-        due = [s for s in self.sessions.values() if everything or s.used or s.streams]
-        for local in due:
+    async def _sweep(self) -> None:
+        """Refresh the shared TTL of the sessions in use here (a request since the last sweep, or
+        an open GET stream) and close every local copy whose state is gone."""
+        sessions = list(self.sessions.values())
+        used = [s for s in sessions if s.used or s.streams]
+        unused = [s for s in sessions if not (s.used or s.streams)]
+        for local in used:
             local.used = False
         try:
-            gone = await self.store.touch([s.id for s in due])
-        except Exception:  # Redis away: the next sweep (or reconnect) tries again
+            gone = await self.store.refresh([s.id for s in used], [s.id for s in unused])
+        except Exception:  # Redis away: the next sweep (or the reconnect) tries again
             log.warning("MCP session sweep failed", exc_info=True)
-            for local in due:
+            for local in used:
                 local.used = True
             return
-        for local in due:
+        for local in sessions:
             if local.id in gone:
                 await self._forget(local)
 
