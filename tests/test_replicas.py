@@ -95,7 +95,7 @@ def cluster(settings: Settings) -> Iterator[Cluster]:
     }
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "arq", "workers.main.WorkerSettings"],
+            [sys.executable, "-m", "workers"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
