@@ -55,9 +55,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         token_cache=TTLCache(settings.token_cache_ttl_s),
     )
 
+    mcp = MCPEndpoint(ctx)
+
     def reconnected() -> None:
         # Messages may have been missed while disconnected.
         queue.reconnected()
+        mcp.reconnected()
         ctx.item_cache.clear()
         ctx.token_cache.clear()
 
@@ -68,12 +71,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             **queue.channels,
             ctx.catalog_channel: ctx.item_cache.clear,
             ctx.tokens_channel: ctx.forget_token,
+            **mcp.channels,
         },
         reconnected,
     )
     app.state.ctx = ctx
     app.state.engine = engine
-    app.state.mcp = MCPEndpoint(ctx)
+    app.state.mcp = mcp
     try:
         async with app.state.mcp.serving():
             freeze_heap()

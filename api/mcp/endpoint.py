@@ -1,6 +1,6 @@
-"""The ASGI endpoint at /v1/servers/{id}/mcp: DNS-rebinding check, auth, then the SDK's
-streamable-HTTP session manager (one per process, shared by every virtual server; each request
-carries its server and caller on the ASGI scope).
+"""The ASGI endpoint at /v1/servers/{id}/mcp: DNS-rebinding check, auth, then the session
+manager (one per process, shared by every virtual server; each request carries its server and
+caller on the ASGI scope; sessions are shared by every replica, see api/mcp/sessions.py).
 
 Order matters: the Host/Origin check runs first (no DB read for a rebinding attempt), then the
 server is looked up and the bearer token checked, each in a short session closed at once.
@@ -9,16 +9,16 @@ server is looked up and the bearer token checked, each in a short session closed
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from api.errors import error_response
 from api.mcp.handlers import FrontDoor
+from api.mcp.sessions import ReplicatedSessionManager, SessionStore
 from api.mcp.wire import SCOPE_KEY, Caller
 from shared.auth import service as auth_service
 from shared.auth.schemas import Principal, Role
@@ -55,12 +55,21 @@ class MCPEndpoint:
             allowed_hosts=settings.mcp_hosts,
             allowed_origins=settings.mcp_origins,
         )
-        self.manager = StreamableHTTPSessionManager(
-            app=self.front.server,
-            security_settings=self.security,
-            session_idle_timeout=settings.mcp_endpoint_session_idle_s,
-            max_request_body_size=settings.max_body_bytes,
+        self.manager = ReplicatedSessionManager(
+            self.front.server,
+            SessionStore(ctx.queue.redis, settings),
+            self.security,
+            idle_s=settings.mcp_endpoint_session_idle_s,
+            max_body_bytes=settings.max_body_bytes,
         )
+
+    @property
+    def channels(self) -> dict[str, Callable[[str], None]]:
+        """What this endpoint hears on the process's pub/sub reader: other replicas' sessions."""
+        return self.manager.channels
+
+    def reconnected(self) -> None:
+        self.manager.reconnected()
 
     @asynccontextmanager
     async def serving(self) -> AsyncIterator[None]:

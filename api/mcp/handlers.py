@@ -20,7 +20,7 @@ from mcp.server.lowlevel import Server
 from mcp_types import INVALID_PARAMS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from api.mcp.tasks import TaskAwareServer, Tasks
+from api.mcp.tasks import TaskAwareServer, Tasks, background_tasks
 from api.mcp.wire import caller_of, completed_or_raise, protocol_error, tool_error, tool_result
 from shared.context import AppContext
 from shared.errors import InvalidArguments, MCPQError
@@ -58,6 +58,7 @@ class FrontDoor:
             on_read_resource=self.read_resource,
             on_list_prompts=self.list_prompts,
             on_get_prompt=self.get_prompt,
+            lifespan=background_tasks,
         )
         Tasks(ctx.queue, ctx.settings, self.prepare_call).install(self.server, self.call_tool)
 

@@ -11,7 +11,9 @@
 A task-augmented `tools/call` (params carry `task`) enqueues the job and answers at once with
 the task, whose id is the job id, so the same job is visible at GET /v1/jobs/{id}, and a job
 submitted over REST is a task here. `tasks/get`, `tasks/result` (waits by push), `tasks/list`
-(the team's tool-call jobs, newest first) and `tasks/cancel` read and cancel jobs.
+(the team's tool-call jobs, newest first) and `tasks/cancel` read and cancel jobs. When the job
+ends, `notifications/tasks/status` goes to the session's standalone (GET) stream, on whichever
+replica holds it (see api/mcp/sessions.py).
 
 mcp 2.3.0 ships the task types but no server support, and its `tools/call` result sieve only
 knows `CallToolResult`; so the task-augmented call is answered by a server middleware (which
@@ -22,9 +24,12 @@ spec surface, so they are dispatched as custom methods).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import anyio
+import anyio.abc
 import mcp_types as types
 from mcp import MCPError
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
@@ -32,11 +37,13 @@ from mcp.server.extension import Extension, MethodBinding, RequestHandler, compo
 from mcp.server.lowlevel import Server
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.mcpserver.server import require_client_extension
+from mcp.server.session import ServerSession
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from api.mcp.wire import caller_of, failure_text, protocol_error, tool_result
+from shared.auth.schemas import Principal
 from shared.config import Settings
 from shared.errors import MCPQError
 from shared.jobs.queue import JobQueue
@@ -47,6 +54,8 @@ PrepareCall = Callable[
     [ServerRequestContext[Any, Any], types.CallToolRequestParams],
     Awaitable[PreparedJob | types.CallToolResult],
 ]
+
+log = logging.getLogger(__name__)
 
 RELATED_TASK_META_KEY = "io.modelcontextprotocol/related-task"
 TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
@@ -61,6 +70,15 @@ _STATUS: dict[JobStatus, types.TaskStatus] = {
     JobStatus.FAILED: "failed",
     JobStatus.CANCELLED: "cancelled",
 }
+
+
+@contextlib.asynccontextmanager
+async def background_tasks(_: Server[Any]) -> AsyncIterator[anyio.abc.TaskGroup]:
+    """The server's lifespan state: a task group for work that outlives its request (a task's
+    status report), cancelled when the session manager stops."""
+    async with anyio.create_task_group() as group:
+        yield group
+        group.cancel_scope.cancel()
 
 
 class TaskAwareServer(Server[Any]):
@@ -175,7 +193,30 @@ class Tasks:
         record = await self.submit(ctx, params)
         if isinstance(record, types.CallToolResult):
             return record.model_dump(by_alias=True, mode="json", exclude_none=True)
+        background = ctx.lifespan_context
+        assert isinstance(background, anyio.abc.TaskGroup)  # the server's lifespan: background_tasks
+        background.start_soon(self.report_status, ctx.session, caller_of(ctx).principal, record.id)
         return {"task": task_of(record, self.ttl_ms)}
+
+    async def report_status(self, session: ServerSession, principal: Principal, job_id: str) -> None:
+        """Once the task's job ends (woken by its push), send `notifications/tasks/status` on the
+        session's standalone stream. Best effort, as the spec's MAY (polling stays the contract),
+        and it never raises: it runs in the server's lifespan task group."""
+        try:
+            record = await self.queue.get(job_id, principal)
+            while not record.status.terminal:
+                record = await self.queue.get(job_id, principal, self.settings.max_wait_s)
+            status = types.TaskStatusNotification(
+                params=types.TaskStatusNotificationParams.model_validate(
+                    task_of(record, self.ttl_ms), by_name=False
+                )
+            )
+            # A 2025-11-25 notification that the SDK's ServerNotification union leaves out.
+            await session.send_notification(status)  # type: ignore[arg-type]
+        except MCPQError:  # the job expired meanwhile
+            return
+        except Exception:  # the session or Redis went away: polling still tells the client
+            log.debug("no status report for task %s", job_id, exc_info=True)
 
     async def record(
         self, ctx: ServerRequestContext[Any, Any], task_id: str, wait_s: float = 0.0

@@ -1,0 +1,445 @@
+"""Two API processes and two worker processes around one Redis and one PostgreSQL, as a
+deployment with replicas runs: one MCP session is served by both APIs, and concurrent REST calls
+spread over both get their own answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import httpx2
+import mcp_types as types
+import pytest
+from mcp import Client
+from mcp.client.extension import ClientExtension, NotificationBinding
+from mcp.client.streamable_http import streamable_http_client
+from redis.asyncio import Redis
+
+from shared.config import Settings
+from tests.backends import Backends, free_port
+from tests.conftest import ADMIN_TOKEN, isolated, unique, worker_env
+
+APIS = 2
+WORKERS = 2
+CALLS = 200
+# Short, so that a replica's copy of a session idles out during a test (it is adopted again) and
+# the sweep that refreshes or closes sessions runs every 2 s.
+SESSION_IDLE_S = 6
+ACCEPT = {"Accept": "application/json, text/event-stream"}
+
+
+@dataclass
+class Cluster:
+    settings: Settings  # what the processes run with (their own queue and key prefix)
+    ports: list[int]
+    processes: list[subprocess.Popen[bytes]]
+
+    def base(self, api: int) -> str:
+        return f"http://127.0.0.1:{self.ports[api]}"
+
+    def check_alive(self) -> None:
+        for proc in self.processes:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "a process exited"
+
+
+def _start_api(env: dict[str, str]) -> tuple[int, subprocess.Popen[bytes]]:
+    """An API process (uvicorn) on a free loopback port, once it answers /health. A port picked
+    by bind-and-close can be taken before uvicorn binds it: then try another."""
+    for _ in range(3):
+        port = free_port()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "api.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    return port, proc
+            except httpx.TransportError:
+                time.sleep(0.1)
+        proc.kill()
+        proc.wait()
+    raise AssertionError("the API process did not start")
+
+
+@pytest.fixture(scope="module")
+def cluster(settings: Settings) -> Iterator[Cluster]:
+    # A queue and key prefix of their own: only these processes see these jobs and sessions.
+    own = isolated(settings)
+    env = {
+        **worker_env(own),
+        "MCPQ_RUN_MIGRATIONS": "false",
+        "MCPQ_MCP_ENDPOINT_SESSION_IDLE_S": str(SESSION_IDLE_S),
+    }
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "workers"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(WORKERS)
+    ]
+    ports = []
+    try:
+        for _ in range(APIS):
+            port, proc = _start_api(env)
+            ports.append(port)
+            processes.append(proc)
+        yield Cluster(own, ports, processes)
+    finally:
+        for proc in processes:
+            proc.terminate()
+        for proc in processes:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@dataclass
+class World:
+    mcp_path: str
+    other_mcp_path: str  # another server of the same team
+    member: str
+    gateway: str  # its name
+
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.member}"}
+
+
+@pytest.fixture(scope="module")
+async def world(cluster: Cluster, backends: Backends) -> AsyncIterator[World]:
+    """A team, a gateway, a virtual server and a member token, each made on one API or the other."""
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with httpx.AsyncClient(headers=admin, timeout=60) as http:
+        team = (await http.post(f"{cluster.base(0)}/v1/teams", json={"name": unique("replicas")})).json()
+        gateway = await http.post(
+            f"{cluster.base(1)}/v1/gateways",
+            json={"name": unique(), "url": backends.urls["stateful"], "team": team["id"]},
+        )
+        assert gateway.status_code == 201, gateway.text
+        name = gateway.json()["name"]
+        server = await http.post(
+            f"{cluster.base(0)}/v1/servers",
+            json={
+                "name": "replicated",
+                "team": team["id"],
+                "tools": [f"{name}.echo", f"{name}.delayed_echo"],
+            },
+        )
+        assert server.status_code == 201, server.text
+        other = await http.post(
+            f"{cluster.base(1)}/v1/servers",
+            json={"name": "other", "team": team["id"], "tools": [f"{name}.echo"]},
+        )
+        assert other.status_code == 201, other.text
+        token = await http.post(
+            f"{cluster.base(1)}/v1/tokens", json={"name": "member", "team": team["id"], "role": "member"}
+        )
+        assert token.status_code == 201, token.text
+        yield World(
+            mcp_path=server.json()["mcp_path"],
+            other_mcp_path=other.json()["mcp_path"],
+            member=token.json()["token"],
+            gateway=name,
+        )
+        await http.delete(f"{cluster.base(0)}/v1/teams/{team['id']}")
+
+
+class Router(httpx2.AsyncBaseTransport):
+    """Sends each request of one client to the API the test chose (`target`); the GET stream
+    always to `stream_api`. Records where every request went."""
+
+    def __init__(self, ports: list[int], stream_api: int) -> None:
+        self.ports, self.stream_api = ports, stream_api
+        self.target = 0
+        self.inner = httpx2.AsyncHTTPTransport()
+        self.sent: list[tuple[str, str, int, int]] = []  # HTTP method, JSON-RPC method, API, status
+        self.stream_open = asyncio.Event()
+        self.session_id: str | None = None
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        api = self.stream_api if request.method == "GET" else self.target
+        port = self.ports[api]
+        request.url = request.url.copy_with(port=port)
+        request.headers["Host"] = f"127.0.0.1:{port}"
+        rpc = json.loads(request.content).get("method", "") if request.method == "POST" else ""
+        response = await self.inner.handle_async_request(request)
+        self.sent.append((request.method, rpc, api, response.status_code))
+        self.session_id = response.headers.get("mcp-session-id", self.session_id)
+        if request.method == "GET" and response.status_code == 200:
+            self.stream_open.set()
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class TaskStatusWatch(ClientExtension):
+    """Lets the SDK client observe `notifications/tasks/status` (a 2025-11-25 notification its
+    core tables leave out) by binding it, as an extension would."""
+
+    identifier = "test.mcpq/task-status"
+
+    def __init__(self) -> None:
+        self.received: asyncio.Queue[types.TaskStatusNotificationParams] = asyncio.Queue()
+
+    def notifications(self) -> list[NotificationBinding[Any]]:
+        return [
+            NotificationBinding(
+                method="notifications/tasks/status",
+                params_type=types.TaskStatusNotificationParams,
+                handler=self._on_status,
+            )
+        ]
+
+    async def _on_status(self, params: types.TaskStatusNotificationParams) -> None:
+        await self.received.put(params)
+
+
+async def _raw(
+    url: str, world: World, session_id: str, method: str, params: dict[str, Any]
+) -> dict[str, Any]:
+    """One JSON-RPC request on an existing 2025-11-25 session; its response from the SSE body."""
+    headers = {**ACCEPT, **world.auth(), "Mcp-Session-Id": session_id, "MCP-Protocol-Version": "2025-11-25"}
+    async with httpx.AsyncClient(timeout=30) as http:
+        response = await http.post(
+            url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}, headers=headers
+        )
+    assert response.status_code == 200, response.text
+    data = [line[5:] for line in response.text.splitlines() if line.startswith("data:") and line[5:].strip()]
+    message: dict[str, Any] = json.loads(data[-1])
+    return message
+
+
+async def test_one_session_served_by_both_apis(cluster: Cluster, world: World) -> None:
+    """initialize on API 1; tools/list and tools/call on API 2; a task made on API 1 and read on
+    API 2; the GET stream on API 2 gets the task's status from API 1; DELETE on API 1 ends the
+    session on API 2 as well."""
+    router = Router(cluster.ports, stream_api=1)
+    watch = TaskStatusWatch()
+    url = f"{cluster.base(0)}{world.mcp_path}"
+    async with httpx2.AsyncClient(
+        transport=router, headers=world.auth(), timeout=httpx2.Timeout(30, read=None)
+    ) as http:
+        async with Client(
+            streamable_http_client(url, http_client=http),  # type: ignore[arg-type]
+            mode="legacy",
+            extensions=[watch],
+        ) as mcp:
+            assert mcp.protocol_version == "2025-11-25"
+            await asyncio.wait_for(router.stream_open.wait(), 10)  # the GET stream, on API 2
+
+            router.target = 1
+            tools = (await mcp.list_tools()).tools
+            assert [t.name for t in tools] == ["echo", "delayed_echo"]
+            text = uuid.uuid4().hex
+            echoed = await mcp.call_tool("echo", {"text": text})
+            assert echoed.is_error is False and echoed.content[0].text == text  # type: ignore[union-attr]
+
+            # The SDK client reads every tools/call result as a CallToolResult, so the
+            # task-augmented call goes raw, on the same session, to API 1.
+            assert router.session_id is not None
+            created = await _raw(
+                cluster.base(0) + world.mcp_path,
+                world,
+                router.session_id,
+                "tools/call",
+                {"name": "delayed_echo", "arguments": {"text": text, "seconds": 1}, "task": {"ttl": 60_000}},
+            )
+            task_id = created["result"]["task"]["taskId"]
+            assert created["result"]["task"]["status"] == "working"
+
+            router.target = 1
+            seen = await mcp.session.send_request(
+                types.GetTaskRequest(params=types.GetTaskRequestParams(task_id=task_id)), types.GetTaskResult
+            )
+            assert seen.task_id == task_id and seen.status in ("working", "completed")
+            # Sent by API 1 (which took the call) on the stream API 2 holds, through Redis.
+            status = await asyncio.wait_for(watch.received.get(), 30)
+            assert (status.task_id, status.status) == (task_id, "completed")
+
+            # Longer than the idle period: API 1's copy of the session has idled out; the open
+            # GET stream on API 2 kept the shared state alive, so API 1 adopts the session again.
+            await asyncio.sleep(SESSION_IDLE_S + 1)
+            router.target = 0
+            done = await mcp.session.send_request(
+                types.GetTaskRequest(params=types.GetTaskRequestParams(task_id=task_id)), types.GetTaskResult
+            )
+            assert done.status == "completed"
+            # leaving the client sends DELETE, to API 1
+
+    session_id = router.session_id
+    assert session_id is not None
+    sent = {(method, rpc, api) for method, rpc, api, status in router.sent if status < 400}
+    assert ("POST", "initialize", 0) in sent
+    assert {("POST", "tools/list", 1), ("POST", "tools/call", 1)} <= sent
+    assert {("POST", "tasks/get", 1), ("POST", "tasks/get", 0), ("GET", "", 1), ("DELETE", "", 0)} <= sent
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        gone = await http.post(
+            f"{cluster.base(1)}{world.mcp_path}",
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            headers={
+                **ACCEPT,
+                **world.auth(),
+                "Mcp-Session-Id": session_id,
+                "MCP-Protocol-Version": "2025-11-25",
+            },
+        )
+    assert gone.status_code == 404, gone.text
+    cluster.check_alive()
+
+
+async def _open_raw(http: httpx.AsyncClient, url: str, version: str) -> dict[str, str]:
+    """`initialize` by hand; the headers that name the session on later requests."""
+    init = await http.post(
+        url,
+        json={
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": version,
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        },
+    )
+    assert init.status_code == 200 and version in init.text, init.text
+    return {"Mcp-Session-Id": init.headers["mcp-session-id"], "MCP-Protocol-Version": version}
+
+
+async def test_2025_06_18_session_delete_closes_the_stream_elsewhere(cluster: Cluster, world: World) -> None:
+    """Raw JSON-RPC at 2025-06-18: initialize on API 2, the GET stream on API 1, a call on API 2;
+    DELETE on API 2 closes the stream API 1 holds, and API 1 then answers 404."""
+    version = "2025-06-18"
+    mcp = [f"{cluster.base(api)}{world.mcp_path}" for api in range(APIS)]
+    async with httpx.AsyncClient(headers={**ACCEPT, **world.auth()}, timeout=30) as http:
+        session = await _open_raw(http, mcp[1], version)
+        initialized = await http.post(
+            mcp[0], json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session
+        )
+        assert initialized.status_code == 202, initialized.text
+
+        async with http.stream("GET", mcp[0], headers={**session, "Accept": "text/event-stream"}) as stream:
+            assert stream.status_code == 200
+            call = await http.post(
+                mcp[1],
+                json={
+                    "jsonrpc": "2.0",
+                    "id": 2,
+                    "method": "tools/call",
+                    "params": {"name": "echo", "arguments": {"text": "06-18"}},
+                },
+                headers=session,
+            )
+            assert call.status_code == 200 and '"text":"06-18"' in call.text.replace(" ", ""), call.text
+            deleted = await http.delete(mcp[1], headers=session)
+            assert deleted.status_code == 200, deleted.text
+
+            async def drain() -> None:
+                async for _ in stream.aiter_bytes():
+                    pass
+
+            await asyncio.wait_for(drain(), 10)  # API 1 closed the stream it held
+
+        gone = await http.post(
+            mcp[0], json={"jsonrpc": "2.0", "id": 3, "method": "tools/list"}, headers=session
+        )
+        assert gone.status_code == 404, gone.text
+    cluster.check_alive()
+
+
+async def test_a_session_belongs_to_its_server(cluster: Cluster, world: World) -> None:
+    """A session id is unknown on another server's endpoint, on the replica that holds the
+    session and on the one that would adopt it."""
+    list_tools = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    async with httpx.AsyncClient(headers={**ACCEPT, **world.auth()}, timeout=30) as http:
+        session = await _open_raw(http, f"{cluster.base(0)}{world.mcp_path}", "2025-11-25")
+        for api in range(APIS):
+            elsewhere = await http.post(
+                f"{cluster.base(api)}{world.other_mcp_path}", json=list_tools, headers=session
+            )
+            assert elsewhere.status_code == 404, elsewhere.text
+        listed = await http.post(f"{cluster.base(1)}{world.mcp_path}", json=list_tools, headers=session)
+        assert listed.status_code == 200 and '"echo"' in listed.text, listed.text
+
+
+async def test_state_gone_from_redis_closes_every_copy(cluster: Cluster, world: World) -> None:
+    """When a session's state leaves Redis (expired, or removed by hand as here), the replicas'
+    sweeps close their copies: the GET stream API 2 holds ends, and API 1 answers 404."""
+    mcp = [f"{cluster.base(api)}{world.mcp_path}" for api in range(APIS)]
+    redis = Redis.from_url(cluster.settings.redis_url)
+    async with httpx.AsyncClient(headers={**ACCEPT, **world.auth()}, timeout=30) as http:
+        session = await _open_raw(http, mcp[0], "2025-11-25")
+        key = cluster.settings.key("mcp", "session", session["Mcp-Session-Id"])
+        async with http.stream("GET", mcp[1], headers={**session, "Accept": "text/event-stream"}) as stream:
+            assert stream.status_code == 200
+            assert await redis.delete(key) == 1
+
+            async def drain() -> None:
+                async for _ in stream.aiter_bytes():
+                    pass
+
+            await asyncio.wait_for(drain(), SESSION_IDLE_S)
+        # API 1's copy closes at its own next sweep (every SESSION_IDLE_S / 3).
+        deadline = time.monotonic() + SESSION_IDLE_S
+        while True:
+            answer = await http.post(
+                mcp[0], json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=session
+            )
+            if answer.status_code == 404 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert answer.status_code == 404, answer.text
+    await redis.aclose()
+
+
+async def test_200_concurrent_rest_calls_over_both_apis(cluster: Cluster, world: World) -> None:
+    async with httpx.AsyncClient(headers=world.auth(), timeout=120) as http:
+
+        async def call(i: int) -> tuple[str, int, httpx.Response]:
+            text = f"caller-{i}-{uuid.uuid4().hex}"
+            api = i % APIS
+            response = await http.post(
+                f"{cluster.base(api)}/v1/tools/{world.gateway}.delayed_echo/call",
+                json={"arguments": {"text": text, "seconds": 0.2}, "timeout_s": 60},
+            )
+            return text, api, response
+
+        results = await asyncio.gather(*(call(i) for i in range(CALLS)))
+        workers: set[str] = set()
+        for text, api, response in results:
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert body["result"]["structuredContent"] == {"result": text}
+            # Any API reads any job: each job is looked up on the API that did not take the call.
+            job = await http.get(f"{cluster.base(1 - api)}/v1/jobs/{response.json()['job_id']}")
+            assert job.status_code == 200 and job.json()["status"] == "completed", job.text
+            workers.add(job.json()["worker"])
+    assert len(workers) == WORKERS, workers
+    cluster.check_alive()
