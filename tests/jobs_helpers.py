@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from shared.config import Settings
-from shared.jobs.schemas import JobStatus, utc_iso
+from shared.jobs.schemas import JobKind, JobStatus, PreparedJob, utc_iso
 from shared.jobs.store import JobStore
 
 
@@ -36,3 +36,16 @@ async def plant_record(
         },
     )
     await redis.expire(key, 3600)
+
+
+def bare_job(job_id: str, team: str | None = None) -> PreparedJob:
+    """A tool-call job whose backend no test will reach: for tests of the queue's own scripts."""
+    return PreparedJob(
+        JobKind.CALL_TOOL,
+        {
+            "job_id": job_id,
+            "backend": {"gateway_id": "none", "gateway": "t", "url": "http://127.0.0.1:9/mcp"},
+        },
+        "t.echo",
+        team,
+    )

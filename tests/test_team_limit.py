@@ -14,16 +14,16 @@ from arq.worker import Worker
 from fastapi import FastAPI
 
 from shared.config import Settings
-from shared.jobs.schemas import JobKind, PreparedJob
 from shared.jobs.store import JobStore
 from tests.backends import Backends
 from tests.conftest import unique
+from tests.jobs_helpers import bare_job
 from tests.test_push import isolated, job_queue
 
 
 async def _enqueue(store: JobStore, team: str) -> tuple[str, bool]:
     job_id = uuid.uuid4().hex
-    admitted = await store.enqueue(PreparedJob(JobKind.CALL_TOOL, {"job_id": job_id}, "t.echo", team))
+    admitted = await store.enqueue(bare_job(job_id, team))
     return job_id, admitted.outcome == "ok"
 
 

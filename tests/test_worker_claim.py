@@ -17,11 +17,12 @@ from arq.utils import timestamp_ms
 from shared.auth.schemas import PLATFORM_ADMIN
 from shared.config import Settings
 from shared.jobs.queue import JobQueue
-from shared.jobs.schemas import JobKind, JobStatus, PreparedJob, new_job_id
+from shared.jobs.schemas import JobStatus, new_job_id
 from shared.jobs.store import ArqEnd, JobStore
 from shared.redis import job_deserializer, job_serializer
 from tests.backends import Backends
 from tests.conftest import isolated, make_worker, running_worker
+from tests.jobs_helpers import bare_job
 from tests.test_push import echo_job, job_queue
 
 
@@ -34,7 +35,7 @@ async def queue(settings: Settings) -> AsyncIterator[JobQueue]:
 async def _enqueue(store: JobStore, n: int) -> list[str]:
     ids = [new_job_id() for _ in range(n)]
     for job_id in ids:
-        admission = await store.enqueue(PreparedJob(JobKind.CALL_TOOL, {"job_id": job_id}, "t.echo", None))
+        admission = await store.enqueue(bare_job(job_id))
         assert admission.outcome == "ok"
     return ids
 
