@@ -17,6 +17,7 @@ from shared.redis import make_redis
 from shared.security import SecretBox
 from tests.backends import Backends, free_port
 from tests.jobs_helpers import plant_record
+from workers.progress import ProgressWriter
 from workers.sessions import SessionPool
 from workers.state import WorkerState
 from workers.tasks import call_tool, discover
@@ -28,7 +29,8 @@ JobFunction = Callable[[dict[str, Any], Any], Awaitable[Envelope]]
 async def state(settings: Settings) -> AsyncIterator[WorkerState]:
     redis = make_redis(settings)
     sessions = SessionPool(settings, SecretBox.from_settings(settings))
-    yield WorkerState(settings, JobStore(redis, settings), sessions, "unit-test")
+    store = JobStore(redis, settings)
+    yield WorkerState(settings, store, sessions, "unit-test", ProgressWriter(store))
     await sessions.close()
     await redis.aclose()
 
@@ -232,7 +234,8 @@ async def test_busy_backend_gets_more_sessions_up_to_the_cap(settings: Settings,
     narrow = settings.model_copy(update={"mcp_session_max_calls": 2, "mcp_max_sessions_per_backend": 3})
     redis = make_redis(narrow)
     sessions = SessionPool(narrow, SecretBox.from_settings(narrow))
-    state = WorkerState(narrow, JobStore(redis, narrow), sessions, "unit-test")
+    store = JobStore(redis, narrow)
+    state = WorkerState(narrow, store, sessions, "unit-test", ProgressWriter(store))
     keys = [uuid.uuid4().hex for _ in range(8)]
     for key in keys:
         backends.gate(key)

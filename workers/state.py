@@ -11,6 +11,7 @@ from typing import Any
 
 from shared.config import Settings
 from shared.jobs.store import Claim, JobStore
+from workers.progress import ProgressWriter
 from workers.sessions import SessionPool
 
 
@@ -28,6 +29,7 @@ class WorkerState:
     store: JobStore
     sessions: SessionPool
     worker_id: str
+    progress: ProgressWriter
 
 
 def job_context(ctx: Mapping[str, Any]) -> tuple[WorkerState, Claim]:

@@ -15,7 +15,6 @@ from typing import Any
 
 from mcp import Client, MCPError
 from mcp.types import CONNECTION_CLOSED, METHOD_NOT_FOUND, REQUEST_TIMEOUT
-from redis.exceptions import RedisError
 
 from shared import backend_errors, metrics
 from shared.jobs.schemas import (
@@ -32,8 +31,6 @@ from workers.sessions import session_expired
 from workers.state import WorkerState, job_context
 
 log = logging.getLogger(__name__)
-
-PROGRESS_MIN_INTERVAL_S = 0.2
 
 
 def failure(kind: str, message: str) -> Envelope:
@@ -135,19 +132,10 @@ def _dump(model: Any) -> dict[str, Any]:
 async def call_tool(ctx: dict[str, Any], payload: CallToolPayload) -> Envelope:
     state, _ = job_context(ctx)
     job_id = payload["job_id"]
-    last_progress = 0.0
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        nonlocal last_progress
-        now = time.monotonic()
-        if now - last_progress >= PROGRESS_MIN_INTERVAL_S or (total is not None and progress >= total):
-            last_progress = now
-            try:
-                await state.store.set_progress(
-                    job_id, {"progress": progress, "total": total, "message": message}
-                )
-            except RedisError as exc:  # progress is advisory: Redis away must not fail the call
-                log.warning("progress of job %s not stored: %s", job_id, exc)
+        # Coalesced and written with other jobs' (workers/progress.py).
+        state.progress.report(job_id, {"progress": progress, "total": total, "message": message})
 
     async def call(client: Client) -> Envelope:
         result = await client.call_tool(

@@ -38,6 +38,7 @@ from shared.jobs.store import CANCELLED_ERROR, ArqEnd, Claim, JobStore
 from shared.redis import job_deserializer, job_serializer, run_guarded, stop_task, subscribe_forever
 from shared.security import SecretBox
 from workers.breaker import GatewayHealth
+from workers.progress import ProgressWriter
 from workers.sessions import SessionPool
 from workers.state import WorkerState, new_worker_id
 from workers.tasks import call_tool, discover, failure, get_prompt, read_resource
@@ -107,6 +108,7 @@ class Worker(arq.worker.Worker):
         self._unreturned = 0  # jobs this worker could not hand back; its lapsed beat will
         # A claim whose reply was lost may have claimed jobs no task runs: look after the blip.
         self._claims_uncertain = False
+        self.progress = ProgressWriter(self.store)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -115,11 +117,12 @@ class Worker(arq.worker.Worker):
         # logs are no place for them either. Our tasks log what matters (failures) themselves.
         logging.getLogger("arq.worker").setLevel(logging.WARNING)
         # Workers decrypt backend headers; without MCPQ_SECRET_KEYS they refuse to start.
+        progress = self.progress
         health = GatewayHealth(Breaker(self.pool, self.settings))
         sessions = SessionPool(self.settings, SecretBox.from_settings(self.settings), health)
         sessions.start()
         self.ctx.update(
-            redis=self.pool, state=WorkerState(self.settings, self.store, sessions, self.worker_id)
+            redis=self.pool, state=WorkerState(self.settings, self.store, sessions, self.worker_id, progress)
         )
         aborts: dict[str, Callable[[str], None]] = {self.store.wake_channel: self._abort_requested}
         background = [
@@ -134,6 +137,7 @@ class Worker(arq.worker.Worker):
                 )
             ),
             asyncio.create_task(run_guarded("heartbeat", self._beat_forever)),
+            asyncio.create_task(run_guarded("progress", progress.flush_forever)),
             asyncio.create_task(run_guarded("pending-results", self._write_pending_forever)),
         ]
         log.info("worker %s on queue %s, up to %d jobs", self.worker_id, self.queue_name, self.max_jobs)
@@ -353,6 +357,8 @@ class Worker(arq.worker.Worker):
             )
 
     async def _record(self, job_id: str, envelope: Envelope, end: ArqEnd) -> None:
+        # The job's last progress goes first: a waiter relaying it must not see it after the result.
+        await self.progress.flush_job(job_id)
         try:
             await self.store.finish(job_id, envelope, end)
         except REDIS_DOWN as exc:

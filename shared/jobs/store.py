@@ -532,13 +532,17 @@ class JobStore:
         """Count one more attempt: a call sent again after its session broke under it."""
         await self._redis.hincrby(self._key(job_id), "attempts", 1)  # type: ignore[misc]
 
-    async def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
-        """Store the latest progress in the record and push it to whoever relays it live (the MCP
-        front door forwards it as notifications/progress): one pipeline, one round trip."""
-        body = json.dumps(progress)
+    async def set_progress_many(self, reports: dict[str, dict[str, Any]]) -> None:
+        """Store each job's latest progress in its record and push them all to whoever relays
+        them live (the MCP front door forwards them as notifications/progress): one pipeline, one
+        round trip, one message of a line per job."""
+        lines = []
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hset(self._key(job_id), "progress", body)
-            pipe.publish(self.progress_channel, f"{job_id} {body}")
+            for job_id, progress in reports.items():
+                body = json.dumps(progress)
+                pipe.hset(self._key(job_id), "progress", body)
+                lines.append(f"{job_id} {body}")
+            pipe.publish(self.progress_channel, "\n".join(lines))
             await pipe.execute()
 
     async def task_ids(self, team: str, offset: int, limit: int) -> list[str]:

@@ -47,14 +47,15 @@ class JobWaiters:
             watch.wake(record)
 
     def on_progress(self, message: str) -> None:
-        """A worker's progress report: the job id, then the progress as JSON."""
-        job_id, _, body = message.partition(" ")
-        listeners = self._progress.get(job_id)
-        if not listeners:
-            return
-        progress = json.loads(body)
-        for listener in listeners:
-            listener.put_nowait(progress)
+        """A worker's progress reports: a line per job, the job id, then the progress as JSON."""
+        for line in message.split("\n"):
+            job_id, _, body = line.partition(" ")
+            listeners = self._progress.get(job_id)
+            if not listeners:  # most lines are other jobs', or jobs nobody relays live
+                continue
+            progress = json.loads(body)
+            for listener in listeners:
+                listener.put_nowait(progress)
 
     @contextlib.contextmanager
     def progress(self, job_id: str) -> Iterator[asyncio.Queue[dict[str, Any]]]:
