@@ -18,4 +18,7 @@ RUN pip install --no-deps . \
 
 USER mcpq
 EXPOSE 8000
-CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000"]
+# Keep-alive above what clients and load balancers keep idle connections for (often 60 s): a
+# server that closes an idle connection first races the client's next request on it, which then
+# fails with no response (uvicorn's default is 5 s).
+CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000", "--timeout-keep-alive", "75", "--no-access-log"]

@@ -171,7 +171,18 @@ def main() -> int:
             signal.signal(sig, on_signal)
         # Own process groups: a terminal's Ctrl-C reaches only us, and we forward it once.
         spawn = [
-            [sys.executable, "-m", "uvicorn", "api.main:app", "--host", host, "--port", port],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "api.main:app",
+                "--host",
+                host,
+                "--port",
+                port,
+                "--timeout-keep-alive",
+                "75",
+            ],
             [sys.executable, "-m", "workers"],
         ]
         if demo_port:
