@@ -3,9 +3,10 @@ inside the app would be swallowed by FastAPI's body parsing (and turned into a 4
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import error_response
+from shared.errors import PayloadTooLarge
 
 
 class BodySizeLimit:
@@ -19,7 +20,7 @@ class BodySizeLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+            await self._reject(scope, receive, send)
             return
         chunks: list[bytes] = []
         size = 0
@@ -30,7 +31,7 @@ class BodySizeLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._reject(send)
+                await self._reject(scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body"):
@@ -47,18 +48,6 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            {"error": "payload_too_large", "detail": f"request body exceeds {self.max_bytes} bytes"}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        exc = PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes")
+        await error_response(exc.status_code, exc.kind, exc.detail)(scope, receive, send)
