@@ -5,12 +5,19 @@ process); with tracing off, nothing carries a trace context."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
+import uvicorn
 from arq.jobs import Job
+from fastapi import FastAPI
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -20,8 +27,8 @@ from shared import tracing
 from shared.config import Settings
 from shared.jobs.queue import JobQueue
 from shared.redis import job_deserializer
-from tests.backends import Backends
-from tests.conftest import isolated
+from tests.backends import Backends, free_port
+from tests.conftest import isolated, unique
 from tests.test_push import echo_job, job_queue
 
 # The caller's own trace context, as a client that traces sends it.
@@ -105,6 +112,54 @@ async def test_one_trace_links_the_request_the_worker_and_the_backend(
     assert received["header"] == received["meta"]
     _, trace_id, parent_id, _ = received["header"].split("-")
     assert (trace_id, parent_id) == (CLIENT_TRACE, f"{backend_call.context.span_id:016x}")
+
+
+async def test_an_mcp_client_meta_traceparent_is_continued(
+    app: FastAPI, client: httpx.AsyncClient, gateway: dict[str, Any], spans: InMemorySpanExporter
+) -> None:
+    """On the MCP front door the caller's context comes in the request's `_meta` (SEP-414)."""
+    team = gateway["team_id"]
+    created = await client.post(
+        "/v1/servers",
+        json={"name": unique("traced"), "team": team, "tools": [f"{gateway['name']}.trace_context"]},
+    )
+    assert created.status_code == 201, created.text
+    minted = await client.post("/v1/tokens", json={"name": unique("t"), "team": team, "role": "member"})
+    port = free_port()
+    # A real socket: the SDK client speaks streamable HTTP (SSE bodies) to the app, already started.
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    )
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for this
+            await asyncio.sleep(0.01)
+        headers = {"Authorization": f"Bearer {minted.json()['token']}"}
+        url = f"http://127.0.0.1:{port}{created.json()['mcp_path']}"
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=None)) as http,
+            Client(streamable_http_client(url, http_client=http)) as mcp,
+        ):
+            result = await mcp.call_tool("trace_context", {}, meta={"traceparent": CLIENT_TRACEPARENT})  # type: ignore[typeddict-unknown-key]
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(serving, 10)
+        await client.delete(f"/v1/servers/{created.json()['id']}")
+    received = result.structured_content
+    assert received is not None
+
+    trace = [s for s in spans.get_finished_spans() if f"{s.context.trace_id:032x}" == CLIENT_TRACE]
+    calls = [s for s in trace if s.name == "tools/call trace_context"]
+    [front_door] = [s for s in calls if s.kind is SpanKind.SERVER]
+    [backend_call] = [s for s in calls if s.kind is SpanKind.CLIENT]
+    assert parent_of(front_door) == int(CLIENT_SPAN, 16)
+    run = one_named(trace, "mcpq.run call_tool")
+    assert parent_of(one_named(trace, "mcpq.enqueue")) == front_door.context.span_id
+    assert parent_of(backend_call) == run.context.span_id
+    _, trace_id, parent_id, _ = str(received["meta"]).split("-")
+    assert (trace_id, parent_id) == (CLIENT_TRACE, f"{backend_call.context.span_id:016x}")
+    assert received["header"] == received["meta"]
 
 
 async def test_the_job_payload_carries_the_enqueue_span(
