@@ -40,13 +40,15 @@ _exporting: TracerProvider | None = None
 def setup(service_name: str) -> bool:
     """Export traces over OTLP if the environment asks for it; True if it does. Called once per
     process (API lifespan start, worker start); without an endpoint nothing is set up."""
+    global _exporting
+    if _exporting is not None:
+        return True  # already exporting: one provider per process
     if not any(os.environ.get(var) for var in ENDPOINT_VARS):
         return False
     name = os.environ.get("OTEL_SERVICE_NAME") or service_name
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
     # Batched: spans leave in the background, never on the request's path.
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    global _exporting
     _exporting = provider
     use_provider(provider)
     return True
@@ -63,8 +65,12 @@ def use_provider(provider: TracerProvider | None) -> None:
 
 def shutdown() -> None:
     """Send the spans still batched (process exit)."""
+    global _exporting
     if _exporting is not None:
         _exporting.shutdown()
+        if _provider is _exporting:
+            use_provider(None)
+        _exporting = None
 
 
 def enabled() -> bool:

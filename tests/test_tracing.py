@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
 
 import httpx
 import httpx2
@@ -183,3 +185,43 @@ async def test_off_nothing_carries_a_trace_context(
     job = echo_job(backends, "untraced")
     await idle_queue.submit(job)
     assert "trace" not in await stored_payload(idle_queue, job.id)
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """A stand-in OTLP/HTTP collector: keeps what it was sent."""
+
+    received: ClassVar[list[tuple[str, bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        self.received.append((self.path, body))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+def test_the_environment_switches_otlp_export_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in (*tracing.ENDPOINT_VARS, "OTEL_SERVICE_NAME"):
+        monkeypatch.delenv(var, raising=False)
+    assert not tracing.setup("mcpq-test") and not tracing.enabled()
+
+    collector = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{collector.server_address[1]}")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "mcpq-from-env")
+    try:
+        assert tracing.setup("mcpq-test") and tracing.enabled()
+        with tracing.span("exported"):
+            assert tracing.carrier() is not None
+    finally:
+        tracing.shutdown()  # flushes the batch, and tracing is off again
+        collector.shutdown()
+        collector.server_close()
+    assert not tracing.enabled()
+    [(path, body)] = Receiver.received
+    assert path == "/v1/traces"
+    assert b"exported" in body and b"mcpq-from-env" in body
