@@ -10,7 +10,7 @@ import contextlib
 import threading
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import httpx
 import httpx2
@@ -20,6 +20,7 @@ from arq.jobs import Job
 from fastapi import FastAPI
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp_types import RequestParamsMeta
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -142,7 +143,9 @@ async def test_an_mcp_client_meta_traceparent_is_continued(
             httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=None)) as http,
             Client(streamable_http_client(url, http_client=http)) as mcp,
         ):
-            result = await mcp.call_tool("trace_context", {}, meta={"traceparent": CLIENT_TRACEPARENT})  # type: ignore[typeddict-unknown-key]
+            # `_meta` is an open map (extra_items=Any): `traceparent` is one of its extra items.
+            meta = cast(RequestParamsMeta, {"traceparent": CLIENT_TRACEPARENT})
+            result = await mcp.call_tool("trace_context", {}, meta=meta)
     finally:
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
