@@ -13,9 +13,9 @@ The W3C trace context (`traceparent`, `tracestate`) travels as plain strings: in
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -35,6 +35,8 @@ _tracer: Tracer = trace.NoOpTracer()
 _provider: TracerProvider | None = None
 # The provider `setup` made (and `shutdown` flushes); a test's own provider is the test's to end.
 _exporting: TracerProvider | None = None
+# What `span` returns when tracing is off: one shared, reusable do-nothing block.
+_OFF: AbstractContextManager[None] = nullcontext()
 
 
 def setup(service_name: str) -> bool:
@@ -84,7 +86,6 @@ def context_of(carrier: Mapping[str, object] | None) -> Context | None:
     return _propagator.extract({key: str(carrier[key]) for key in TRACE_KEYS if key in carrier})
 
 
-@contextlib.contextmanager
 def span(
     name: str,
     *,
@@ -92,17 +93,15 @@ def span(
     parent: Mapping[str, object] | None = None,
     attributes: Mapping[str, str | int | float | bool] | None = None,
     start_time: float | None = None,
-) -> Iterator[Span | None]:
+) -> AbstractContextManager[Span | None]:
     """A span made current for the block (None when tracing is off). Its parent is the trace
     context in `parent` if that holds one, else the current span. `start_time` is epoch seconds."""
     if _provider is None:
-        yield None
-        return
+        return _OFF
     started = None if start_time is None else int(start_time * 1e9)
-    with _tracer.start_as_current_span(
+    return _tracer.start_as_current_span(
         name, context=context_of(parent), kind=kind, attributes=attributes, start_time=started
-    ) as current:
-        yield current
+    )
 
 
 def record_interval(name: str, start: float, end: float, attributes: Mapping[str, str | int | float]) -> None:
