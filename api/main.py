@@ -19,6 +19,8 @@ from api.mcp.endpoint import route as mcp_route
 from api.responses import AUTHENTICATED
 from api.routers import gateways, health, items, jobs, servers, teams, tokens
 from api.routers import queue as queue_routes
+from api.tracing import TraceRequests
+from shared import tracing
 from shared.cache import TTLCache
 from shared.config import Settings, get_settings
 from shared.context import AppContext
@@ -39,6 +41,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if not settings.admin_token:
         raise RuntimeError("MCPQ_ADMIN_TOKEN must be set")
     secrets = SecretBox.from_settings(settings)  # refuses to start without MCPQ_SECRET_KEYS
+    tracing.setup("mcpq-api")
     if settings.run_migrations:
         await asyncio.to_thread(upgrade_to_head, settings.database_url)
     engine = make_engine(settings, application_name="mcpq-api")
@@ -86,6 +89,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await stop_task(subscriber)
         await redis.aclose()
         await engine.dispose()
+        tracing.shutdown()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -111,6 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The live console: static files that call the routes above with the token they are given.
     app.mount("/ui", console_app(), name="console")
     app.add_middleware(BodySizeLimit, max_bytes=app.state.settings.max_body_bytes)
+    # Outermost: the request's span covers everything the app does with it.
+    app.add_middleware(TraceRequests)
     return app
 
 

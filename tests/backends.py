@@ -107,6 +107,18 @@ def build_server(gates: dict[str, Gate], counters: dict[str, int]) -> MCPServer:
         """Always fails (the conformance suite's tools-call-error scenario calls it)."""
         raise ToolError("This tool intentionally returns an error for testing")
 
+    @server.tool()
+    def trace_context(ctx: Context) -> dict[str, str | None]:
+        """The W3C trace context this call arrived with: its HTTP `traceparent` header and the
+        `traceparent` in its `_meta` (the tracing test compares them with the caller's spans)."""
+        request = ctx.request_context.request
+        headers = getattr(request, "headers", None)
+        meta = dict(ctx.request_context.meta or {})
+        return {
+            "header": headers.get("traceparent") if headers is not None else None,
+            "meta": meta.get("traceparent"),
+        }
+
     _add_resources_and_prompts(server)
     return server
 

@@ -14,6 +14,11 @@ It changes two things the SDK (mcp 2.3, `mcp.client.streamable_http`) does with 
   `mcp_session_max_calls`). Here a POST's transport error becomes an HTTP 502 whose JSON body is
   a JSON-RPC error, which the SDK hands to that one request's caller. The error's `data` says
   whether the request can have reached the server (`transport_failure` reads it back).
+
+And it adds one: with tracing on, a request whose `_meta` carries a W3C trace context (put there
+by workers/tasks.py) sends it as the HTTP `traceparent`/`tracestate` headers too, for backends
+and proxies that read the header rather than `_meta`. Done here from the request itself because
+the SDK sends each POST from a task of its own, outside the caller's context.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import anyio
 import httpx2
 from mcp import MCPError
 from mcp.types import CONNECTION_CLOSED
+
+from shared import tracing
 
 # How long, and how much, a closed POST body is read on before giving up on reusing its connection.
 # The rest of a finished SSE answer is a few bytes already on their way; a server that keeps the
@@ -66,6 +73,28 @@ def request_method(request: httpx2.Request) -> str:
     except (ValueError, httpx2.RequestNotRead):
         return ""
     return str(message.get("method", "")) if isinstance(message, dict) else ""
+
+
+def copy_trace_headers(request: httpx2.Request) -> None:
+    """Send the trace context in the request's `_meta` as HTTP headers as well."""
+    try:
+        body = request.content
+    except httpx2.RequestNotRead:
+        return
+    if b'"traceparent"' not in body:  # the cheap test first: most bodies have none
+        return
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return
+    params = message.get("params") if isinstance(message, dict) else None
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    if not isinstance(meta, dict):
+        return
+    for key in tracing.TRACE_KEYS:
+        value = meta.get(key)
+        if isinstance(value, str):
+            request.headers[key] = value
 
 
 def failure_response(request: httpx2.Request, exc: httpx2.TransportError) -> httpx2.Response:
@@ -128,6 +157,8 @@ class BackendTransport(httpx2.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if request.method != "POST":
             return await self._inner.handle_async_request(request)
+        if tracing.enabled():
+            copy_trace_headers(request)
         try:
             response = await self._inner.handle_async_request(request)
         except httpx2.TransportError as exc:

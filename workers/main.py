@@ -15,7 +15,7 @@ import socket
 
 from prometheus_client import start_http_server
 
-from shared import runtime
+from shared import runtime, tracing
 from shared.config import Settings, get_settings
 from shared.jobs.store import JobStore
 from shared.redis import make_redis
@@ -40,6 +40,7 @@ def serve_metrics(host: str, port: int) -> None:
 async def serve(settings: Settings) -> int:
     """Run one worker until SIGTERM or SIGINT, then drain it (a second signal hurries it)."""
     serve_metrics(settings.worker_metrics_host, settings.worker_metrics_port)
+    tracing.setup("mcpq-worker")
     worker = Worker(settings, make_redis(settings))
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -48,6 +49,7 @@ async def serve(settings: Settings) -> int:
         await worker.async_run()
     finally:
         await worker.close()
+        tracing.shutdown()
     return 0
 
 

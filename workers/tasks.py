@@ -10,13 +10,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from mcp import Client, MCPError
 from mcp.types import CONNECTION_CLOSED, METHOD_NOT_FOUND, REQUEST_TIMEOUT
+from mcp_types import RequestParamsMeta
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from shared import backend_errors, metrics
+from shared import backend_errors, metrics, tracing
 from shared.jobs.schemas import (
     BackendSpec,
     CallToolPayload,
@@ -61,6 +64,7 @@ class JobRun:
     backend: BackendSpec
     retry_safe: bool  # may run again if an earlier attempt's worker died mid-call
     deadline: float  # epoch seconds; past it the caller has given up
+    trace: dict[str, str] | None = None  # the enqueue's trace context (shared/tracing.py)
 
 
 Operation = Callable[[Client], Awaitable[Envelope]]
@@ -76,12 +80,24 @@ async def run_job(
         # Cancelled while queued, already finished, or its record expired: nothing to do.
         return failure("skipped", f"job was already {claim.previous}")
     started = time.time()
-    metrics.QUEUE_WAIT_SECONDS.labels(run.kind).observe(max(0.0, started - claim.created))
+    queue_wait = max(0.0, started - claim.created)
+    metrics.QUEUE_WAIT_SECONDS.labels(run.kind).observe(queue_wait)
     metrics.JOBS_IN_FLIGHT.inc()
-    try:
-        envelope = await _attempt(state, claim, run, operation, fresh_session)
-    finally:
-        metrics.JOBS_IN_FLIGHT.dec()
+    attributes = {"mcpq.job.id": run.job_id, "mcpq.gateway": run.backend["gateway"]}
+    # A child of the API's enqueue span (its context came in the payload).
+    with tracing.span(
+        f"mcpq.run {run.kind}",
+        kind=SpanKind.CONSUMER,
+        parent=run.trace,
+        attributes={**attributes, "mcpq.queue_wait_s": queue_wait, "mcpq.attempt": claim.attempts},
+    ) as span:
+        tracing.record_interval("mcpq.queue_wait", min(claim.created, started), started, attributes)
+        try:
+            envelope = await _attempt(state, claim, run, operation, fresh_session)
+        finally:
+            metrics.JOBS_IN_FLIGHT.dec()
+        if span is not None and not envelope.get("ok"):
+            span.set_status(Status(StatusCode.ERROR, envelope["error"]["type"]))
     finished = time.time()
     metrics.EXECUTION_SECONDS.labels(run.kind).observe(finished - started)
     metrics.END_TO_END_SECONDS.labels(run.kind).observe(max(0.0, finished - claim.created))
@@ -124,6 +140,27 @@ async def _attempt(
         return classify(exc, backend)
 
 
+def backend_span(method: str, target: str, backend: BackendSpec) -> AbstractContextManager[Span | None]:
+    """The client span of one backend request: the parent the backend sees in its `traceparent`."""
+    return tracing.span(
+        f"{method} {target}",
+        kind=SpanKind.CLIENT,
+        attributes={
+            "mcp.method.name": method,
+            "mcpq.gateway": backend["gateway"],
+            "server.address": backend["url"],
+        },
+    )
+
+
+def trace_meta() -> RequestParamsMeta | None:
+    """The current span's `traceparent`/`tracestate` for the request's `_meta` (SEP-414); the
+    transport copies them into the HTTP header (workers/backend_http.py). None when not tracing."""
+    found = tracing.carrier()
+    # `_meta` is an open map (extra_items=Any): these keys are among its extra items.
+    return None if found is None else cast(RequestParamsMeta, found)
+
+
 def _dump(model: Any) -> dict[str, Any]:
     data: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_none=True)
     return data
@@ -138,18 +175,27 @@ async def call_tool(ctx: dict[str, Any], payload: CallToolPayload) -> Envelope:
         state.progress.report(job_id, {"progress": progress, "total": total, "message": message})
 
     async def call(client: Client) -> Envelope:
-        result = await client.call_tool(
-            payload["tool"],
-            payload["arguments"],
-            read_timeout_seconds=payload["backend"]["timeout_s"],
-            progress_callback=on_progress,
-        )
+        with backend_span("tools/call", payload["tool"], payload["backend"]):
+            result = await client.call_tool(
+                payload["tool"],
+                payload["arguments"],
+                read_timeout_seconds=payload["backend"]["timeout_s"],
+                progress_callback=on_progress,
+                meta=trace_meta(),
+            )
         dumped = _dump(result)
         body = {k: dumped[k] for k in ("content", "structuredContent", "isError", "_meta") if k in dumped}
         body.setdefault("isError", False)
         return {"ok": True, "result": body}
 
-    run = JobRun(JobKind.CALL_TOOL, job_id, payload["backend"], payload["retry_safe"], payload["deadline"])
+    run = JobRun(
+        JobKind.CALL_TOOL,
+        job_id,
+        payload["backend"],
+        payload["retry_safe"],
+        payload["deadline"],
+        payload.get("trace"),
+    )
     return await run_job(ctx, run, call)
 
 
@@ -158,12 +204,20 @@ async def read_resource(ctx: dict[str, Any], payload: ReadResourcePayload) -> En
     `blob` (base64) for binary contents."""
 
     async def read(client: Client) -> Envelope:
-        result = await client.read_resource(payload["uri"])
+        with backend_span("resources/read", payload["uri"], payload["backend"]):
+            result = await client.read_resource(payload["uri"], meta=trace_meta())
         dumped = _dump(result)
         return {"ok": True, "result": {k: dumped[k] for k in ("contents", "_meta") if k in dumped}}
 
     # Reading has no side effects, so a read interrupted by a dying worker is simply run again.
-    run = JobRun(JobKind.READ_RESOURCE, payload["job_id"], payload["backend"], True, payload["deadline"])
+    run = JobRun(
+        JobKind.READ_RESOURCE,
+        payload["job_id"],
+        payload["backend"],
+        True,
+        payload["deadline"],
+        payload.get("trace"),
+    )
     return await run_job(ctx, run, read)
 
 
@@ -171,14 +225,24 @@ async def get_prompt(ctx: dict[str, Any], payload: GetPromptPayload) -> Envelope
     """Render one prompt on a pooled session; the result is the MCP GetPromptResult as JSON."""
 
     async def render(client: Client) -> Envelope:
-        result = await client.get_prompt(payload["prompt"], payload["arguments"] or None)
+        with backend_span("prompts/get", payload["prompt"], payload["backend"]):
+            result = await client.get_prompt(
+                payload["prompt"], payload["arguments"] or None, meta=trace_meta()
+            )
         dumped = _dump(result)
         return {
             "ok": True,
             "result": {k: dumped[k] for k in ("description", "messages", "_meta") if k in dumped},
         }
 
-    run = JobRun(JobKind.GET_PROMPT, payload["job_id"], payload["backend"], True, payload["deadline"])
+    run = JobRun(
+        JobKind.GET_PROMPT,
+        payload["job_id"],
+        payload["backend"],
+        True,
+        payload["deadline"],
+        payload.get("trace"),
+    )
     return await run_job(ctx, run, render)
 
 
@@ -227,5 +291,7 @@ async def discover(ctx: dict[str, Any], payload: DiscoverPayload) -> Envelope:
         return {"ok": True, "result": result}
 
     # Discovery only reads, so it is always safe to run again.
-    run = JobRun(JobKind.DISCOVER, payload["job_id"], backend, True, payload["deadline"])
+    run = JobRun(
+        JobKind.DISCOVER, payload["job_id"], backend, True, payload["deadline"], payload.get("trace")
+    )
     return await run_job(ctx, run, catalog, fresh_session=True)

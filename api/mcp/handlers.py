@@ -22,6 +22,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from api.mcp.tasks import TaskAwareServer, Tasks, background_tasks
 from api.mcp.wire import caller_of, completed_or_raise, protocol_error, tool_error, tool_result
+from api.tracing import mcp_call_span
 from shared.context import AppContext
 from shared.errors import InvalidArguments, MCPQError
 from shared.items import service as items
@@ -187,21 +188,24 @@ class FrontDoor:
     async def call_tool(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
-        job = await self.prepare_call(ctx, params)
-        if isinstance(job, types.CallToolResult):
-            return job
-        return tool_result(await self._await(ctx, TOOLS, job))
+        with mcp_call_span(ctx, params.name):
+            job = await self.prepare_call(ctx, params)
+            if isinstance(job, types.CallToolResult):
+                return job
+            return tool_result(await self._await(ctx, TOOLS, job))
 
     async def read_resource(
         self, ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
         uri = str(params.uri)
-        record = await self._await(ctx, RESOURCES, await self.prepare(ctx, RESOURCES, uri, uri))
+        with mcp_call_span(ctx, uri):
+            record = await self._await(ctx, RESOURCES, await self.prepare(ctx, RESOURCES, uri, uri))
         return types.ReadResourceResult.model_validate(completed_or_raise(record), by_name=False)
 
     async def get_prompt(
         self, ctx: ServerRequestContext[Any, Any], params: types.GetPromptRequestParams
     ) -> types.GetPromptResult:
         arguments = dict(params.arguments or {})
-        record = await self._await(ctx, PROMPTS, await self.prepare(ctx, PROMPTS, params.name, arguments))
+        with mcp_call_span(ctx, params.name):
+            record = await self._await(ctx, PROMPTS, await self.prepare(ctx, PROMPTS, params.name, arguments))
         return types.GetPromptResult.model_validate(completed_or_raise(record), by_name=False)

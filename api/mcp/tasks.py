@@ -43,6 +43,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from api.mcp.wire import caller_of, failure_text, protocol_error, tool_result
+from api.tracing import mcp_call_span
 from shared.auth.schemas import Principal
 from shared.config import Settings
 from shared.errors import MCPQError
@@ -167,13 +168,14 @@ class Tasks:
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> JobRecord | types.CallToolResult:
         """Enqueue the call as a job and return its record (or the tool error for bad arguments)."""
-        job = await self.prepare_call(ctx, params)
-        if isinstance(job, types.CallToolResult):
-            return job
-        try:
-            return await self.queue.submit(job)
-        except MCPQError as exc:
-            raise protocol_error(exc) from None
+        with mcp_call_span(ctx, params.name):
+            job = await self.prepare_call(ctx, params)
+            if isinstance(job, types.CallToolResult):
+                return job
+            try:
+                return await self.queue.submit(job)
+            except MCPQError as exc:
+                raise protocol_error(exc) from None
 
     async def intercept(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         """A task-augmented tools/call becomes a job answered at once; anything else passes."""

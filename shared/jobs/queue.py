@@ -17,9 +17,10 @@ import anyio
 from arq.connections import ArqRedis
 from arq.constants import abort_jobs_ss
 from arq.utils import timestamp_ms
+from opentelemetry.trace import SpanKind
 from redis.exceptions import RedisError
 
-from shared import pagination
+from shared import pagination, tracing
 from shared.auth.schemas import Principal, Role
 from shared.config import Settings
 from shared.errors import (
@@ -98,7 +99,16 @@ class JobQueue:
         full. With an idempotency key already used by the team, the job that key names (422 if
         it was asked with another request)."""
         try:
-            admission = await self._store.enqueue(job)
+            with tracing.span(
+                "mcpq.enqueue",
+                kind=SpanKind.PRODUCER,
+                attributes={"mcpq.job.id": job.id, "mcpq.job.kind": job.kind.value, "mcpq.item": job.item},
+            ):
+                # The worker's span continues this one: its context travels in the payload.
+                trace_context = tracing.carrier()
+                if trace_context is not None:
+                    job.payload["trace"] = trace_context
+                admission = await self._store.enqueue(job)
             if admission.outcome == "duplicate" and admission.same_request and admission.existing:
                 existing = await self._store.get(admission.existing)
                 if existing is None:

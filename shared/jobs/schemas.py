@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 
 class JobStatus(StrEnum):
@@ -57,6 +57,9 @@ class JobPayload(TypedDict):
     retry_safe: bool
     # After this (epoch seconds) a worker no longer starts the job: its caller has given up.
     deadline: float
+    # The W3C trace context of the enqueue span (`traceparent`, `tracestate`), when tracing is on
+    # (shared/tracing.py); the worker's span continues it.
+    trace: NotRequired[dict[str, str]]
 
 
 class CallToolPayload(JobPayload):
@@ -96,6 +99,10 @@ def job_payload(
     return {**base, **fields}
 
 
+# Payload fields that differ between two sends of the same request.
+UNASKED = frozenset({"job_id", "deadline", "backend", "trace"})
+
+
 @dataclass(frozen=True)
 class PreparedJob:
     """A job ready to enqueue: checked, authorized, with the team it belongs to."""
@@ -115,8 +122,8 @@ class PreparedJob:
     @property
     def fingerprint(self) -> str:
         """What the job asks, without what differs between two sends of the same request (its id
-        and deadline): a reused idempotency key must come with the same request."""
-        asked = {k: v for k, v in self.payload.items() if k not in ("job_id", "deadline", "backend")}
+        deadline and trace context): a reused idempotency key must come with the same request."""
+        asked = {k: v for k, v in self.payload.items() if k not in UNASKED}
         canonical = json.dumps([self.kind.value, self.item, asked], sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
