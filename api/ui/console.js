@@ -185,6 +185,12 @@ function showGateways(gateways) {
     row.dataset.gatewayId = g.id;
     const status = el("td", "status");
     status.append(badge(g.status));
+    // The circuit breaker: a failing backend's calls are refused until it recovers.
+    if (g.breaker && g.breaker.status !== "closed") {
+      const circuit = badge(g.breaker.status === "open" ? "circuit-open" : "circuit-half-open");
+      circuit.title = `${g.breaker.failures} transport failures in a row`;
+      status.append(" ", circuit);
+    }
     const server = g.server_name ? `${g.server_name} ${g.server_version || ""}`.trim() : "–";
     row.append(
       el("td", null, g.name), status, el("td", null, g.transport),
