@@ -311,6 +311,8 @@ def stack(
                     "--port", str(api_port),
                     "--log-level", "warning",
                     "--no-access-log",
+                    # As in production (Dockerfile, compose, k8s): see bench/keepalive.py.
+                    "--timeout-keep-alive", "75",
                     *api_args,
                 ],
             )  # fmt: skip
