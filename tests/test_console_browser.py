@@ -7,8 +7,6 @@ set to a path, the page with its live jobs is saved there (docs/console.png is m
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import shutil
 import uuid
@@ -18,11 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from arq.worker import Worker
-from fastapi import FastAPI
 
-from tests.backends import Backends, free_port
+from tests.backends import Backends
 from tests.conftest import unique
 
 # Debian's package; `playwright install` downloads its own browsers and cannot run here.
@@ -35,22 +31,6 @@ pytestmark = pytest.mark.skipif(
     shutil.which(CHROMIUM) is None,
     reason=f"no chromium at {CHROMIUM}: `apt-get install chromium` (.ci/browser-deps does it)",
 )
-
-
-@pytest.fixture(scope="module")
-async def api_url(app: FastAPI) -> AsyncIterator[str]:
-    """The session's app (already started) on a loopback port, for the browser to reach."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for this
-        await asyncio.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait_for(task, 10)
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import httpx
 import httpx2
 import mcp_types
 import pytest
-import uvicorn
 from arq.worker import Worker
 from fastapi import FastAPI
 from mcp import Client, MCPError
@@ -24,26 +23,10 @@ from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import TypeAdapter
 
-from tests.backends import LOGO_BYTES, Backends, free_port
+from tests.backends import LOGO_BYTES, Backends
 from tests.conftest import unique
 from tests.jobs_helpers import store_of
 from tests.test_invariant import _assert_nothing_held
-
-
-@pytest.fixture(scope="module")
-async def api_url(app: FastAPI) -> AsyncIterator[str]:
-    """The session's app (already started) served on a loopback port."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for this
-        await asyncio.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait_for(task, 10)
 
 
 @dataclass
