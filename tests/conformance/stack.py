@@ -17,6 +17,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import psycopg
@@ -90,13 +91,17 @@ def database(admin_url: str) -> Iterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def stack(settings: Settings) -> AsyncIterator[str]:
-    """API + worker + backend; yields the server's MCP URL."""
+async def running(
+    settings: Settings, team_name: str, admin_token: str
+) -> AsyncIterator[tuple[str, httpx.AsyncClient, dict[str, Any]]]:
+    """API on a loopback port, an in-process worker and the test backend, registered as gateway
+    `demo` in a new team. Yields the API's base URL, an admin client and the team."""
     backends = Backends()
     backends.start()
-    app = create_app(settings)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
     serving = asyncio.create_task(server.serve())
     worker = Worker(settings, make_redis(settings))
     working = asyncio.create_task(worker.async_run())
@@ -106,25 +111,14 @@ async def stack(settings: Settings) -> AsyncIterator[str]:
                 serving.result()
             await asyncio.sleep(0.05)
         base = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {ADMIN}"}) as http:
-            team = (await http.post("/v1/teams", json={"name": "conformance"})).raise_for_status().json()
+        headers = {"Authorization": f"Bearer {admin_token}"}
+        async with httpx.AsyncClient(base_url=base, headers=headers) as http:
+            team = (await http.post("/v1/teams", json={"name": team_name})).raise_for_status().json()
             gateway = await http.post(
                 "/v1/gateways", json={"name": "demo", "url": backends.urls["stateful"], "team": team["id"]}
             )
             gateway.raise_for_status()
-            created = await http.post(
-                "/v1/servers",
-                json={
-                    "name": "conformance",
-                    "team": team["id"],
-                    "tools": ["demo.echo", "demo.add", "demo.test_error_handling"],
-                    "resources": ["demo:demo://readme", "demo:demo://items/{item}"],
-                    "prompts": ["demo.greet"],
-                    "public_mcp": True,  # the suite's client sends no token
-                },
-            )
-            created.raise_for_status()
-        yield base + created.json()["mcp_path"]
+            yield base, http, team
     finally:
         server.should_exit = True
         await worker.close()
@@ -133,6 +127,25 @@ async def stack(settings: Settings) -> AsyncIterator[str]:
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(task, 10)
         backends.stop()
+
+
+@contextlib.asynccontextmanager
+async def stack(settings: Settings) -> AsyncIterator[str]:
+    """API + worker + backend; yields the server's MCP URL."""
+    async with running(settings, "conformance", ADMIN) as (base, http, team):
+        created = await http.post(
+            "/v1/servers",
+            json={
+                "name": "conformance",
+                "team": team["id"],
+                "tools": ["demo.echo", "demo.add", "demo.test_error_handling"],
+                "resources": ["demo:demo://readme", "demo:demo://items/{item}"],
+                "prompts": ["demo.greet"],
+                "public_mcp": True,  # the suite's client sends no token
+            },
+        )
+        created.raise_for_status()
+        yield base + created.json()["mcp_path"]
 
 
 def run_scenario(url: str, scenario: str) -> bool:

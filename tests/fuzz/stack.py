@@ -21,19 +21,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-import uvicorn
 from cryptography.fernet import Fernet
 
-from api.main import create_app
 from shared.config import Settings
-from tests.backends import Backends, free_port
-from tests.conformance.stack import database, services
-from tests.conftest import make_worker
+from tests.conformance.stack import database, running, services
 
 ADMIN = "fuzz-admin-token"
 CONFIG = Path(__file__).with_name("schemathesis.toml")
-GATEWAY = "demo"  # the name the OpenAPI examples use
 # Every check but two:
 # - positive_data_acceptance: the schema cannot state every rule (a cursor must be one the API
 #   issued, `wait` at most MCPQ_MAX_WAIT_S, the platform admin must name a team), so valid-looking
@@ -53,38 +47,10 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def stack(settings: Settings) -> AsyncIterator[Stack]:
-    backends = Backends()
-    backends.start()
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    serving = asyncio.create_task(server.serve())
-    worker = make_worker(settings)
-    working = asyncio.create_task(worker.async_run())
-    try:
-        while not server.started:
-            if serving.done():
-                serving.result()
-            await asyncio.sleep(0.05)
-        base = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {ADMIN}"}) as http:
-            team = (await http.post("/v1/teams", json={"name": "fuzz"})).raise_for_status().json()
-            gateway = await http.post(
-                "/v1/gateways", json={"name": GATEWAY, "url": backends.urls["stateful"], "team": team["id"]}
-            )
-            gateway.raise_for_status()
-            token = await http.post("/v1/tokens", json={"name": "fuzz", "team": team["id"], "role": "admin"})
-            token.raise_for_status()
+    async with running(settings, "fuzz", ADMIN) as (base, http, team):
+        token = await http.post("/v1/tokens", json={"name": "fuzz", "team": team["id"], "role": "admin"})
+        token.raise_for_status()
         yield Stack(base, {"platform-admin": ADMIN, "team-admin": token.json()["token"]})
-    finally:
-        server.should_exit = True
-        await worker.close()
-        working.cancel()
-        for task in (serving, working):
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(task, 10)
-        backends.stop()
 
 
 @dataclass
