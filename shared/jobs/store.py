@@ -383,7 +383,8 @@ class JobStore:
                 int(s.queue_ttl_s * 1000),
                 self.wake_list,
                 s.queue_max_jobs,
-                job.fingerprint,
+                # Only a keyed job is ever compared: the others skip hashing their payload.
+                job.fingerprint if job.idempotency_key is not None else "",
                 RECENT_JOBS_KEPT,
                 s.breaker_failures,
                 s.breaker_open_s,
