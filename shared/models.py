@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -90,6 +91,14 @@ class Gateway(Base):
     transport: Mapped[str] = mapped_column(String(32))
     # Backend headers (credentials), Fernet-encrypted JSON; "" when there are none.
     headers_enc: Mapped[str] = mapped_column(Text, default="")
+    # stdio backends: the program a worker runs ("" url), its arguments, Fernet-encrypted env
+    # JSON ("" when none) and working directory.
+    command: Mapped[str | None] = mapped_column(Text)
+    args: Mapped[list[str] | None] = mapped_column(JSONB)
+    env_enc: Mapped[str] = mapped_column(Text, default="")
+    cwd: Mapped[str | None] = mapped_column(Text)
+    # OAuth 2.1 client credentials, Fernet-encrypted JSON; "" when the gateway has none.
+    auth_enc: Mapped[str] = mapped_column(Text, default="")
     timeout_s: Mapped[float] = mapped_column(Float)
     status: Mapped[str] = mapped_column(String(32), default="active")
     protocol_version: Mapped[str | None] = mapped_column(String(32))
@@ -98,6 +107,12 @@ class Gateway(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     refreshed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Health as real calls see it, so a sick backend shows without calling it.
+    last_seen_ok_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The backend's ServerCapabilities as it declared them (model_dump by alias, None if unknown).
+    capabilities: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
     tools: Mapped[list[Tool]] = relationship(
         back_populates="gateway", lazy="raise", cascade="all, delete-orphan", passive_deletes=True
@@ -116,6 +131,9 @@ class Tool(Base):
     input_schema: Mapped[dict[str, Any]] = mapped_column(JSONB)
     output_schema: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     annotations: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    icons: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    execution: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
@@ -133,8 +151,13 @@ class Resource(Base):
     uri: Mapped[str] = mapped_column(Text)
     is_template: Mapped[bool] = mapped_column(default=False)
     name: Mapped[str] = mapped_column(Text)
+    title: Mapped[str | None] = mapped_column(Text)
     description: Mapped[str | None] = mapped_column(Text)
     mime_type: Mapped[str | None] = mapped_column(Text)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    annotations: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    icons: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
 class Prompt(Base):
@@ -144,8 +167,11 @@ class Prompt(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     gateway_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(Text)
+    title: Mapped[str | None] = mapped_column(Text)
     description: Mapped[str | None] = mapped_column(Text)
     arguments: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
+    icons: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
 class Server(Base):
