@@ -24,7 +24,12 @@ import uvicorn
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
+from mcp.types import (
+    LoggingLevel,
+    LoggingMessageNotification,
+    LoggingMessageNotificationParams,
+    ToolAnnotations,
+)
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -119,8 +124,68 @@ def build_server(gates: dict[str, Gate], counters: dict[str, int]) -> MCPServer:
             "meta": meta.get("traceparent"),
         }
 
+    _add_relayed_notifications(server)
     _add_resources_and_prompts(server)
     return server
+
+
+async def _log(ctx: Context, level: LoggingLevel, data: Any, *, call_scoped: bool = True) -> None:
+    """A log entry on the call's own stream, or (not `call_scoped`) on the session's standalone
+    stream. `send_notification`, not the deprecated `ctx.log`, whose warning tests make an error."""
+    entry = LoggingMessageNotification(params=LoggingMessageNotificationParams(level=level, data=data))
+    related = ctx.request_id if call_scoped else None
+    await ctx.request_context.session.send_notification(entry, related_request_id=related)
+
+
+def _add_relayed_notifications(server: MCPServer) -> None:
+    @server.tool()
+    async def burst(count: int, ctx: Context) -> str:
+        """Report `count` progress updates as fast as it can, then return at once; say which
+        progress token the call came with."""
+        for i in range(1, count + 1):
+            await ctx.report_progress(i, count, f"{i}/{count}")
+        meta = dict(ctx.request_context.meta or {})
+        return f"token={meta.get('progress_token')}"
+
+    @server.tool()
+    async def levels(ctx: Context) -> str:
+        """Log once at each level, a progress update between each two, then once outside the call."""
+        for i, level in enumerate(("debug", "info", "notice", "warning", "error", "critical")):
+            await _log(ctx, level, f"{level} entry")
+            await ctx.report_progress(i + 1, 6)
+        # Once the session's standalone stream is surely open, and well before the call ends.
+        await asyncio.sleep(0.2)
+        await _log(ctx, "error", "session-level entry", call_scoped=False)
+        await asyncio.sleep(0.1)
+        return "logged"
+
+    @server.tool()
+    async def chatty(tag: str, ctx: Context) -> str:
+        """Interleave progress and logs named by `tag`, slowly enough to overlap another call;
+        say which backend session served it."""
+        for i in range(5):
+            await ctx.report_progress(i, 5, f"{tag} {i}")
+            await _log(ctx, "info", f"{tag} {i}")
+            await asyncio.sleep(0.02)
+        headers = ctx.headers or {}
+        return f"{tag} {headers.get('mcp-session-id')}"
+
+    # The conformance suite's names (tools-call-with-progress, tools-call-with-logging).
+    @server.tool()
+    async def test_tool_with_progress(ctx: Context) -> str:
+        """Report progress 0, 50 and 100 of 100."""
+        for step in (0, 50, 100):
+            await ctx.report_progress(step, 100, f"Completed step {step} of 100")
+            await asyncio.sleep(0.05)
+        return "Progress test completed"
+
+    @server.tool()
+    async def test_tool_with_logging(ctx: Context) -> str:
+        """Log three info entries with pauses between them."""
+        for text in ("Tool execution started", "Tool processing data", "Tool execution completed"):
+            await _log(ctx, "info", text)
+            await asyncio.sleep(0.05)
+        return "Logging test completed"
 
 
 def _add_resources_and_prompts(server: MCPServer) -> None:

@@ -1,11 +1,14 @@
-"""Progress reports are coalesced per job and written for all jobs in one round trip; the latest
-is never lost (kept across a Redis error, flushed before the job's outcome)."""
+"""A job's events (progress, backend logs) are all written, in order, for all jobs in one round
+trip; none is lost (kept across a Redis error, flushed before the job's outcome); logs below the
+caller's level are dropped."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import uuid
+
+from mcp_types import LoggingMessageNotificationParams
 
 from shared.config import Settings
 from shared.jobs.schemas import JobKind
@@ -14,10 +17,10 @@ from shared.redis import make_redis
 from tests.backends import free_port
 from tests.conftest import isolated
 from tests.jobs_helpers import plant_record
-from workers.progress import ProgressWriter
+from workers.progress import CallRelay, ProgressWriter
 
 
-async def test_the_latest_report_of_each_job_is_written_in_one_message(settings: Settings) -> None:
+async def test_every_event_of_each_job_is_written_in_order_in_one_message(settings: Settings) -> None:
     own = isolated(settings)
     redis = make_redis(own)
     store = JobStore(redis, own)
@@ -25,12 +28,15 @@ async def test_the_latest_report_of_each_job_is_written_in_one_message(settings:
     for job_id in jobs:
         await plant_record(redis, own, job_id, JobKind.CALL_TOOL.value, "p.sleep")
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
-    await pubsub.subscribe(store.progress_channel)
-    writer = ProgressWriter(store, interval_s=0.05)
+    await pubsub.subscribe(store.events_channel)
+    writer = ProgressWriter(store, window_s=0.05)
     flusher = asyncio.create_task(writer.flush_forever())
+    relay = CallRelay(jobs[0], writer, log_level="warning")
     try:
         for i in range(5):
-            writer.report(jobs[0], {"progress": i, "total": 5, "message": f"step {i}"})
+            await relay.on_progress(i, 5, f"step {i}")
+            relay.on_log(LoggingMessageNotificationParams(level="info", data=f"info {i}"))  # below: dropped
+            relay.on_log(LoggingMessageNotificationParams(level="error", data=f"error {i}"))
         writer.report(jobs[1], {"progress": 1, "total": 2, "message": None})
         message = None
         for _ in range(50):  # the subscription's own confirmation comes first (as None)
@@ -38,10 +44,14 @@ async def test_the_latest_report_of_each_job_is_written_in_one_message(settings:
             if message is not None:
                 break
         assert message is not None
-        lines = message["data"].decode().split("\n")
-        assert sorted(line.split(" ", 1)[0] for line in lines) == sorted(jobs)  # one message, both jobs
-        first = next(line for line in lines if line.startswith(jobs[0]))
-        assert json.loads(first.split(" ", 1)[1])["progress"] == 4  # the superseded four are dropped
+        lines = [line.split(" ", 1) for line in message["data"].decode().split("\n")]
+        assert {job_id for job_id, _ in lines} == set(jobs)  # one message, both jobs
+        first = [json.loads(body) for job_id, body in lines if job_id == jobs[0]]
+        expected = []
+        for i in range(5):
+            expected.append({"type": "progress", "progress": i, "total": 5, "message": f"step {i}"})
+            expected.append({"type": "log", "level": "error", "data": f"error {i}", "logger": None})
+        assert first == expected
         record = await store.get(jobs[0])
         assert record is not None and record.progress == {"progress": 4, "total": 5, "message": "step 4"}
     finally:
@@ -50,7 +60,7 @@ async def test_the_latest_report_of_each_job_is_written_in_one_message(settings:
         await redis.aclose()
 
 
-async def test_a_report_survives_redis_errors_and_is_flushed_before_the_outcome(settings: Settings) -> None:
+async def test_events_survive_redis_errors_ahead_of_newer_ones(settings: Settings) -> None:
     own = isolated(settings)
     down = own.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
     gone = make_redis(down)
@@ -58,14 +68,27 @@ async def test_a_report_survives_redis_errors_and_is_flushed_before_the_outcome(
     writer = ProgressWriter(JobStore(gone, down))
     writer.report(job_id, {"progress": 1, "total": 3, "message": None})
     await writer.flush_job(job_id)  # Redis refuses: the report is kept, not dropped
-    writer.report("other", {"progress": 9, "total": 9, "message": None})
+    writer.report(job_id, {"progress": 2, "total": 3, "message": None})
     await gone.aclose()
-    # Redis is back (here: the real one): the kept report is what flush_job writes.
+    # Redis is back (here: the real one): flush_job writes both, the kept one first.
     redis = make_redis(own)
     store = JobStore(redis, own)
     await plant_record(redis, own, job_id, JobKind.CALL_TOOL.value, "p.sleep")
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(store.events_channel)
     writer._store = store
-    await writer.flush_job(job_id)
-    record = await store.get(job_id)
-    assert record is not None and record.progress == {"progress": 1, "total": 3, "message": None}
-    await redis.aclose()
+    try:
+        await writer.flush_job(job_id)
+        message = None
+        for _ in range(50):
+            message = await pubsub.get_message(timeout=0.1)
+            if message is not None:
+                break
+        assert message is not None
+        events = [json.loads(line.split(" ", 1)[1]) for line in message["data"].decode().split("\n")]
+        assert [e["progress"] for e in events] == [1, 2]
+        record = await store.get(job_id)
+        assert record is not None and record.progress == {"progress": 2, "total": 3, "message": None}
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await redis.aclose()

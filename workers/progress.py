@@ -1,54 +1,137 @@
-"""Progress reports of running jobs, coalesced: the latest of each job, written for all jobs at
-once a few times a second.
+"""What a running job reports on its way: the backend's progress and log notifications, relayed
+in order to whoever awaits the job, and its latest progress kept in the job's record.
 
-A backend that reports progress every second, under 1000 concurrent calls, sent 1000 reports a
-second, each its own Redis round trip (HSET + PUBLISH) from the worker and its own message to
-every API process. Now a worker writes every `interval_s` one pipeline for all its jobs (an HSET
-each, one PUBLISH of them all). A report superseded within the interval is dropped; the latest
-never is: it is written at the next flush, kept on a Redis error until one succeeds, and flushed
-before its job's outcome is recorded (`flush_job`), so it never arrives after the result.
+Every event is kept, in the order the backend sent it (coalescing is the relaying end's choice:
+the MCP front door coalesces only for a client slower than the backend). A worker writes the
+events of all its jobs in one pipeline and one PUBLISH as soon as some arrive, after a short
+window that gathers the others arriving meanwhile (`window_s`): a backend reporting in bursts
+costs a round trip per window, not per event. A job's events are flushed before its outcome is
+recorded (`flush_job`, after any write already under way), so none arrives after the result;
+on a Redis error they are kept, ahead of newer ones, until a write succeeds.
+
+Which job a backend notification belongs to: progress comes through the SDK's per-request
+`progress_callback` (the SDK's own token, mapped to the job here). A log notification carries no
+request id; streamable HTTP sends it on the call's own response stream, and the SDK's client
+hands it to `logging_callback` in the context of the task that sent the request, so a context
+variable set by the job (`CURRENT_CALL`) names it. A log that arrives outside any call (on the
+session's standalone stream, or on transports with one stream for all: legacy SSE, stdio) has no
+job and is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
+from mcp_types import LoggingMessageNotificationParams
 from redis.exceptions import RedisError
 
+from shared.jobs.schemas import JobEvent, at_least
 from shared.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
 
+# Events of one job waiting to be written: past this many (a Redis outage, a backend flooding
+# logs), the oldest are dropped. The newest, the final progress among them, are kept.
+MAX_PENDING_EVENTS = 1000
+
 
 class ProgressWriter:
-    def __init__(self, store: JobStore, interval_s: float = 0.25) -> None:
+    def __init__(self, store: JobStore, window_s: float = 0.02) -> None:
         self._store = store
-        self._interval_s = interval_s
-        self._pending: dict[str, dict[str, Any]] = {}
+        self._window_s = window_s
+        self._pending: dict[str, deque[JobEvent]] = {}
+        self._arrived = asyncio.Event()
+        # One write at a time: a job's flush waits for a batch already under way, which may hold
+        # its earlier events.
+        self._writing = asyncio.Lock()
 
     def report(self, job_id: str, progress: dict[str, Any]) -> None:
-        self._pending[job_id] = progress
+        """A progress report ({"progress", "total", "message"})."""
+        self._add(job_id, {"type": "progress", **progress})
+
+    def log(self, job_id: str, entry: dict[str, Any]) -> None:
+        """A backend log entry ({"level", "data", "logger"})."""
+        self._add(job_id, {"type": "log", **entry})
+
+    def _add(self, job_id: str, event: JobEvent) -> None:
+        events = self._pending.get(job_id)
+        if events is None:
+            events = self._pending[job_id] = deque(maxlen=MAX_PENDING_EVENTS)
+        events.append(event)
+        self._arrived.set()
 
     async def flush_job(self, job_id: str) -> None:
-        """Write `job_id`'s pending report now (its job is about to end)."""
-        progress = self._pending.pop(job_id, None)
-        if progress is not None:
-            await self._write({job_id: progress})
+        """Write `job_id`'s pending events now (its job is about to end)."""
+        async with self._writing:
+            events = self._pending.pop(job_id, None)
+            if events:
+                await self._write({job_id: events})
 
     async def flush_forever(self) -> None:
         while True:
-            await asyncio.sleep(self._interval_s)
-            if self._pending:
+            await self._arrived.wait()
+            await asyncio.sleep(self._window_s)
+            self._arrived.clear()
+            async with self._writing:
                 batch, self._pending = self._pending, {}
-                await self._write(batch)
+                if batch:
+                    await self._write(batch)
 
-    async def _write(self, batch: dict[str, dict[str, Any]]) -> None:
+    async def _write(self, batch: dict[str, deque[JobEvent]]) -> None:
         try:
-            await self._store.set_progress_many(batch)
+            await self._store.publish_events({job_id: list(events) for job_id, events in batch.items()})
         except RedisError as exc:
-            # Progress is advisory: the call goes on. Keep each job's latest for the next flush,
-            # unless a newer one came meanwhile.
-            log.warning("progress of %d job(s) not written yet: %s", len(batch), exc)
-            self._pending = batch | self._pending
+            # Relaying is advisory: the call goes on. Keep the events, ahead of any newer ones.
+            log.warning("events of %d job(s) not written yet: %s", len(batch), exc)
+            for job_id, newer in self._pending.items():
+                batch.setdefault(job_id, deque(maxlen=MAX_PENDING_EVENTS)).extend(newer)
+            self._pending = batch
+
+
+@dataclass(frozen=True)
+class CallRelay:
+    """Where the backend notifications of one job's call go."""
+
+    job_id: str
+    writer: ProgressWriter
+    # The least severe log level the caller relays; None: it relays no logs.
+    log_level: str | None
+
+    async def on_progress(self, progress: float, total: float | None, message: str | None) -> None:
+        """The SDK's per-request progress callback."""
+        self.writer.report(self.job_id, {"progress": progress, "total": total, "message": message})
+
+    def on_log(self, params: LoggingMessageNotificationParams) -> None:
+        if self.log_level is not None and at_least(params.level, self.log_level):
+            self.writer.log(
+                self.job_id, {"level": params.level, "data": params.data, "logger": params.logger}
+            )
+
+
+# The call the current task is making: the SDK runs `logging_callback` in the context of the
+# task that sent the request whose response stream carried the notification.
+CURRENT_CALL: ContextVar[CallRelay | None] = ContextVar("mcpq_current_call", default=None)
+
+
+@contextmanager
+def relaying(relay: CallRelay) -> Iterator[None]:
+    """Route the backend notifications of the requests sent inside the block to `relay`."""
+    token = CURRENT_CALL.set(relay)
+    try:
+        yield
+    finally:
+        CURRENT_CALL.reset(token)
+
+
+async def on_backend_log(params: LoggingMessageNotificationParams) -> None:
+    """The `logging_callback` of every pooled backend session."""
+    relay = CURRENT_CALL.get()
+    if relay is not None:
+        relay.on_log(params)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import json
 import logging
@@ -33,6 +34,7 @@ from shared.jobs.schemas import BackendSpec
 from shared.security import SecretBox
 from workers.backend_http import BackendTransport, TransportFailure, transport_failure
 from workers.breaker import GatewayHealth
+from workers.progress import CURRENT_CALL, on_backend_log
 
 log = logging.getLogger(__name__)
 
@@ -244,8 +246,12 @@ class SessionPool:
         mode, prior = self._modes.pop(key, ("auto", None))
         ready: asyncio.Future[Client] = asyncio.get_running_loop().create_future()
         stop = asyncio.Event()
+        # The session outlives the job that opens it: what arrives outside any call (the standalone
+        # stream) must not be taken for that job's (workers/progress.py).
+        context = contextvars.copy_context()
+        context.run(CURRENT_CALL.set, None)
         owner = asyncio.create_task(
-            self._own(spec, mode, prior, ready, stop), name=f"mcp-session {spec['gateway']}"
+            self._own(spec, mode, prior, ready, stop), name=f"mcp-session {spec['gateway']}", context=context
         )
         try:
             client = await asyncio.wait_for(asyncio.shield(ready), self._settings.mcp_connect_timeout_s)
@@ -316,7 +322,9 @@ class SessionPool:
                 timeout=s.mcp_connect_timeout_s,
                 sse_read_timeout=s.mcp_session_idle_s + 60,
             )
-            async with Client(transport, mode=mode, prior_discover=prior, cache=None) as client:
+            async with Client(
+                transport, mode=mode, prior_discover=prior, cache=None, logging_callback=on_backend_log
+            ) as client:
                 yield client
             return
         async with (
@@ -334,7 +342,12 @@ class SessionPool:
                     )
                 ),
             ) as http,
-            Client(streamable_http_client(spec["url"], http_client=http), mode=mode, cache=None) as client,
+            Client(
+                streamable_http_client(spec["url"], http_client=http),
+                mode=mode,
+                cache=None,
+                logging_callback=on_backend_log,
+            ) as client,
         ):
             yield client
 

@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from mcp import Client, MCPError
 from mcp.types import CONNECTION_CLOSED, METHOD_NOT_FOUND, REQUEST_TIMEOUT
-from mcp_types import RequestParamsMeta
+from mcp_types import LOG_LEVEL_META_KEY, RequestParamsMeta
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from shared import backend_errors, metrics, tracing
@@ -30,6 +30,7 @@ from shared.jobs.schemas import (
     ReadResourcePayload,
 )
 from shared.jobs.store import Claim
+from workers.progress import CallRelay, relaying
 from workers.sessions import session_expired
 from workers.state import WorkerState, job_context
 
@@ -65,6 +66,7 @@ class JobRun:
     retry_safe: bool  # may run again if an earlier attempt's worker died mid-call
     deadline: float  # epoch seconds; past it the caller has given up
     trace: dict[str, str] | None = None  # the enqueue's trace context (shared/tracing.py)
+    log_level: str | None = None  # the least severe backend log the caller relays (None: none)
 
 
 Operation = Callable[[Client], Awaitable[Envelope]]
@@ -93,7 +95,9 @@ async def run_job(
     ) as span:
         tracing.record_interval("mcpq.queue_wait", min(claim.created, started), started, attributes)
         try:
-            envelope = await _attempt(state, claim, run, operation, fresh_session)
+            # The backend's notifications during the call go to this job (workers/progress.py).
+            with relaying(CallRelay(run.job_id, state.progress, run.log_level)):
+                envelope = await _attempt(state, claim, run, operation, fresh_session)
         finally:
             metrics.JOBS_IN_FLIGHT.dec()
         if span is not None and not envelope.get("ok"):
@@ -153,12 +157,16 @@ def backend_span(method: str, target: str, backend: BackendSpec) -> AbstractCont
     )
 
 
-def trace_meta() -> RequestParamsMeta | None:
-    """The current span's `traceparent`/`tracestate` for the request's `_meta` (SEP-414); the
-    transport copies them into the HTTP header (workers/backend_http.py). None when not tracing."""
-    found = tracing.carrier()
+def request_meta(log_level: str | None = None) -> RequestParamsMeta | None:
+    """The request's `_meta`: the current span's `traceparent`/`tracestate` (SEP-414; the transport
+    copies them into the HTTP header, workers/backend_http.py), and the log level the caller
+    relays, as the 2026-07-28 per-request opt-in (older servers log to every call anyway: the
+    worker filters those, workers/progress.py). None when there is neither."""
+    found: dict[str, Any] = dict(tracing.carrier() or {})
+    if log_level is not None:
+        found[LOG_LEVEL_META_KEY] = log_level
     # `_meta` is an open map (extra_items=Any): these keys are among its extra items.
-    return None if found is None else cast(RequestParamsMeta, found)
+    return cast(RequestParamsMeta, found) if found else None
 
 
 def _dump(model: Any) -> dict[str, Any]:
@@ -171,7 +179,7 @@ async def call_tool(ctx: dict[str, Any], payload: CallToolPayload) -> Envelope:
     job_id = payload["job_id"]
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        # Coalesced and written with other jobs' (workers/progress.py).
+        # Every report, in order, written with other jobs' events (workers/progress.py).
         state.progress.report(job_id, {"progress": progress, "total": total, "message": message})
 
     async def call(client: Client) -> Envelope:
@@ -181,7 +189,7 @@ async def call_tool(ctx: dict[str, Any], payload: CallToolPayload) -> Envelope:
                 payload["arguments"],
                 read_timeout_seconds=payload["backend"]["timeout_s"],
                 progress_callback=on_progress,
-                meta=trace_meta(),
+                meta=request_meta(payload.get("log_level")),
             )
         dumped = _dump(result)
         body = {k: dumped[k] for k in ("content", "structuredContent", "isError", "_meta") if k in dumped}
@@ -195,6 +203,7 @@ async def call_tool(ctx: dict[str, Any], payload: CallToolPayload) -> Envelope:
         payload["retry_safe"],
         payload["deadline"],
         payload.get("trace"),
+        payload.get("log_level"),
     )
     return await run_job(ctx, run, call)
 
@@ -205,7 +214,7 @@ async def read_resource(ctx: dict[str, Any], payload: ReadResourcePayload) -> En
 
     async def read(client: Client) -> Envelope:
         with backend_span("resources/read", payload["uri"], payload["backend"]):
-            result = await client.read_resource(payload["uri"], meta=trace_meta())
+            result = await client.read_resource(payload["uri"], meta=request_meta(payload.get("log_level")))
         dumped = _dump(result)
         return {"ok": True, "result": {k: dumped[k] for k in ("contents", "_meta") if k in dumped}}
 
@@ -217,6 +226,7 @@ async def read_resource(ctx: dict[str, Any], payload: ReadResourcePayload) -> En
         True,
         payload["deadline"],
         payload.get("trace"),
+        payload.get("log_level"),
     )
     return await run_job(ctx, run, read)
 
@@ -227,7 +237,7 @@ async def get_prompt(ctx: dict[str, Any], payload: GetPromptPayload) -> Envelope
     async def render(client: Client) -> Envelope:
         with backend_span("prompts/get", payload["prompt"], payload["backend"]):
             result = await client.get_prompt(
-                payload["prompt"], payload["arguments"] or None, meta=trace_meta()
+                payload["prompt"], payload["arguments"] or None, meta=request_meta(payload.get("log_level"))
             )
         dumped = _dump(result)
         return {
@@ -242,6 +252,7 @@ async def get_prompt(ctx: dict[str, Any], payload: GetPromptPayload) -> Envelope
         True,
         payload["deadline"],
         payload.get("trace"),
+        payload.get("log_level"),
     )
     return await run_job(ctx, run, render)
 

@@ -3,9 +3,12 @@
 Lists (`tools/list`, `resources/list`, `resources/templates/list`, `prompts/list`) are served
 from the catalog in a short read session and never touch a backend. `tools/call`,
 `resources/read` and `prompts/get` resolve the item in a short read session, close it, enqueue a
-job and await it by push: no DB connection is held while a backend works. Progress the backend
-reports is relayed to the client when it sent a `progressToken`; a client's
-`notifications/cancelled` interrupts the handler, which cancels the job.
+job and await it by push: no DB connection is held while a backend works. What the backend
+sends during the call is relayed on the call's own stream, in order, before the result: progress
+when the client sent a `progressToken` (under that token), and log entries at or above the
+client's level (`logging/setLevel`, remembered per session; on 2026-07-28 the request's
+`io.modelcontextprotocol/logLevel`). A client's `notifications/cancelled` interrupts the
+handler, which cancels the job.
 """
 
 from __future__ import annotations
@@ -17,17 +20,18 @@ import mcp_types as types
 from mcp import MCPError
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
-from mcp_types import INVALID_PARAMS
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, LOG_LEVEL_META_KEY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from redis.exceptions import RedisError
 
 from api.mcp.tasks import TaskAwareServer, Tasks, background_tasks
-from api.mcp.wire import caller_of, completed_or_raise, protocol_error, tool_error, tool_result
+from api.mcp.wire import caller_of, completed_or_raise, protocol_error, session_of, tool_error, tool_result
 from api.tracing import mcp_call_span
 from shared.context import AppContext
 from shared.errors import InvalidArguments, MCPQError
 from shared.items import service as items
 from shared.items.kind import ItemKind, Request
-from shared.jobs.schemas import JobRecord, PreparedJob
+from shared.jobs.schemas import LOG_LEVELS, JobEvent, JobRecord, PreparedJob
 from shared.prompts.kind import PROMPTS
 from shared.resources.kind import RESOURCES
 from shared.tools.kind import TOOLS
@@ -35,6 +39,16 @@ from shared.tools.kind import TOOLS
 RESOURCE_NOT_FOUND = -32002
 # How much longer than the backend's own timeout (plus the queue wait) a handler waits for a job.
 WAIT_SLACK_S = 30.0
+
+
+def _log_level(ctx: ServerRequestContext[Any, Any], meta: dict[str, Any]) -> str | None:
+    """The least severe backend log the client wants relayed for this request: on 2026-07-28 its
+    own opt-in; before, its session's `logging/setLevel` (none until it sets one)."""
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        requested = meta.get(LOG_LEVEL_META_KEY)
+        return requested if requested in LOG_LEVELS else None
+    session = session_of(ctx)
+    return session.log_level if session is not None else None
 
 
 def _unknown(kind: ItemKind[Any, Any, Any, Any], name: str) -> MCPError:
@@ -62,6 +76,11 @@ class FrontDoor:
             lifespan=background_tasks,
         )
         Tasks(ctx.queue, ctx.settings, self.prepare_call).install(self.server, self.call_tool)
+        # Added after construction: the constructor's `on_set_logging_level` warns that 2026-07-28
+        # dropped it, but older clients use it.
+        self.server.add_request_handler(
+            "logging/setLevel", types.SetLevelRequestParams, self.set_logging_level
+        )
 
     # --- lists: the catalog only ----------------------------------------------------------------
 
@@ -163,27 +182,56 @@ class FrontDoor:
     async def _await(
         self, ctx: ServerRequestContext[Any, Any], kind: ItemKind[Any, Any, Any, Any], job: PreparedJob
     ) -> JobRecord:
-        """Enqueue and await the job (pushed), relaying progress when the client asked for it; the
-        job is cancelled if the client cancels the request. No DB session is open meanwhile."""
+        """Enqueue and await the job (pushed), relaying its events when the client asked for them;
+        the job is cancelled if the client cancels the request. No DB session is open meanwhile."""
         started = time.perf_counter()
         meta: dict[str, Any] = dict(ctx.meta or {})
         wants_progress = meta.get("progress_token", meta.get("progressToken")) is not None
+        log_level = _log_level(ctx, meta)
+        if log_level is not None:
+            job.payload["log_level"] = log_level  # the worker relays the backend's logs from it up
 
-        async def relay(report: dict[str, Any]) -> None:
-            await ctx.session.report_progress(
-                float(report.get("progress") or 0), report.get("total"), report.get("message")
-            )
+        async def relay(event: JobEvent) -> None:
+            if event["type"] == "progress" and wants_progress:
+                # The client's own token: the session reports against the request's.
+                await ctx.session.report_progress(
+                    float(event.get("progress") or 0), event.get("total"), event.get("message")
+                )
+            elif event["type"] == "log" and log_level is not None:
+                entry = types.LoggingMessageNotificationParams(
+                    level=event["level"], data=event.get("data"), logger=event.get("logger")
+                )
+                # On the call's stream (the request's id), as the backend sent it.
+                await ctx.session.send_notification(
+                    types.LoggingMessageNotification(params=entry), related_request_id=ctx.request_id
+                )
 
         limit = self.ctx.settings.queue_ttl_s + job.backend_timeout_s + WAIT_SLACK_S
+        wants_events = wants_progress or log_level is not None
         try:
             with items.counted(kind, "mcp"):
                 record = await self.ctx.queue.run(
-                    job, limit, on_progress=relay if wants_progress else None, cancel_if_abandoned=True
+                    job, limit, on_event=relay if wants_events else None, cancel_if_abandoned=True
                 )
         except MCPQError as exc:
             raise protocol_error(exc) from None
         items.observe(kind, "mcp", record, started)
         return record
+
+    async def set_logging_level(
+        self, ctx: ServerRequestContext[Any, Any], params: types.SetLevelRequestParams
+    ) -> types.EmptyResult:
+        """Remember the level for the client's session (every API replica serving it sees it)."""
+        session = session_of(ctx)
+        if session is None:
+            raise MCPError(code=INVALID_REQUEST, message="logging/setLevel needs an MCP session")
+        try:
+            await session.set_log_level(params.level)
+        except RedisError as exc:
+            raise MCPError(
+                code=INTERNAL_ERROR, message="the session store is unavailable; try again"
+            ) from exc
+        return types.EmptyResult()
 
     async def call_tool(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams

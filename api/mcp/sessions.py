@@ -6,19 +6,19 @@ built from the same SDK parts (the streamable-HTTP transport, the JSON-RPC dispa
 `ServerRunner` kernel, the modern-era entry) and adds what the SDK has no hook for:
 
 - **The session's state lives in Redis** (`SessionStore`): the server it belongs to, the
-  negotiated protocol version, the client's `initialize` params (info and capabilities) and
-  whether `notifications/initialized` arrived, under `{prefix}:mcp:session:{id}` with the idle
-  TTL (`MCPQ_MCP_ENDPOINT_SESSION_IDLE_S`). It is written before the `initialize` response
-  leaves, so the client's next request may land anywhere.
+  negotiated protocol version, the client's `initialize` params (info and capabilities),
+  whether `notifications/initialized` arrived, and the level of its `logging/setLevel`, under
+  `{prefix}:mcp:session:{id}` with the idle TTL (`MCPQ_MCP_ENDPOINT_SESSION_IDLE_S`). It is
+  written before the `initialize` response leaves, so the client's next request may land anywhere.
 - **A replica that gets a request for a session it does not hold adopts it**: it rebuilds an
   initialized server connection from that state (a `Connection` with the stored version and
   client params) on a transport with the same session id, and serves the request. Jobs, tasks
   and progress already live in Redis, so nothing else is per-replica.
 - **One pub/sub channel** (`{prefix}:mcp:sessions`) carries, per session id, the end of a
   session (a `DELETE` on any replica removes the state and every replica holding the session
-  closes it, its `GET` stream included) and the server-to-client messages meant for the
-  standalone `GET` stream: a replica without the open stream publishes them, the one holding it
-  writes them out (`RelayedOutbound`).
+  closes it, its `GET` stream included), a new log level (every copy takes it), and the
+  server-to-client messages meant for the standalone `GET` stream: a replica without the open
+  stream publishes them, the one holding it writes them out (`RelayedOutbound`).
 - Idle: each replica's copy idles out on its own (the transport's timer); a sweep, three times
   per idle period, refreshes the Redis TTL of the sessions used since the last sweep (or with a
   `GET` stream open here) and closes every local copy whose state is gone (ended elsewhere,
@@ -58,7 +58,7 @@ from redis.exceptions import RedisError
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from api.mcp.wire import SCOPE_KEY, Caller
+from api.mcp.wire import SCOPE_KEY, SESSION_KEY, Caller
 from shared.config import Settings
 
 log = logging.getLogger(__name__)
@@ -75,17 +75,21 @@ class SessionState:
     protocol_version: str
     client_params: dict[str, Any]  # the client's `initialize` params, wire form
     initialized: bool
+    log_level: str | None = None  # what the client's `logging/setLevel` asked for, if it did
 
 
 class SessionStore:
     """Session state in Redis (a hash with the idle TTL) and the sessions' pub/sub channel."""
 
-    # Set the flag only on a live session: an expired one must not come back as a bare hash.
-    _MARK_INITIALIZED = """
+    # Set a field only on a live session: an expired one must not come back as a bare hash.
+    # KEYS[1] the session; ARGV ttl ms, field, value.
+    _SET_IF_LIVE = """
     if redis.call('EXISTS', KEYS[1]) == 1 then
-      redis.call('HSET', KEYS[1], 'initialized', '1')
+      redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
       redis.call('PEXPIRE', KEYS[1], ARGV[1])
+      return 1
     end
+    return 0
     """
 
     def __init__(self, redis: Redis, settings: Settings) -> None:
@@ -93,7 +97,7 @@ class SessionStore:
         self.settings = settings
         self.ttl_ms = math.ceil(settings.mcp_endpoint_session_idle_s * 1000)
         self.channel = settings.key("mcp", "sessions")
-        self._mark_initialized = redis.register_script(self._MARK_INITIALIZED)
+        self._set_if_live = redis.register_script(self._SET_IF_LIVE)
 
     def _key(self, session_id: str) -> str:
         return self.settings.key("mcp", "session", session_id)
@@ -122,10 +126,16 @@ class SessionStore:
             protocol_version=raw[b"version"].decode(),
             client_params=json.loads(raw[b"client"]),
             initialized=raw.get(b"initialized") == b"1",
+            log_level=raw[b"log_level"].decode() if b"log_level" in raw else None,
         )
 
     async def mark_initialized(self, session_id: str) -> None:
-        await self._mark_initialized(keys=[self._key(session_id)], args=[self.ttl_ms])
+        await self._set_if_live(keys=[self._key(session_id)], args=[self.ttl_ms, "initialized", "1"])
+
+    async def set_log_level(self, session_id: str, level: str) -> None:
+        """Remember the session's log level, and tell every replica holding a copy of it."""
+        await self._set_if_live(keys=[self._key(session_id)], args=[self.ttl_ms, "log_level", level])
+        await self._publish({"session": session_id, "log_level": level})
 
     async def refresh(self, used: list[str], unused: list[str]) -> set[str]:
         """Refresh the idle TTL of the sessions used, check the others still exist; return the
@@ -160,10 +170,17 @@ class LocalSession:
     id: str
     server_id: str
     transport: StreamableHTTPServerTransport
+    store: SessionStore
     dispatcher: JSONRPCDispatcher[TransportContext] | None = None
     connection: Connection | None = None
     streams: int = 0  # GET streams open on this replica
     used: bool = True  # a request since the last sweep
+    # The least severe backend log the client asked for (`logging/setLevel`); None: no logs.
+    log_level: str | None = None
+
+    async def set_log_level(self, level: str) -> None:
+        self.log_level = level
+        await self.store.set_log_level(self.id, level)
 
 
 class RelayedOutbound:
@@ -272,6 +289,7 @@ class ReplicatedSessionManager:
 
     async def _serve(self, local: LocalSession, scope: Scope, receive: Receive, send: Send) -> None:
         local.used = True
+        scope[SESSION_KEY] = local  # the handlers' view of the session (api/mcp/wire.py)
         opens_stream = 1 if scope["method"] == "GET" else 0
         local.streams += opens_stream
         try:
@@ -334,7 +352,13 @@ class ReplicatedSessionManager:
             security_settings=self.security,
             idle_timeout=self.idle_s,
         )
-        local = LocalSession(id=session_id, server_id=server_id, transport=transport)
+        local = LocalSession(
+            id=session_id,
+            server_id=server_id,
+            transport=transport,
+            store=self.store,
+            log_level=state.log_level if state is not None else None,
+        )
         self.sessions[session_id] = local
         await self._task_group.start(self._run, local, state)
         return local
@@ -385,13 +409,16 @@ class ReplicatedSessionManager:
     # --- what other replicas tell this one ---------------------------------------------------------
 
     def on_message(self, raw: str) -> None:
-        """A session ended elsewhere, or a message for a standalone stream that may be here."""
+        """A session ended elsewhere, its log level changed, or a message for a standalone stream
+        that may be here."""
         message = json.loads(raw)
         local = self.sessions.get(str(message.get("session")))
         if local is None or self._task_group is None:
             return
         if message.get("end"):
             self._task_group.start_soon(self._forget, local)
+        elif "log_level" in message:
+            local.log_level = str(message["log_level"])
         elif local.streams:
             self._task_group.start_soon(self._deliver, local, str(message["method"]), message.get("params"))
 

@@ -6,7 +6,7 @@ A leaf module: it imports no other module of the front door.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import mcp_types as types
 from mcp import MCPError
@@ -19,6 +19,8 @@ from shared.jobs.schemas import JobRecord, JobStatus
 from shared.servers.schemas import ServerSnapshot
 
 SCOPE_KEY = "mcpq.caller"
+# The client's MCP session (2025-era, `Mcp-Session-Id`), put on the scope by api/mcp/sessions.py.
+SESSION_KEY = "mcpq.session"
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,23 @@ class Caller:
     def team(self) -> str:
         """The team whose jobs this caller lists as tasks (the rule jobs are filed by)."""
         return self.principal.job_team(self.server.team_id)
+
+
+@runtime_checkable
+class ClientSessionState(Protocol):
+    """What the handlers may read and change of the client's MCP session."""
+
+    @property
+    def log_level(self) -> str | None: ...
+
+    async def set_log_level(self, level: str) -> None: ...
+
+
+def session_of(ctx: ServerRequestContext[Any, Any]) -> ClientSessionState | None:
+    """The request's MCP session; None for a sessionless request (2026-07-28)."""
+    request = ctx.request
+    found = request.scope.get(SESSION_KEY) if request is not None else None
+    return found if isinstance(found, ClientSessionState) else None
 
 
 def caller_of(ctx: ServerRequestContext[Any, Any]) -> Caller:

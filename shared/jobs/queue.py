@@ -11,7 +11,6 @@ import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 import anyio
 from arq.connections import ArqRedis
@@ -33,7 +32,7 @@ from shared.errors import (
     TooManyRequests,
 )
 from shared.ids import parse_uuid
-from shared.jobs.schemas import JobRecord, JobStatus, PreparedJob
+from shared.jobs.schemas import JobEvent, JobRecord, JobStatus, PreparedJob
 from shared.jobs.store import JobStore
 from shared.jobs.waiters import JobWaiters
 
@@ -46,8 +45,11 @@ RECENT_SCAN_BATCH = 100
 # What a caller over its team's in-flight limit is told to wait before trying again.
 RETRY_AFTER_S = 1
 
-# Receives each progress report of a running job ({"progress", "total", "message"}).
-ProgressSink = Callable[[dict[str, Any]], Awaitable[None]]
+# Receives each event of a running job, in order (shared/jobs/schemas.py JobEvent).
+EventSink = Callable[[JobEvent], Awaitable[None]]
+# How long a job's last events may take to reach a caller once the job has ended (a client that
+# stopped reading must not hold the handler for ever).
+RELAY_DRAIN_S = 5.0
 
 
 def _not_found(job_id: str) -> NotFound:
@@ -85,7 +87,7 @@ class JobQueue:
         """The channels this queue listens to, with their handlers (see shared.redis.start_subscriber)."""
         return {
             self._store.done_channel: self._waiters.on_done,
-            self._store.progress_channel: self._waiters.on_progress,
+            self._store.events_channel: self._waiters.on_events,
         }
 
     def reconnected(self) -> None:
@@ -150,17 +152,18 @@ class JobQueue:
         job: PreparedJob,
         wait_s: float,
         *,
-        on_progress: ProgressSink | None = None,
+        on_event: EventSink | None = None,
         cancel_if_abandoned: bool = False,
     ) -> JobRecord:
         """Submit and await the outcome for up to `wait_s`; the record may still be queued or running.
 
-        `on_progress` receives the job's progress reports while it runs. With `cancel_if_abandoned`,
+        `on_event` receives the job's events (progress, backend logs) in order while it runs, the
+        last of them before this returns. With `cancel_if_abandoned`,
         a caller that stops waiting (its task is cancelled: an MCP client cancelled its request or
         went away) cancels the job, so it does not run on unseen.
         """
         record: JobRecord | None
-        async with self._waiters.watch(job.id) as watch, self._relay(job.id, on_progress):
+        async with self._waiters.watch(job.id) as watch, self._relay(job.id, on_event):
             record = await self.submit(job)
             if record.id == job.id:
                 try:
@@ -186,24 +189,31 @@ class JobQueue:
             return await watch.wait(wait_s)
 
     @contextlib.asynccontextmanager
-    async def _relay(self, job_id: str, sink: ProgressSink | None) -> AsyncIterator[None]:
-        """Hand the job's progress reports to `sink` while the block runs."""
+    async def _relay(self, job_id: str, sink: EventSink | None) -> AsyncIterator[None]:
+        """Hand the job's events to `sink` while the block runs, and those still waiting when it
+        ends: a worker publishes a job's last events before its outcome, so once the outcome is
+        known here they are in the feed, and they reach the caller before the result does."""
         if sink is None:
             yield
             return
-        with self._waiters.progress(job_id) as reports:
+        with self._waiters.events(job_id) as feed:
 
             async def forward() -> None:
-                while True:
-                    await sink(await reports.get())
+                while (event := await feed.get()) is not None:
+                    await sink(event)
 
             task = asyncio.create_task(forward())
             try:
                 yield
-            finally:
+            except BaseException:
+                # The caller went away (or the wait failed): nobody to relay to.
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+                raise
+            feed.close()
+            with contextlib.suppress(TimeoutError, Exception):
+                await asyncio.wait_for(task, RELAY_DRAIN_S)
 
     # --- read ---------------------------------------------------------------------------------------
 

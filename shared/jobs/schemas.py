@@ -60,6 +60,9 @@ class JobPayload(TypedDict):
     # The W3C trace context of the enqueue span (`traceparent`, `tracestate`), when tracing is on
     # (shared/tracing.py); the worker's span continues it.
     trace: NotRequired[dict[str, str]]
+    # The least severe backend log level (LOG_LEVELS) the caller relays live; absent: the worker
+    # drops the backend's `notifications/message` of this job.
+    log_level: NotRequired[str]
 
 
 class CallToolPayload(JobPayload):
@@ -100,7 +103,22 @@ def job_payload(
 
 
 # Payload fields that differ between two sends of the same request.
-UNASKED = frozenset({"job_id", "deadline", "backend", "trace"})
+UNASKED = frozenset({"job_id", "deadline", "backend", "trace", "log_level"})
+
+# MCP's log levels (RFC 5424), least severe first.
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+
+
+def at_least(level: str, threshold: str) -> bool:
+    """Whether a log entry at `level` is at or above `threshold` (an unknown level passes)."""
+    if level not in LOG_LEVELS or threshold not in LOG_LEVELS:
+        return True
+    return LOG_LEVELS.index(level) >= LOG_LEVELS.index(threshold)
+
+
+# What a running job reports, in the order the backend sent it: {"type": "progress", "progress",
+# "total", "message"} or {"type": "log", "level", "data", "logger"}.
+JobEvent = dict[str, Any]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from arq.constants import (
     abort_jobs_ss,
@@ -32,7 +32,16 @@ from redis.asyncio import Redis
 
 from shared.config import Settings
 from shared.gateways.breaker import admit_lua, breaker_key
-from shared.jobs.schemas import Envelope, JobError, JobKind, JobRecord, JobStatus, PreparedJob, utc_iso
+from shared.jobs.schemas import (
+    Envelope,
+    JobError,
+    JobEvent,
+    JobKind,
+    JobRecord,
+    JobStatus,
+    PreparedJob,
+    utc_iso,
+)
 from shared.redis import job_deserializer, job_serializer
 
 # KEYS[1] arq queue, KEYS[2] arq abort set, KEYS[3] the claiming worker's running set;
@@ -291,7 +300,7 @@ class JobStore:
         # New jobs: a token for one worker. Aborts: a broadcast, since only the runner can act.
         self.wake_list = settings.key("workers", "wake-list")
         self.wake_channel = settings.key("workers", "wake")
-        self.progress_channel = settings.key("jobs", "progress")
+        self.events_channel = settings.key("jobs", "events")
         self._enqueue = redis.register_script(_ENQUEUE)
         self._claim = redis.register_script(_CLAIM)
         self._finish = redis.register_script(_FINISH)
@@ -533,17 +542,23 @@ class JobStore:
         """Count one more attempt: a call sent again after its session broke under it."""
         await self._redis.hincrby(self._key(job_id), "attempts", 1)  # type: ignore[misc]
 
-    async def set_progress_many(self, reports: dict[str, dict[str, Any]]) -> None:
-        """Store each job's latest progress in its record and push them all to whoever relays
-        them live (the MCP front door forwards them as notifications/progress): one pipeline, one
-        round trip, one message of a line per job."""
+    async def publish_events(self, events: dict[str, list[JobEvent]]) -> None:
+        """Push each job's events, in order, to whoever relays them live (the MCP front door sends
+        them on as notifications/progress and notifications/message), and store each job's latest
+        progress in its record (GET /v1/jobs/{id}): one pipeline, one round trip, one message of a
+        line per event."""
         lines = []
         async with self._redis.pipeline(transaction=False) as pipe:
-            for job_id, progress in reports.items():
-                body = json.dumps(progress)
-                pipe.hset(self._key(job_id), "progress", body)
-                lines.append(f"{job_id} {body}")
-            pipe.publish(self.progress_channel, "\n".join(lines))
+            for job_id, batch in events.items():
+                latest = None
+                for event in batch:
+                    lines.append(f"{job_id} {json.dumps(event, separators=(',', ':'))}")
+                    if event["type"] == "progress":
+                        latest = event
+                if latest is not None:
+                    progress = {k: latest.get(k) for k in ("progress", "total", "message")}
+                    pipe.hset(self._key(job_id), "progress", json.dumps(progress))
+            pipe.publish(self.events_channel, "\n".join(lines))
             await pipe.execute()
 
     async def task_ids(self, team: str, offset: int, limit: int) -> list[str]:

@@ -6,19 +6,20 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 from redis.exceptions import RedisError
 
 from shared.errors import ServiceUnavailable
-from shared.jobs.schemas import JobRecord
+from shared.jobs.schemas import JobEvent, JobRecord
 from shared.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
 
 MAX_FALLBACK_S = 30.0
+# Events a relaying caller may fall behind by before the oldest are coalesced away (EventFeed).
+FEED_BACKLOG = 256
 # What a caller whose wait ended during a Redis outage is told to wait before asking again.
 UNAVAILABLE_RETRY_AFTER_S = 1
 
@@ -30,7 +31,7 @@ class JobWaiters:
         self._store = store
         self._fallback_poll_s = fallback_poll_s
         self._watches: defaultdict[str, set[JobWatch]] = defaultdict(set)
-        self._progress: defaultdict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
+        self._feeds: defaultdict[str, set[EventFeed]] = defaultdict(set)
 
     @property
     def waiting(self) -> int:
@@ -46,30 +47,30 @@ class JobWaiters:
         for watch in watches:
             watch.wake(record)
 
-    def on_progress(self, message: str) -> None:
-        """A worker's progress reports: a line per job, the job id, then the progress as JSON."""
+    def on_events(self, message: str) -> None:
+        """A worker's batch of job events: a line per event, the job id, then the event as JSON."""
         for line in message.split("\n"):
             job_id, _, body = line.partition(" ")
-            listeners = self._progress.get(job_id)
-            if not listeners:  # most lines are other jobs', or jobs nobody relays live
+            feeds = self._feeds.get(job_id)
+            if not feeds:  # most lines are other jobs', or jobs nobody relays live
                 continue
-            progress = json.loads(body)
-            for listener in listeners:
-                listener.put_nowait(progress)
+            event = json.loads(body)
+            for feed in feeds:
+                feed.put(event)
 
     @contextlib.contextmanager
-    def progress(self, job_id: str) -> Iterator[asyncio.Queue[dict[str, Any]]]:
-        """Progress reports of `job_id` while the block runs (the MCP front door relays them)."""
-        listener: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
-        self._progress[job_id].add(listener)
+    def events(self, job_id: str) -> Iterator[EventFeed]:
+        """The events of `job_id` while the block runs (the MCP front door relays them)."""
+        feed = EventFeed()
+        self._feeds[job_id].add(feed)
         try:
-            yield listener
+            yield feed
         finally:
-            listeners = self._progress.get(job_id)
-            if listeners is not None:
-                listeners.discard(listener)
-                if not listeners:
-                    del self._progress[job_id]
+            feeds = self._feeds.get(job_id)
+            if feeds is not None:
+                feeds.discard(feed)
+                if not feeds:
+                    del self._feeds[job_id]
 
     def wake_all(self) -> None:
         # After a (re)connect we may have missed messages: let every waiter re-read its record.
@@ -90,6 +91,38 @@ class JobWaiters:
                 watches.discard(watch)
                 if not watches:
                     del self._watches[job_id]
+
+
+class EventFeed:
+    """A job's events in arrival order, for one relaying caller. A caller that reads slower than
+    the backend reports falls behind: past FEED_BACKLOG events, the oldest progress report waiting
+    is dropped (a newer one supersedes it), or, with none waiting, the oldest event."""
+
+    def __init__(self) -> None:
+        self._events: deque[JobEvent] = deque()
+        self._ready = asyncio.Event()
+        self._closed = False
+
+    def put(self, event: JobEvent) -> None:
+        if len(self._events) >= FEED_BACKLOG:
+            stale = next((e for e in self._events if e.get("type") == "progress"), self._events[0])
+            self._events.remove(stale)
+        self._events.append(event)
+        self._ready.set()
+
+    async def get(self) -> JobEvent | None:
+        """The next event; None once the feed is closed and every event has been taken."""
+        while not self._events:
+            if self._closed:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        return self._events.popleft()
+
+    def close(self) -> None:
+        """The job has ended: what is waiting now is the last."""
+        self._closed = True
+        self._ready.set()
 
 
 class JobWatch:
