@@ -443,3 +443,46 @@ async def test_200_concurrent_rest_calls_over_both_apis(cluster: Cluster, world:
             workers.add(job.json()["worker"])
     assert len(workers) == WORKERS, workers
     cluster.check_alive()
+
+
+@pytest.mark.filterwarnings("ignore:The logging capability is deprecated")
+async def test_a_log_level_set_on_one_api_holds_on_the_other(cluster: Cluster, world: World) -> None:
+    """API 2 already holds a copy of the session when API 1 takes `logging/setLevel`: the next
+    call, on API 2, relays the backend's logs at that level (the copy heard the change)."""
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with httpx.AsyncClient(headers=admin, timeout=60) as http:
+        team = (await http.get(f"{cluster.base(0)}/v1/servers")).json()
+        team_id = next(s["team_id"] for s in team["items"] if s["mcp_path"] == world.mcp_path)
+        server = await http.post(
+            f"{cluster.base(0)}/v1/servers",
+            json={"name": unique("levels"), "team": team_id, "tools": [f"{world.gateway}.levels"]},
+        )
+        assert server.status_code == 201, server.text
+    logs: list[tuple[str, Any]] = []
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        logs.append((params.level, params.data))
+
+    router = Router(cluster.ports, stream_api=1)
+    url = f"{cluster.base(0)}{server.json()['mcp_path']}"
+    async with (
+        httpx2.AsyncClient(
+            transport=router, headers=world.auth(), timeout=httpx2.Timeout(30, read=None)
+        ) as http2,
+        Client(
+            streamable_http_client(url, http_client=http2),  # type: ignore[arg-type]
+            mode="legacy",
+            logging_callback=on_log,
+        ) as mcp,
+    ):
+        router.target = 1
+        await mcp.call_tool("levels", {})  # API 2 adopts the session; no level yet: no logs
+        assert logs == []
+        router.target = 0
+        await mcp.set_logging_level("error")
+        router.target = 1
+        await mcp.call_tool("levels", {})
+    assert logs == [("error", "error entry"), ("critical", "critical entry")]
+    sent = {(rpc, api) for _, rpc, api, status in router.sent if status < 400}
+    assert {("tools/call", 1), ("logging/setLevel", 0)} <= sent
+    cluster.check_alive()
