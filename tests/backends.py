@@ -149,7 +149,8 @@ def _add_relayed_notifications(server: MCPServer) -> None:
 
     @server.tool()
     async def levels(ctx: Context) -> str:
-        """Log once at each level, a progress update between each two, then once outside the call."""
+        """Log once at each level, a progress update between each two, then once outside the call;
+        say which level the request opted in to (2026-07-28 `_meta`)."""
         for i, level in enumerate(("debug", "info", "notice", "warning", "error", "critical")):
             await _log(ctx, level, f"{level} entry")
             await ctx.report_progress(i + 1, 6)
@@ -157,7 +158,8 @@ def _add_relayed_notifications(server: MCPServer) -> None:
         await asyncio.sleep(0.2)
         await _log(ctx, "error", "session-level entry", call_scoped=False)
         await asyncio.sleep(0.1)
-        return "logged"
+        meta = dict(ctx.request_context.meta or {})
+        return f"logged; asked for {meta.get('io.modelcontextprotocol/logLevel')}"
 
     @server.tool()
     async def chatty(tag: str, ctx: Context) -> str:

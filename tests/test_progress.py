@@ -31,13 +31,13 @@ async def test_every_event_of_each_job_is_written_in_order_in_one_message(settin
     await pubsub.subscribe(store.events_channel)
     writer = ProgressWriter(store, window_s=0.05)
     flusher = asyncio.create_task(writer.flush_forever())
-    relay = CallRelay(jobs[0], writer, log_level="warning")
+    relay = CallRelay(jobs[0], writer, live=True, log_level="warning")
     try:
         for i in range(5):
             await relay.on_progress(i, 5, f"step {i}")
             relay.on_log(LoggingMessageNotificationParams(level="info", data=f"info {i}"))  # below: dropped
             relay.on_log(LoggingMessageNotificationParams(level="error", data=f"error {i}"))
-        writer.report(jobs[1], {"progress": 1, "total": 2, "message": None})
+        writer.report(jobs[1], {"progress": 1, "total": 2, "message": None}, live=True)
         message = None
         for _ in range(50):  # the subscription's own confirmation comes first (as None)
             message = await pubsub.get_message(timeout=0.1)
@@ -66,9 +66,9 @@ async def test_events_survive_redis_errors_ahead_of_newer_ones(settings: Setting
     gone = make_redis(down)
     job_id = uuid.uuid4().hex
     writer = ProgressWriter(JobStore(gone, down))
-    writer.report(job_id, {"progress": 1, "total": 3, "message": None})
+    writer.report(job_id, {"progress": 1, "total": 3, "message": None}, live=True)
     await writer.flush_job(job_id)  # Redis refuses: the report is kept, not dropped
-    writer.report(job_id, {"progress": 2, "total": 3, "message": None})
+    writer.report(job_id, {"progress": 2, "total": 3, "message": None}, live=True)
     await gone.aclose()
     # Redis is back (here: the real one): flush_job writes both, the kept one first.
     redis = make_redis(own)
@@ -90,5 +90,36 @@ async def test_events_survive_redis_errors_ahead_of_newer_ones(settings: Setting
         record = await store.get(job_id)
         assert record is not None and record.progress == {"progress": 2, "total": 3, "message": None}
     finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await redis.aclose()
+
+
+async def test_a_job_nobody_relays_live_only_updates_its_record(settings: Settings) -> None:
+    """No relaying caller (REST, or an MCP call without progressToken or log level): the latest
+    progress is written to the record every interval, nothing is published, logs are dropped."""
+    own = isolated(settings)
+    redis = make_redis(own)
+    store = JobStore(redis, own)
+    job_id = uuid.uuid4().hex
+    await plant_record(redis, own, job_id, JobKind.CALL_TOOL.value, "p.sleep")
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(store.events_channel)
+    writer = ProgressWriter(store, interval_s=0.05)
+    flusher = asyncio.create_task(writer.flush_forever())
+    relay = CallRelay(job_id, writer, live=False, log_level=None)
+    try:
+        for i in range(5):
+            await relay.on_progress(i, 5, None)
+            relay.on_log(LoggingMessageNotificationParams(level="error", data="dropped"))
+        for _ in range(50):
+            record = await store.get(job_id)
+            if record is not None and record.progress is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert record is not None and record.progress == {"progress": 4, "total": 5, "message": None}
+        for _ in range(5):  # the subscription's confirmation reads as None too: look past it
+            assert await pubsub.get_message(timeout=0.05) is None
+    finally:
+        flusher.cancel()
         await pubsub.aclose()  # type: ignore[no-untyped-call]
         await redis.aclose()

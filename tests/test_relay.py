@@ -164,8 +164,9 @@ async def test_set_level_filters_the_backend_logs_in_order_with_progress(world: 
     seen = Seen([])
     async with connect(world, "handshake", seen) as mcp:
         # No level set: no logs relayed (the worker drops them; nothing crosses Redis).
-        await mcp.call_tool("levels", {}, progress_callback=seen.on_progress)
+        quiet = await mcp.call_tool("levels", {}, progress_callback=seen.on_progress)
         assert seen.logs == []
+        assert text_of(quiet) == "logged; asked for None"
         assert seen.progress == [1, 2, 3, 4, 5, 6]
 
         seen.events.clear()
@@ -232,8 +233,9 @@ async def test_a_log_outside_the_call_is_not_taken_for_the_call_that_opened_the_
 async def test_a_2026_client_opts_in_per_request(world: World, kind: str) -> None:
     seen = Seen([])
     async with connect(world, kind, seen, mode="2026-07-28", log_level="error") as mcp:
-        await mcp.call_tool("levels", {})
+        result = await mcp.call_tool("levels", {})
     assert seen.logs == [("error", "error entry"), ("critical", "critical entry")]
+    assert text_of(result) == "logged; asked for error"  # the worker passed the level on
 
 
 async def test_concurrent_calls_on_one_backend_session_get_only_their_own(world: World) -> None:

@@ -1,13 +1,16 @@
 """What a running job reports on its way: the backend's progress and log notifications, relayed
 in order to whoever awaits the job, and its latest progress kept in the job's record.
 
-Every event is kept, in the order the backend sent it (coalescing is the relaying end's choice:
-the MCP front door coalesces only for a client slower than the backend). A worker writes the
-events of all its jobs in one pipeline and one PUBLISH as soon as some arrive, after a short
-window that gathers the others arriving meanwhile (`window_s`): a backend reporting in bursts
-costs a round trip per window, not per event. A job's events are flushed before its outcome is
-recorded (`flush_job`, after any write already under way), so none arrives after the result;
-on a Redis error they are kept, ahead of newer ones, until a write succeeds.
+Of a job someone relays live (an MCP call whose client asked for progress or logs: the payload's
+`live_events`), every event is kept and published, in the order the backend sent it (coalescing
+is the relaying end's choice: the MCP front door coalesces only for a client slower than the
+backend); they go out as soon as some arrive, after a short window that gathers the others
+arriving meanwhile (`window_s`), so a backend reporting in bursts costs a round trip per window,
+not per event. Of the other jobs only the latest progress is kept, for the record, and written
+every `interval_s`, unpublished. A worker writes all its jobs' in one pipeline (and one PUBLISH).
+A job's events are flushed before its outcome is recorded (`flush_job`, after any write already
+under way), so none arrives after the result; on a Redis error they are kept, ahead of newer
+ones, until a write succeeds.
 
 Which job a backend notification belongs to: progress comes through the SDK's per-request
 `progress_callback` (the SDK's own token, mapped to the job here). A log notification carries no
@@ -21,6 +24,7 @@ job and is dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Iterator
@@ -42,56 +46,80 @@ log = logging.getLogger(__name__)
 MAX_PENDING_EVENTS = 1000
 
 
+@dataclass
+class Pending:
+    """A job's events not written yet; of a job nobody relays live, only its latest progress."""
+
+    live: bool
+    events: deque[JobEvent]
+
+    @classmethod
+    def new(cls, live: bool) -> Pending:
+        return cls(live, deque(maxlen=MAX_PENDING_EVENTS if live else 1))
+
+
 class ProgressWriter:
-    def __init__(self, store: JobStore, window_s: float = 0.02) -> None:
+    def __init__(self, store: JobStore, window_s: float = 0.02, interval_s: float = 0.25) -> None:
         self._store = store
         self._window_s = window_s
-        self._pending: dict[str, deque[JobEvent]] = {}
+        self._interval_s = interval_s
+        self._pending: dict[str, Pending] = {}
         self._arrived = asyncio.Event()
+        self._live_arrived = asyncio.Event()
         # One write at a time: a job's flush waits for a batch already under way, which may hold
         # its earlier events.
         self._writing = asyncio.Lock()
 
-    def report(self, job_id: str, progress: dict[str, Any]) -> None:
+    def report(self, job_id: str, progress: dict[str, Any], *, live: bool) -> None:
         """A progress report ({"progress", "total", "message"})."""
-        self._add(job_id, {"type": "progress", **progress})
+        self._add(job_id, {"type": "progress", **progress}, live)
 
     def log(self, job_id: str, entry: dict[str, Any]) -> None:
-        """A backend log entry ({"level", "data", "logger"})."""
-        self._add(job_id, {"type": "log", **entry})
+        """A backend log entry ({"level", "data", "logger"}): only a live job's are kept."""
+        self._add(job_id, {"type": "log", **entry}, True)
 
-    def _add(self, job_id: str, event: JobEvent) -> None:
-        events = self._pending.get(job_id)
-        if events is None:
-            events = self._pending[job_id] = deque(maxlen=MAX_PENDING_EVENTS)
-        events.append(event)
+    def _add(self, job_id: str, event: JobEvent, live: bool) -> None:
+        pending = self._pending.get(job_id)
+        if pending is None:
+            pending = self._pending[job_id] = Pending.new(live)
+        pending.events.append(event)
         self._arrived.set()
+        if live:
+            self._live_arrived.set()
 
     async def flush_job(self, job_id: str) -> None:
         """Write `job_id`'s pending events now (its job is about to end)."""
         async with self._writing:
-            events = self._pending.pop(job_id, None)
-            if events:
-                await self._write({job_id: events})
+            pending = self._pending.pop(job_id, None)
+            if pending is not None:
+                await self._write({job_id: pending})
 
     async def flush_forever(self) -> None:
         while True:
             await self._arrived.wait()
-            await asyncio.sleep(self._window_s)
+            # An event relayed live cuts the wait short; then the window gathers its fellows.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval_s):
+                    await self._live_arrived.wait()
+                await asyncio.sleep(self._window_s)
             self._arrived.clear()
+            self._live_arrived.clear()
             async with self._writing:
                 batch, self._pending = self._pending, {}
                 if batch:
                     await self._write(batch)
 
-    async def _write(self, batch: dict[str, deque[JobEvent]]) -> None:
+    async def _write(self, batch: dict[str, Pending]) -> None:
         try:
-            await self._store.publish_events({job_id: list(events) for job_id, events in batch.items()})
+            await self._store.publish_events(
+                {job_id: list(pending.events) for job_id, pending in batch.items()},
+                live={job_id for job_id, pending in batch.items() if pending.live},
+            )
         except RedisError as exc:
             # Relaying is advisory: the call goes on. Keep the events, ahead of any newer ones.
             log.warning("events of %d job(s) not written yet: %s", len(batch), exc)
             for job_id, newer in self._pending.items():
-                batch.setdefault(job_id, deque(maxlen=MAX_PENDING_EVENTS)).extend(newer)
+                batch.setdefault(job_id, Pending.new(newer.live)).events.extend(newer.events)
             self._pending = batch
 
 
@@ -101,12 +129,15 @@ class CallRelay:
 
     job_id: str
     writer: ProgressWriter
+    # Someone relays the job's events as they come (an MCP client asked for progress or logs).
+    live: bool
     # The least severe log level the caller relays; None: it relays no logs.
     log_level: str | None
 
     async def on_progress(self, progress: float, total: float | None, message: str | None) -> None:
         """The SDK's per-request progress callback."""
-        self.writer.report(self.job_id, {"progress": progress, "total": total, "message": message})
+        report = {"progress": progress, "total": total, "message": message}
+        self.writer.report(self.job_id, report, live=self.live)
 
     def on_log(self, params: LoggingMessageNotificationParams) -> None:
         if self.log_level is not None and at_least(params.level, self.log_level):
@@ -128,6 +159,14 @@ def relaying(relay: CallRelay) -> Iterator[None]:
         yield
     finally:
         CURRENT_CALL.reset(token)
+
+
+def current_relay() -> CallRelay:
+    """The relay of the job this task runs (inside `relaying`)."""
+    relay = CURRENT_CALL.get()
+    if relay is None:
+        raise RuntimeError("no call is being relayed in this task")
+    return relay
 
 
 async def on_backend_log(params: LoggingMessageNotificationParams) -> None:

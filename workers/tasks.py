@@ -30,7 +30,7 @@ from shared.jobs.schemas import (
     ReadResourcePayload,
 )
 from shared.jobs.store import Claim
-from workers.progress import CallRelay, relaying
+from workers.progress import CallRelay, current_relay, relaying
 from workers.sessions import session_expired
 from workers.state import WorkerState, job_context
 
@@ -66,6 +66,7 @@ class JobRun:
     retry_safe: bool  # may run again if an earlier attempt's worker died mid-call
     deadline: float  # epoch seconds; past it the caller has given up
     trace: dict[str, str] | None = None  # the enqueue's trace context (shared/tracing.py)
+    live: bool = False  # the caller relays the job's events as they come
     log_level: str | None = None  # the least severe backend log the caller relays (None: none)
 
 
@@ -96,7 +97,7 @@ async def run_job(
         tracing.record_interval("mcpq.queue_wait", min(claim.created, started), started, attributes)
         try:
             # The backend's notifications during the call go to this job (workers/progress.py).
-            with relaying(CallRelay(run.job_id, state.progress, run.log_level)):
+            with relaying(CallRelay(run.job_id, state.progress, run.live, run.log_level)):
                 envelope = await _attempt(state, claim, run, operation, fresh_session)
         finally:
             metrics.JOBS_IN_FLIGHT.dec()
@@ -175,12 +176,7 @@ def _dump(model: Any) -> dict[str, Any]:
 
 
 async def call_tool(ctx: dict[str, Any], payload: CallToolPayload) -> Envelope:
-    state, _ = job_context(ctx)
     job_id = payload["job_id"]
-
-    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        # Every report, in order, written with other jobs' events (workers/progress.py).
-        state.progress.report(job_id, {"progress": progress, "total": total, "message": message})
 
     async def call(client: Client) -> Envelope:
         with backend_span("tools/call", payload["tool"], payload["backend"]):
@@ -188,7 +184,8 @@ async def call_tool(ctx: dict[str, Any], payload: CallToolPayload) -> Envelope:
                 payload["tool"],
                 payload["arguments"],
                 read_timeout_seconds=payload["backend"]["timeout_s"],
-                progress_callback=on_progress,
+                # Every report, to this job (run_job set the relay in this task's context).
+                progress_callback=current_relay().on_progress,
                 meta=request_meta(payload.get("log_level")),
             )
         dumped = _dump(result)
@@ -203,6 +200,7 @@ async def call_tool(ctx: dict[str, Any], payload: CallToolPayload) -> Envelope:
         payload["retry_safe"],
         payload["deadline"],
         payload.get("trace"),
+        payload.get("live_events", False),
         payload.get("log_level"),
     )
     return await run_job(ctx, run, call)
@@ -226,6 +224,7 @@ async def read_resource(ctx: dict[str, Any], payload: ReadResourcePayload) -> En
         True,
         payload["deadline"],
         payload.get("trace"),
+        payload.get("live_events", False),
         payload.get("log_level"),
     )
     return await run_job(ctx, run, read)
@@ -252,6 +251,7 @@ async def get_prompt(ctx: dict[str, Any], payload: GetPromptPayload) -> Envelope
         True,
         payload["deadline"],
         payload.get("trace"),
+        payload.get("live_events", False),
         payload.get("log_level"),
     )
     return await run_job(ctx, run, render)

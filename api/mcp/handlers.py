@@ -208,6 +208,8 @@ class FrontDoor:
 
         limit = self.ctx.settings.queue_ttl_s + job.backend_timeout_s + WAIT_SLACK_S
         wants_events = wants_progress or log_level is not None
+        if wants_events:
+            job.payload["live_events"] = True  # else the worker publishes none (cost per call)
         try:
             with items.counted(kind, "mcp"):
                 record = await self.ctx.queue.run(

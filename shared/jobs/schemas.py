@@ -60,6 +60,9 @@ class JobPayload(TypedDict):
     # The W3C trace context of the enqueue span (`traceparent`, `tracestate`), when tracing is on
     # (shared/tracing.py); the worker's span continues it.
     trace: NotRequired[dict[str, str]]
+    # The caller relays the job's events (progress, backend logs) as they come: the worker
+    # publishes every one; absent, only the record's latest progress is written.
+    live_events: NotRequired[bool]
     # The least severe backend log level (LOG_LEVELS) the caller relays live; absent: the worker
     # drops the backend's `notifications/message` of this job.
     log_level: NotRequired[str]
@@ -103,7 +106,7 @@ def job_payload(
 
 
 # Payload fields that differ between two sends of the same request.
-UNASKED = frozenset({"job_id", "deadline", "backend", "trace", "log_level"})
+UNASKED = frozenset({"job_id", "deadline", "backend", "trace", "live_events", "log_level"})
 
 # MCP's log levels (RFC 5424), least severe first.
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")

@@ -542,23 +542,25 @@ class JobStore:
         """Count one more attempt: a call sent again after its session broke under it."""
         await self._redis.hincrby(self._key(job_id), "attempts", 1)  # type: ignore[misc]
 
-    async def publish_events(self, events: dict[str, list[JobEvent]]) -> None:
-        """Push each job's events, in order, to whoever relays them live (the MCP front door sends
-        them on as notifications/progress and notifications/message), and store each job's latest
-        progress in its record (GET /v1/jobs/{id}): one pipeline, one round trip, one message of a
-        line per event."""
+    async def publish_events(self, events: dict[str, list[JobEvent]], live: set[str]) -> None:
+        """Store each job's latest progress in its record (GET /v1/jobs/{id}), and push the events
+        of the jobs in `live`, in order, to whoever relays them (the MCP front door sends them on as
+        notifications/progress and notifications/message): one pipeline, one round trip, one
+        message of a line per event."""
         lines = []
         async with self._redis.pipeline(transaction=False) as pipe:
             for job_id, batch in events.items():
                 latest = None
                 for event in batch:
-                    lines.append(f"{job_id} {json.dumps(event, separators=(',', ':'))}")
+                    if job_id in live:
+                        lines.append(f"{job_id} {json.dumps(event, separators=(',', ':'))}")
                     if event["type"] == "progress":
                         latest = event
                 if latest is not None:
                     progress = {k: latest.get(k) for k in ("progress", "total", "message")}
                     pipe.hset(self._key(job_id), "progress", json.dumps(progress))
-            pipe.publish(self.events_channel, "\n".join(lines))
+            if lines:
+                pipe.publish(self.events_channel, "\n".join(lines))
             await pipe.execute()
 
     async def task_ids(self, team: str, offset: int, limit: int) -> list[str]:
