@@ -31,6 +31,9 @@ from tests.backends import Backends
 from tests.conftest import unique
 
 BACKENDS = ("stateful", "handshake")
+# How the worker reaches each backend; `sse` (legacy HTTP+SSE) carries a whole session on one
+# stream: progress is routed by the SDK's token, logs cannot be told apart and are dropped.
+TRANSPORTS = {"stateful": "streamable_http", "handshake": "streamable_http", "sse": "sse"}
 # The client's `set_logging_level` warns that 2026-07-28 deprecated logging; it is what is tested.
 pytestmark = pytest.mark.filterwarnings("ignore:The logging capability is deprecated")
 
@@ -48,9 +51,10 @@ async def world(
 ) -> AsyncIterator[World]:
     team = (await client.post("/v1/teams", json={"name": unique("relay")})).json()
     urls, gateways = {}, {}
-    for kind in BACKENDS:
+    for kind, transport in TRANSPORTS.items():
         made = await client.post(
-            "/v1/gateways", json={"name": unique(), "url": backends.urls[kind], "team": team["id"]}
+            "/v1/gateways",
+            json={"name": unique(), "url": backends.urls[kind], "transport": transport, "team": team["id"]},
         )
         assert made.status_code == 201, made.text
         gateway = gateways[kind] = made.json()
@@ -115,7 +119,7 @@ def text_of(result: mcp_types.CallToolResult) -> str:
 
 
 @pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
-@pytest.mark.parametrize("kind", BACKENDS)
+@pytest.mark.parametrize("kind", TRANSPORTS)
 async def test_every_progress_update_arrives_in_order_and_the_last_before_the_result(
     world: World, kind: str, mode: str
 ) -> None:
@@ -238,14 +242,27 @@ async def test_a_2026_client_opts_in_per_request(world: World, kind: str) -> Non
     assert text_of(result) == "logged; asked for error"  # the worker passed the level on
 
 
-async def test_concurrent_calls_on_one_backend_session_get_only_their_own(world: World) -> None:
+async def test_logs_of_a_backend_with_one_stream_for_everything_are_dropped(world: World) -> None:
+    """Legacy HTTP+SSE: nothing says which call a log entry belongs to; progress still arrives."""
+    seen = Seen([])
+    async with connect(world, "sse", seen) as mcp:
+        await mcp.set_logging_level("debug")
+        await mcp.call_tool("levels", {}, progress_callback=seen.on_progress)
+    assert seen.events == [("progress", i, None) for i in range(1, 7)]
+
+
+@pytest.mark.parametrize(("kind", "has_session_id"), [("stateful", False), ("handshake", True)])
+async def test_concurrent_calls_on_one_backend_session_get_only_their_own(
+    world: World, kind: str, has_session_id: bool
+) -> None:
     """Two clients call at once; the worker sends both calls on one pooled backend session (the
-    backend names it), yet each client gets only its own call's progress and logs."""
+    2025-era backend names it; the 2026-07-28 one has none: one pooled client), yet each client
+    gets only its own call's progress and logs."""
     seens = {tag: Seen([]) for tag in ("a", "b")}
 
     async def call(tag: str) -> str:
         seen = seens[tag]
-        async with connect(world, "handshake", seen) as mcp:
+        async with connect(world, kind, seen) as mcp:
             await mcp.set_logging_level("info")
             result = await mcp.call_tool("chatty", {"tag": tag}, progress_callback=seen.on_progress)
         return text_of(result)
@@ -254,7 +271,9 @@ async def test_concurrent_calls_on_one_backend_session_get_only_their_own(world:
         for seen in seens.values():
             seen.events.clear()
         a, b = await asyncio.gather(call("a"), call("b"))
-        assert a.split()[1] == b.split()[1] != "None"  # one backend session served both
+        session_a, session_b = a.split()[1], b.split()[1]
+        assert session_a == session_b  # one backend session served both
+        assert (session_a != "None") is has_session_id
         for tag, seen in seens.items():
             expected: list[tuple[str, Any, Any]] = []
             for i in range(5):
