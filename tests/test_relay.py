@@ -27,6 +27,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import LoggingMessageNotificationParams
 
+from shared.jobs.waiters import FEED_BACKLOG, EventFeed
 from tests.backends import Backends
 from tests.conftest import unique
 
@@ -292,3 +293,22 @@ async def test_rest_sees_the_last_progress(client: httpx.AsyncClient, world: Wor
     done = (await client.get(f"/v1/jobs/{job_id}", params={"wait": 10}, headers=headers)).json()
     assert done["status"] == "completed", done
     assert done["progress"] == {"progress": 40, "total": 40, "message": "40/40"}
+
+
+async def test_a_slow_reader_loses_only_superseded_progress_never_a_log_or_the_last() -> None:
+    feed = EventFeed()
+    events = []
+    for i in range(FEED_BACKLOG + 50):
+        events.append({"type": "progress", "progress": i})
+        if i % 100 == 0:
+            events.append({"type": "log", "level": "info", "data": i})
+    for event in events:
+        feed.put(event)
+    feed.close()
+    kept = []
+    while (event := await feed.get()) is not None:
+        kept.append(event)
+    assert len(kept) == FEED_BACKLOG
+    assert [e for e in kept if e["type"] == "log"] == [e for e in events if e["type"] == "log"]
+    assert kept == [e for e in events if e in kept]  # in order
+    assert kept[-1] == events[-1]  # the final update
