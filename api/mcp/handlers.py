@@ -20,9 +20,8 @@ import mcp_types as types
 from mcp import MCPError
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
-from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, LOG_LEVEL_META_KEY
+from mcp_types import INVALID_PARAMS, INVALID_REQUEST, LOG_LEVEL_META_KEY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from redis.exceptions import RedisError
 
 from api.mcp.tasks import TaskAwareServer, Tasks, background_tasks
 from api.mcp.wire import caller_of, completed_or_raise, protocol_error, session_of, tool_error, tool_result
@@ -31,6 +30,7 @@ from shared.context import AppContext
 from shared.errors import InvalidArguments, MCPQError
 from shared.items import service as items
 from shared.items.kind import ItemKind, Request
+from shared.jobs.queue import EventSink
 from shared.jobs.schemas import LOG_LEVELS, JobEvent, JobRecord, PreparedJob
 from shared.prompts.kind import PROMPTS
 from shared.resources.kind import RESOURCES
@@ -49,6 +49,31 @@ def _log_level(ctx: ServerRequestContext[Any, Any], meta: dict[str, Any]) -> str
         return requested if requested in LOG_LEVELS else None
     session = session_of(ctx)
     return session.log_level if session is not None else None
+
+
+def _relay(
+    ctx: ServerRequestContext[Any, Any], wants_progress: bool, log_level: str | None
+) -> EventSink | None:
+    """What sends a job's events on the request's own stream: progress under the client's token
+    (the session reports against the request's), log entries as the backend sent them (the worker
+    kept those at or above `log_level`). None when the client asked for neither."""
+    if not wants_progress and log_level is None:
+        return None
+
+    async def relay(event: JobEvent) -> None:
+        if event["type"] == "progress" and wants_progress:
+            await ctx.session.report_progress(
+                float(event.get("progress") or 0), event.get("total"), event.get("message")
+            )
+        elif event["type"] == "log" and log_level is not None:
+            entry = types.LoggingMessageNotificationParams(
+                level=event["level"], data=event.get("data"), logger=event.get("logger")
+            )
+            await ctx.session.send_notification(
+                types.LoggingMessageNotification(params=entry), related_request_id=ctx.request_id
+            )
+
+    return relay
 
 
 def _unknown(kind: ItemKind[Any, Any, Any, Any], name: str) -> MCPError:
@@ -188,33 +213,16 @@ class FrontDoor:
         meta: dict[str, Any] = dict(ctx.meta or {})
         wants_progress = meta.get("progress_token", meta.get("progressToken")) is not None
         log_level = _log_level(ctx, meta)
+        relay = _relay(ctx, wants_progress, log_level)
+        if relay is not None:
+            # Else the worker publishes none of the job's events (nothing per call crosses Redis).
+            job.payload["live_events"] = True
         if log_level is not None:
             job.payload["log_level"] = log_level  # the worker relays the backend's logs from it up
-
-        async def relay(event: JobEvent) -> None:
-            if event["type"] == "progress" and wants_progress:
-                # The client's own token: the session reports against the request's.
-                await ctx.session.report_progress(
-                    float(event.get("progress") or 0), event.get("total"), event.get("message")
-                )
-            elif event["type"] == "log" and log_level is not None:
-                entry = types.LoggingMessageNotificationParams(
-                    level=event["level"], data=event.get("data"), logger=event.get("logger")
-                )
-                # On the call's stream (the request's id), as the backend sent it.
-                await ctx.session.send_notification(
-                    types.LoggingMessageNotification(params=entry), related_request_id=ctx.request_id
-                )
-
         limit = self.ctx.settings.queue_ttl_s + job.backend_timeout_s + WAIT_SLACK_S
-        wants_events = wants_progress or log_level is not None
-        if wants_events:
-            job.payload["live_events"] = True  # else the worker publishes none (cost per call)
         try:
             with items.counted(kind, "mcp"):
-                record = await self.ctx.queue.run(
-                    job, limit, on_event=relay if wants_events else None, cancel_if_abandoned=True
-                )
+                record = await self.ctx.queue.run(job, limit, on_event=relay, cancel_if_abandoned=True)
         except MCPQError as exc:
             raise protocol_error(exc) from None
         items.observe(kind, "mcp", record, started)
@@ -227,12 +235,7 @@ class FrontDoor:
         session = session_of(ctx)
         if session is None:
             raise MCPError(code=INVALID_REQUEST, message="logging/setLevel needs an MCP session")
-        try:
-            await session.set_log_level(params.level)
-        except RedisError as exc:
-            raise MCPError(
-                code=INTERNAL_ERROR, message="the session store is unavailable; try again"
-            ) from exc
+        await session.set_log_level(params.level)
         return types.EmptyResult()
 
     async def call_tool(

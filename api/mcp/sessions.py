@@ -180,7 +180,10 @@ class LocalSession:
 
     async def set_log_level(self, level: str) -> None:
         self.log_level = level
-        await self.store.set_log_level(self.id, level)
+        try:
+            await self.store.set_log_level(self.id, level)
+        except RedisError as exc:  # still holds here, as on a single replica
+            log.warning("MCP session %s: log level not shared: %s", self.id, exc)
 
 
 class RelayedOutbound:
