@@ -7,7 +7,8 @@ is the relaying end's choice: the MCP front door coalesces only for a client slo
 backend); they go out as soon as some arrive, after a short window that gathers the others
 arriving meanwhile (`window_s`), so a backend reporting in bursts costs a round trip per window,
 not per event. Of the other jobs only the latest progress is kept, for the record, and written
-every `interval_s`, unpublished. A worker writes all its jobs' in one pipeline (and one PUBLISH).
+every `interval_s`, unpublished. A worker writes the events of all its jobs in one pipeline
+(and one PUBLISH).
 A job's events are flushed before its outcome is recorded (`flush_job`, after any write already
 under way), so none arrives after the result; on a Redis error they are kept, ahead of newer
 ones, until a write succeeds.
@@ -28,7 +29,6 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -151,7 +151,7 @@ class CallRelay:
 CURRENT_CALL: ContextVar[CallRelay | None] = ContextVar("mcpq_current_call", default=None)
 
 
-@contextmanager
+@contextlib.contextmanager
 def relaying(relay: CallRelay) -> Iterator[None]:
     """Route the backend notifications of the requests sent inside the block to `relay`."""
     token = CURRENT_CALL.set(relay)
