@@ -52,7 +52,7 @@ class JobWaiters:
         for line in message.split("\n"):
             job_id, _, body = line.partition(" ")
             feeds = self._feeds.get(job_id)
-            if not feeds:  # most lines are other jobs', or jobs nobody relays live
+            if not feeds:  # most lines are jobs whose caller another API process serves
                 continue
             event = json.loads(body)
             for feed in feeds:
