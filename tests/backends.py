@@ -172,23 +172,6 @@ def _add_relayed_notifications(server: MCPServer) -> None:
         headers = ctx.headers or {}
         return f"{tag} {headers.get('mcp-session-id')}"
 
-    # The conformance suite's names (tools-call-with-progress, tools-call-with-logging).
-    @server.tool()
-    async def test_tool_with_progress(ctx: Context) -> str:
-        """Report progress 0, 50 and 100 of 100."""
-        for step in (0, 50, 100):
-            await ctx.report_progress(step, 100, f"Completed step {step} of 100")
-            await asyncio.sleep(0.05)
-        return "Progress test completed"
-
-    @server.tool()
-    async def test_tool_with_logging(ctx: Context) -> str:
-        """Log three info entries with pauses between them."""
-        for text in ("Tool execution started", "Tool processing data", "Tool execution completed"):
-            await _log(ctx, "info", text)
-            await asyncio.sleep(0.05)
-        return "Logging test completed"
-
 
 def _add_resources_and_prompts(server: MCPServer) -> None:
     @server.resource("demo://readme")

@@ -40,9 +40,6 @@ SCENARIOS = [
     "tools-call-error",
     "dns-rebinding-protection",
     "server-sse-multiple-streams",
-    "tools-call-with-progress",
-    "tools-call-with-logging",
-    "logging-set-level",
 ]
 PACKAGE = os.environ.get("MCPQ_CONFORMANCE_PACKAGE", "@modelcontextprotocol/conformance@0.1.16")
 ADMIN = "conformance-admin-token"
@@ -141,13 +138,7 @@ async def stack(settings: Settings) -> AsyncIterator[str]:
             json={
                 "name": "conformance",
                 "team": team["id"],
-                "tools": [
-                    "demo.echo",
-                    "demo.add",
-                    "demo.test_error_handling",
-                    "demo.test_tool_with_progress",
-                    "demo.test_tool_with_logging",
-                ],
+                "tools": ["demo.echo", "demo.add", "demo.test_error_handling"],
                 "resources": ["demo:demo://readme", "demo:demo://items/{item}"],
                 "prompts": ["demo.greet"],
                 "public_mcp": True,  # the suite's client sends no token
