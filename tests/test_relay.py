@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import LoggingMessageNotificationParams
 
 from shared.jobs.waiters import FEED_BACKLOG, EventFeed
-from tests.backends import Backends
+from tests.backends import Backends, free_port
+from tests.conformance.fixture_backend import FixtureBackend
 from tests.conftest import unique
 
 BACKENDS = ("stateful", "handshake")
@@ -312,3 +313,53 @@ async def test_a_slow_reader_loses_only_superseded_progress_never_a_log_or_the_l
     assert [e for e in kept if e["type"] == "log"] == [e for e in events if e["type"] == "log"]
     assert kept == [e for e in events if e in kept]  # in order
     assert kept[-1] == events[-1]  # the final update
+
+
+async def test_the_conformance_fixture_through_the_gateway(
+    client: httpx.AsyncClient, world: World, fixture_backend: FixtureBackend
+) -> None:
+    """What tools-call-with-progress, tools-call-with-logging and logging-set-level check, with
+    the SDK client, through the gateway to the conformance fixture backend."""
+    team = (await client.post("/v1/teams", json={"name": unique("relay-fixture")})).json()
+    try:
+        made = await client.post(
+            "/v1/gateways", json={"name": unique(), "url": fixture_backend.url, "team": team["id"]}
+        )
+        assert made.status_code == 201, made.text
+        name = made.json()["name"]
+        server = await client.post(
+            "/v1/servers",
+            json={
+                "name": "fixture",
+                "team": team["id"],
+                "tools": [f"{name}.test_tool_with_progress", f"{name}.test_tool_with_logging"],
+            },
+        )
+        assert server.status_code == 201, server.text
+        minted = await client.post("/v1/tokens", json={"name": "m", "team": team["id"], "role": "member"})
+        api = world.urls["stateful"].split("/v1/")[0]
+        fixture = World(
+            urls={"fixture": f"{api}{server.json()['mcp_path']}"}, member=minted.json()["token"], gateways={}
+        )
+        seen = Seen([])
+        async with connect(fixture, "fixture", seen) as mcp:
+            assert mcp.server_capabilities.logging is not None
+            await mcp.set_logging_level("debug")
+            await mcp.call_tool("test_tool_with_progress", {}, progress_callback=seen.on_progress)
+            assert seen.progress == [0, 50, 100]
+            await mcp.call_tool("test_tool_with_logging", {})
+            assert [data for _, data in seen.logs] == [
+                "Tool execution started",
+                "Tool processing data",
+                "Tool execution completed",
+            ]
+    finally:
+        await client.delete(f"/v1/teams/{team['id']}")
+
+
+@pytest.fixture(scope="module")
+def fixture_backend() -> Iterator[FixtureBackend]:
+    backend = FixtureBackend(free_port())
+    backend.start()
+    yield backend
+    backend.stop()
