@@ -16,13 +16,14 @@ from typing import Any, cast
 
 from mcp import Client, MCPError
 from mcp.types import CONNECTION_CLOSED, METHOD_NOT_FOUND, REQUEST_TIMEOUT
-from mcp_types import RequestParamsMeta
+from mcp_types import PromptReference, RequestParamsMeta, ResourceTemplateReference
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from shared import backend_errors, metrics, tracing
 from shared.jobs.schemas import (
     BackendSpec,
     CallToolPayload,
+    CompletePayload,
     DiscoverPayload,
     Envelope,
     GetPromptPayload,
@@ -246,6 +247,34 @@ async def get_prompt(ctx: dict[str, Any], payload: GetPromptPayload) -> Envelope
     return await run_job(ctx, run, render)
 
 
+async def complete(ctx: dict[str, Any], payload: CompletePayload) -> Envelope:
+    """completion/complete on the backend that owns the prompt or resource template; the result is
+    the MCP CompleteResult as JSON."""
+    ref = payload["ref"]
+    target: PromptReference | ResourceTemplateReference = (
+        PromptReference.model_validate(ref)
+        if ref.get("type") == "ref/prompt"
+        else ResourceTemplateReference.model_validate(ref)
+    )
+
+    async def run(client: Client) -> Envelope:
+        with backend_span("completion/complete", payload["argument"]["name"], payload["backend"]):
+            result = await client.complete(target, payload["argument"], payload["context"] or None)
+        dumped = _dump(result)
+        return {"ok": True, "result": {k: dumped[k] for k in ("completion", "_meta") if k in dumped}}
+
+    # Completing has no side effects: safe to run again after a worker dies.
+    job = JobRun(
+        JobKind.COMPLETE,
+        payload["job_id"],
+        payload["backend"],
+        True,
+        payload["deadline"],
+        payload.get("trace"),
+    )
+    return await run_job(ctx, job, run)
+
+
 async def _collect(fetch: Callable[[str | None], Awaitable[Any]], attr: str) -> list[dict[str, Any]]:
     """Follow `next_cursor` through every page; a server without the feature gives an empty list."""
     items: list[dict[str, Any]] = []
@@ -274,6 +303,9 @@ async def discover(ctx: dict[str, Any], payload: DiscoverPayload) -> Envelope:
         result: dict[str, Any] = {
             "protocol_version": client.protocol_version,
             "server": {"name": info.name, "version": info.version} if info else None,
+            # What the backend supports (logging, completions, subscribe, listChanged...), as it
+            # said in its handshake: the front door advertises what its backends have.
+            "capabilities": _dump(caps),
             "tools": [],
             "resources": [],
             "resource_templates": [],

@@ -6,7 +6,7 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import Select, delete, insert, select, tuple_
+from sqlalchemy import ColumnElement, Select, delete, insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.gateways.repository import visible_to
@@ -69,10 +69,30 @@ def _members(kind: AnyKind[Row]) -> Select[Row, Gateway]:
     return _with_gateway(kind).join(table, table.c[kind.member_column] == kind.model.id)
 
 
-async def on_server(s: AsyncSession, kind: AnyKind[Row], server_id: uuid.UUID) -> list[tuple[Row, Gateway]]:
-    """A virtual server's items of this kind, in the server's order."""
+async def page_on_server(
+    s: AsyncSession,
+    kind: AnyKind[Row],
+    server_id: uuid.UUID,
+    *,
+    after: tuple[float, uuid.UUID] | None,
+    limit: int,
+    where: ColumnElement[bool] | None = None,
+) -> list[tuple[Row, Gateway, float]]:
+    """A virtual server's items of this kind in the server's order, with their positions,
+    keyset-paginated after (position, item id)."""
     table = kind.members
-    stmt = _members(kind).where(table.c.server_id == server_id).order_by(table.c.position)
+    position, item_id = table.c.position, table.c[kind.member_column]
+    stmt = (
+        _members(kind)
+        .add_columns(position)
+        .where(table.c.server_id == server_id)
+        .order_by(position, item_id)
+        .limit(limit)
+    )
+    if where is not None:
+        stmt = stmt.where(where)
+    if after is not None:
+        stmt = stmt.where(tuple_(position, item_id) > tuple_(*after))
     return list((await s.execute(stmt)).tuples())
 
 
