@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from mcp import Client, MCPError
 from mcp.types import CONNECTION_CLOSED, METHOD_NOT_FOUND, REQUEST_TIMEOUT
-from mcp_types import PromptReference, RequestParamsMeta, ResourceTemplateReference
+from mcp_types import SERVER_INFO_META_KEY, PromptReference, RequestParamsMeta, ResourceTemplateReference
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from shared import backend_errors, metrics, tracing
@@ -167,6 +167,17 @@ def _dump(model: Any) -> dict[str, Any]:
     return data
 
 
+def _result(model: Any, *fields: str) -> dict[str, Any]:
+    """A backend's result as JSON, unchanged: its `fields` and its `_meta`, but for the
+    backend's own server-info stamp (2026-07-28), which names the backend, not the gateway."""
+    dumped = _dump(model)
+    body = {k: dumped[k] for k in fields if k in dumped}
+    meta = {k: v for k, v in dumped.get("_meta", {}).items() if k != SERVER_INFO_META_KEY}
+    if meta:
+        body["_meta"] = meta
+    return body
+
+
 async def call_tool(ctx: dict[str, Any], payload: CallToolPayload) -> Envelope:
     state, _ = job_context(ctx)
     job_id = payload["job_id"]
@@ -184,8 +195,7 @@ async def call_tool(ctx: dict[str, Any], payload: CallToolPayload) -> Envelope:
                 progress_callback=on_progress,
                 meta=trace_meta(),
             )
-        dumped = _dump(result)
-        body = {k: dumped[k] for k in ("content", "structuredContent", "isError", "_meta") if k in dumped}
+        body = _result(result, "content", "structuredContent", "isError")
         body.setdefault("isError", False)
         return {"ok": True, "result": body}
 
@@ -207,8 +217,7 @@ async def read_resource(ctx: dict[str, Any], payload: ReadResourcePayload) -> En
     async def read(client: Client) -> Envelope:
         with backend_span("resources/read", payload["uri"], payload["backend"]):
             result = await client.read_resource(payload["uri"], meta=trace_meta())
-        dumped = _dump(result)
-        return {"ok": True, "result": {k: dumped[k] for k in ("contents", "_meta") if k in dumped}}
+        return {"ok": True, "result": _result(result, "contents")}
 
     # Reading has no side effects, so a read interrupted by a dying worker is simply run again.
     run = JobRun(
@@ -230,11 +239,7 @@ async def get_prompt(ctx: dict[str, Any], payload: GetPromptPayload) -> Envelope
             result = await client.get_prompt(
                 payload["prompt"], payload["arguments"] or None, meta=trace_meta()
             )
-        dumped = _dump(result)
-        return {
-            "ok": True,
-            "result": {k: dumped[k] for k in ("description", "messages", "_meta") if k in dumped},
-        }
+        return {"ok": True, "result": _result(result, "description", "messages")}
 
     run = JobRun(
         JobKind.GET_PROMPT,
@@ -260,8 +265,7 @@ async def complete(ctx: dict[str, Any], payload: CompletePayload) -> Envelope:
     async def run(client: Client) -> Envelope:
         with backend_span("completion/complete", payload["argument"]["name"], payload["backend"]):
             result = await client.complete(target, payload["argument"], payload["context"] or None)
-        dumped = _dump(result)
-        return {"ok": True, "result": {k: dumped[k] for k in ("completion", "_meta") if k in dumped}}
+        return {"ok": True, "result": _result(result, "completion")}
 
     # Completing has no side effects: safe to run again after a worker dies.
     job = JobRun(

@@ -105,7 +105,8 @@ def prompt(row: Prompt, version: str) -> types.Prompt:
         "name": row.name,
         "title": row.title,
         "description": row.description,
-        "arguments": [for_revision(dict(a), version) for a in row.arguments or []],
+        # None when there are none: the catalog keeps `[]` for a prompt that declared no arguments.
+        "arguments": [for_revision(dict(a), version) for a in row.arguments] or None,
         "icons": row.icons,
         "_meta": row.meta,
     }
@@ -152,7 +153,9 @@ def capabilities(
             value: Any = caps
             for key in path:
                 value = value.get(key) if isinstance(value, dict) else None
-            if value:
+            # A capability is an object, present even when empty (`"completions": {}`); a flag
+            # such as `subscribe` is a boolean.
+            if value is not None and value is not False:
                 return True
         return False
 
