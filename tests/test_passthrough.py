@@ -390,6 +390,33 @@ def many_backend() -> Iterator[str]:
     served.stop()
 
 
+async def test_every_list_pages_with_cursors(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two items a page: following the cursors gives each list whole, in order, no repeats."""
+    monkeypatch.setattr(catalog, "PAGE_SIZE", 2)  # the API runs in this process
+    async with connect(world.fixture.url) as direct, connect(world.url) as gateway:
+        expected = await listed(direct)
+        pages: dict[str, list[str]] = {}
+        for kind, method, attr, key in (
+            ("tools", gateway.list_tools, "tools", "name"),
+            ("resources", gateway.list_resources, "resources", "uri"),
+            ("templates", gateway.list_resource_templates, "resource_templates", "uri_template"),
+            ("prompts", gateway.list_prompts, "prompts", "name"),
+        ):
+            cursor: str | None = None
+            pages[kind] = []
+            while True:
+                page = await method(cursor=cursor)  # type: ignore[operator]
+                found = getattr(page, attr)
+                assert len(found) <= 2
+                pages[kind] += [str(getattr(item, key)) for item in found]
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+    for kind, names in pages.items():
+        assert len(names) == len(set(names)) and set(names) == set(expected[kind]), kind
+    assert len(pages["resources"]) == 3 and len(pages["templates"]) == 1
+
+
 async def test_lists_page_past_a_thousand_items(
     client: httpx.AsyncClient, many_backend: str, worker: Worker, api_url: str
 ) -> None:
