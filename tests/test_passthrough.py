@@ -259,6 +259,11 @@ async def test_capabilities_follow_the_backends(
         async with connect(await _compose(client, other, "plain", api_url)) as mcp:
             assert mcp.server_capabilities.completions is None
             assert mcp.server_capabilities.logging is None
+            # Asked anyway: the backend answers -32601, the client gets no suggestions.
+            asked = await mcp.complete(
+                types.PromptReference(type="ref/prompt", name="greet"), {"name": "name", "value": "A"}
+            )
+            assert asked.completion.values == []
     finally:
         await client.delete(f"/v1/teams/{other['id']}")
 

@@ -254,7 +254,8 @@ async def get_prompt(ctx: dict[str, Any], payload: GetPromptPayload) -> Envelope
 
 async def complete(ctx: dict[str, Any], payload: CompletePayload) -> Envelope:
     """completion/complete on the backend that owns the prompt or resource template; the result is
-    the MCP CompleteResult as JSON."""
+    the MCP CompleteResult as JSON. A backend without completions has no suggestions: an empty
+    list, as a server that declares the capability may answer, not an error for the client."""
     ref = payload["ref"]
     target: PromptReference | ResourceTemplateReference = (
         PromptReference.model_validate(ref)
@@ -264,7 +265,12 @@ async def complete(ctx: dict[str, Any], payload: CompletePayload) -> Envelope:
 
     async def run(client: Client) -> Envelope:
         with backend_span("completion/complete", payload["argument"]["name"], payload["backend"]):
-            result = await client.complete(target, payload["argument"], payload["context"] or None)
+            try:
+                result = await client.complete(target, payload["argument"], payload["context"] or None)
+            except MCPError as exc:
+                if exc.code != METHOD_NOT_FOUND:
+                    raise
+                return {"ok": True, "result": {"completion": {"values": [], "hasMore": False}}}
         return {"ok": True, "result": _result(result, "completion")}
 
     # Completing has no side effects: safe to run again after a worker dies.
