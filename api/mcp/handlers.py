@@ -25,7 +25,6 @@ from mcp.server.lowlevel import Server
 from mcp.server.models import InitializationOptions
 from mcp_types import INVALID_PARAMS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from sqlalchemy import ColumnElement
 
 from api.mcp import catalog
 from api.mcp.tasks import TaskAwareServer, Tasks, background_tasks
@@ -37,7 +36,6 @@ from shared.errors import BadRequest, InvalidArguments, MCPQError
 from shared.items import service as items
 from shared.items.kind import CompletionRequest, ItemKind, Request
 from shared.jobs.schemas import JobRecord, PreparedJob
-from shared.models import Resource
 from shared.prompts.kind import PROMPTS
 from shared.resources.kind import RESOURCES
 from shared.servers import service as server_service
@@ -102,33 +100,29 @@ class FrontDoor:
 
     # --- lists: the catalog only ----------------------------------------------------------------
 
-    async def _page(
-        self,
-        ctx: ServerRequestContext[Any, Any],
-        kind: ItemKind[Any, Any, Any, Any],
-        params: types.PaginatedRequestParams | None,
-        where: ColumnElement[bool] | None = None,
-    ) -> tuple[list[Any], str | None]:
-        """One page of the server's items of `kind` and the next page's cursor (None: the last)."""
-        try:
-            after = catalog.after(params.cursor if params is not None else None)
-        except BadRequest:
-            raise MCPError(code=INVALID_PARAMS, message="invalid cursor") from None
-        rows, places, more = await items.page_on_server(
-            self.ctx, kind, caller_of(ctx).server.id, after=after, limit=catalog.PAGE_SIZE, where=where
-        )
-        return rows, catalog.next_cursor(places, more)
-
     async def _items(
         self,
         ctx: ServerRequestContext[Any, Any],
         kind: ItemKind[Any, Any, Any, Any],
         params: types.PaginatedRequestParams | None,
         to_item: Callable[[Any, str], Any],
-        where: ColumnElement[bool] | None = None,
+        templates: bool | None = None,
     ) -> tuple[list[Any], str | None]:
-        rows, cursor = await self._page(ctx, kind, params, where)
-        return [to_item(row, ctx.protocol_version) for row in rows], cursor
+        """One page of the server's items of `kind`, as MCP items for the client's revision, and
+        the next page's cursor (None: the last page)."""
+        try:
+            after = catalog.after(params.cursor if params is not None else None)
+        except BadRequest:
+            raise MCPError(code=INVALID_PARAMS, message="invalid cursor") from None
+        rows, places, more = await items.page_on_server(
+            self.ctx,
+            kind,
+            caller_of(ctx).server.id,
+            after=after,
+            limit=catalog.PAGE_SIZE,
+            templates=templates,
+        )
+        return [to_item(row, ctx.protocol_version) for row in rows], catalog.next_cursor(places, more)
 
     async def list_tools(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
@@ -139,17 +133,13 @@ class FrontDoor:
     async def list_resources(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
-        found, cursor = await self._items(
-            ctx, RESOURCES, params, catalog.resource, Resource.is_template.is_(False)
-        )
+        found, cursor = await self._items(ctx, RESOURCES, params, catalog.resource, templates=False)
         return types.ListResourcesResult(resources=found, next_cursor=cursor)
 
     async def list_resource_templates(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
-        found, cursor = await self._items(
-            ctx, RESOURCES, params, catalog.template, Resource.is_template.is_(True)
-        )
+        found, cursor = await self._items(ctx, RESOURCES, params, catalog.template, templates=True)
         return types.ListResourceTemplatesResult(resource_templates=found, next_cursor=cursor)
 
     async def list_prompts(

@@ -6,12 +6,12 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, insert, select, tuple_
+from sqlalchemy import Select, delete, insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.gateways.repository import visible_to
 from shared.items.kind import ItemKind, Row
-from shared.models import Gateway
+from shared.models import Gateway, Resource
 from shared.pagination import Position
 
 AnyKind = ItemKind[Row, Any, Any, Any]
@@ -76,10 +76,11 @@ async def page_on_server(
     *,
     after: tuple[float, uuid.UUID] | None,
     limit: int,
-    where: ColumnElement[bool] | None = None,
+    templates: bool | None = None,
 ) -> list[tuple[Row, Gateway, float]]:
     """A virtual server's items of this kind in the server's order, with their positions,
-    keyset-paginated after (position, item id)."""
+    keyset-paginated after (position, item id). `templates` (resources): only resource templates,
+    or only plain resources."""
     table = kind.members
     position, item_id = table.c.position, table.c[kind.member_column]
     stmt = (
@@ -89,8 +90,8 @@ async def page_on_server(
         .order_by(position, item_id)
         .limit(limit)
     )
-    if where is not None:
-        stmt = stmt.where(where)
+    if templates is not None:
+        stmt = stmt.where(Resource.is_template.is_(templates))
     if after is not None:
         stmt = stmt.where(tuple_(position, item_id) > tuple_(*after))
     return list((await s.execute(stmt)).tuples())

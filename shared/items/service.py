@@ -14,8 +14,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import ColumnElement
-
 from shared import metrics, pagination
 from shared.auth.schemas import Principal, Role
 from shared.config import Settings
@@ -94,12 +92,14 @@ async def page_on_server(
     *,
     after: tuple[float, uuid.UUID] | None,
     limit: int,
-    where: ColumnElement[bool] | None = None,
+    templates: bool | None = None,
 ) -> tuple[list[Row], list[tuple[float, uuid.UUID]], bool]:
     """One page of a virtual server's items of this kind (the MCP front door lists them): the
     rows, their places (position, id) and whether more follow."""
     async with ctx.read_session_factory() as s:
-        found = await repository.page_on_server(s, kind, server_id, after=after, limit=limit + 1, where=where)
+        found = await repository.page_on_server(
+            s, kind, server_id, after=after, limit=limit + 1, templates=templates
+        )
     shown = found[:limit]
     return [row for row, _, _ in shown], [(pos, row.id) for row, _, pos in shown], len(found) > limit
 
