@@ -24,6 +24,7 @@ from arq.worker import Worker
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.lowlevel import Server
+from mcp_types import _v2025_11_25, _v2026_07_28
 from pydantic import BaseModel
 
 from api.mcp import catalog
@@ -216,6 +217,32 @@ async def test_a_2026_07_28_client_gets_icons_but_no_task_execution(world: World
     # Tasks are an extension in 2026-07-28: no `execution` on tools.
     assert all(t.execution is None for t in tools.values())
     assert tools["test_annotated_tool"].icons and tools["test_annotated_tool"].title
+
+
+def wire_fields(model: type[BaseModel]) -> set[str]:
+    return {f.alias or name for name, f in model.model_fields.items()}
+
+
+@pytest.mark.parametrize("version", ["2025-11-25", "2026-07-28"])
+async def test_items_have_only_their_revisions_fields(world: World, version: str) -> None:
+    """Checked against the SDK's own types of each revision (mcp_types._v2025_11_25, _v2026_07_28)."""
+    schema = _v2025_11_25 if version == "2025-11-25" else _v2026_07_28
+    async with connect(world.url, mode="legacy" if version == "2025-11-25" else version) as mcp:
+        assert mcp.protocol_version == version
+        seen = await listed(mcp)
+    for kind, model in (
+        ("tools", schema.Tool),
+        ("resources", schema.Resource),
+        ("templates", schema.ResourceTemplate),
+        ("prompts", schema.Prompt),
+    ):
+        for item in seen[kind].values():
+            assert set(item) <= wire_fields(model), (kind, set(item) - wire_fields(model))
+    # Every field the revision defines for an item arrives when the backend declared it.
+    assert set(seen["tools"]["test_annotated_tool"]) == wire_fields(schema.Tool)
+    assert set(seen["resources"]["test://static-text"]) == wire_fields(schema.Resource)
+    assert set(seen["templates"]["test://template/{id}/data"]) == wire_fields(schema.ResourceTemplate)
+    assert set(seen["prompts"]["test_prompt_with_arguments"]) == wire_fields(schema.Prompt)
 
 
 def test_fields_by_revision() -> None:

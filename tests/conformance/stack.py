@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import socket
@@ -290,6 +291,8 @@ async def main(scenarios: list[str]) -> int:
             worker_metrics_port=0,
         )
         async with stack(settings) as (direct_url, gateway_url):
+            # The SDK logs every session it opens and ends at INFO: hundreds of lines per run.
+            logging.getLogger("mcp").setLevel(logging.WARNING)
             # Both runs at once: each scenario opens its own MCP session.
             direct, gateway = await asyncio.gather(
                 run_suite(direct_url, scenarios, Path(tmp, "direct")),
