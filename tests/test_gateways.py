@@ -34,6 +34,7 @@ GATEWAY_FIELDS = {
     "protocol_version",
     "server_name",
     "server_version",
+    "capabilities",
     "tool_count",
     "resource_count",
     "prompt_count",
@@ -95,6 +96,8 @@ async def test_register_discovers_the_catalog(register: Register, backends: Back
     assert body["server_name"] == "mcpq-test-backend"
     assert body["server_version"] == "1.2.3"
     assert body["protocol_version"]
+    # The backend's capabilities as its handshake declared them.
+    assert body["capabilities"]["tools"] is not None and body["capabilities"]["prompts"] is not None
     assert body["tool_count"] >= len(BACKEND_TOOLS)
     assert body["resource_count"] == 3  # two resources and a template
     assert body["prompt_count"] == 1

@@ -21,6 +21,11 @@ RESOURCE_FIELDS = {
     "mime_type",
     "gateway",
     "gateway_id",
+    "title",
+    "size",
+    "annotations",
+    "icons",
+    "meta",
 }
 
 

@@ -35,6 +35,9 @@ TOOL_FIELDS = {
     "input_schema",
     "output_schema",
     "annotations",
+    "icons",
+    "meta",
+    "execution",
 }
 
 

@@ -16,13 +16,20 @@ from typing import Any, cast
 
 from mcp import Client, MCPError
 from mcp.types import CONNECTION_CLOSED, METHOD_NOT_FOUND, REQUEST_TIMEOUT
-from mcp_types import LOG_LEVEL_META_KEY, RequestParamsMeta
+from mcp_types import (
+    LOG_LEVEL_META_KEY,
+    SERVER_INFO_META_KEY,
+    PromptReference,
+    RequestParamsMeta,
+    ResourceTemplateReference,
+)
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from shared import backend_errors, metrics, tracing
 from shared.jobs.schemas import (
     BackendSpec,
     CallToolPayload,
+    CompletePayload,
     DiscoverPayload,
     Envelope,
     GetPromptPayload,
@@ -175,6 +182,17 @@ def _dump(model: Any) -> dict[str, Any]:
     return data
 
 
+def _result(model: Any, *fields: str) -> dict[str, Any]:
+    """A backend's result as JSON, unchanged: its `fields` and its `_meta`, but for the
+    backend's own server-info stamp (2026-07-28), which names the backend, not the gateway."""
+    dumped = _dump(model)
+    body = {k: dumped[k] for k in fields if k in dumped}
+    meta = {k: v for k, v in dumped.get("_meta", {}).items() if k != SERVER_INFO_META_KEY}
+    if meta:
+        body["_meta"] = meta
+    return body
+
+
 async def call_tool(ctx: dict[str, Any], payload: CallToolPayload) -> Envelope:
     job_id = payload["job_id"]
 
@@ -188,8 +206,7 @@ async def call_tool(ctx: dict[str, Any], payload: CallToolPayload) -> Envelope:
                 progress_callback=current_relay().on_progress,
                 meta=request_meta(payload.get("log_level")),
             )
-        dumped = _dump(result)
-        body = {k: dumped[k] for k in ("content", "structuredContent", "isError", "_meta") if k in dumped}
+        body = _result(result, "content", "structuredContent", "isError")
         body.setdefault("isError", False)
         return {"ok": True, "result": body}
 
@@ -213,8 +230,7 @@ async def read_resource(ctx: dict[str, Any], payload: ReadResourcePayload) -> En
     async def read(client: Client) -> Envelope:
         with backend_span("resources/read", payload["uri"], payload["backend"]):
             result = await client.read_resource(payload["uri"], meta=request_meta(payload.get("log_level")))
-        dumped = _dump(result)
-        return {"ok": True, "result": {k: dumped[k] for k in ("contents", "_meta") if k in dumped}}
+        return {"ok": True, "result": _result(result, "contents")}
 
     # Reading has no side effects, so a read interrupted by a dying worker is simply run again.
     run = JobRun(
@@ -238,11 +254,7 @@ async def get_prompt(ctx: dict[str, Any], payload: GetPromptPayload) -> Envelope
             result = await client.get_prompt(
                 payload["prompt"], payload["arguments"] or None, meta=request_meta(payload.get("log_level"))
             )
-        dumped = _dump(result)
-        return {
-            "ok": True,
-            "result": {k: dumped[k] for k in ("description", "messages", "_meta") if k in dumped},
-        }
+        return {"ok": True, "result": _result(result, "description", "messages")}
 
     run = JobRun(
         JobKind.GET_PROMPT,
@@ -255,6 +267,39 @@ async def get_prompt(ctx: dict[str, Any], payload: GetPromptPayload) -> Envelope
         payload.get("log_level"),
     )
     return await run_job(ctx, run, render)
+
+
+async def complete(ctx: dict[str, Any], payload: CompletePayload) -> Envelope:
+    """completion/complete on the backend that owns the prompt or resource template; the result is
+    the MCP CompleteResult as JSON. A backend without completions has no suggestions: an empty
+    list, as a server that declares the capability may answer, not an error for the client."""
+    ref = payload["ref"]
+    target: PromptReference | ResourceTemplateReference = (
+        PromptReference.model_validate(ref)
+        if ref.get("type") == "ref/prompt"
+        else ResourceTemplateReference.model_validate(ref)
+    )
+
+    async def run(client: Client) -> Envelope:
+        with backend_span("completion/complete", payload["argument"]["name"], payload["backend"]):
+            try:
+                result = await client.complete(target, payload["argument"], payload["context"] or None)
+            except MCPError as exc:
+                if exc.code != METHOD_NOT_FOUND:
+                    raise
+                return {"ok": True, "result": {"completion": {"values": [], "hasMore": False}}}
+        return {"ok": True, "result": _result(result, "completion")}
+
+    # Completing has no side effects: safe to run again after a worker dies.
+    job = JobRun(
+        JobKind.COMPLETE,
+        payload["job_id"],
+        payload["backend"],
+        True,
+        payload["deadline"],
+        payload.get("trace"),
+    )
+    return await run_job(ctx, job, run)
 
 
 async def _collect(fetch: Callable[[str | None], Awaitable[Any]], attr: str) -> list[dict[str, Any]]:
@@ -285,6 +330,9 @@ async def discover(ctx: dict[str, Any], payload: DiscoverPayload) -> Envelope:
         result: dict[str, Any] = {
             "protocol_version": client.protocol_version,
             "server": {"name": info.name, "version": info.version} if info else None,
+            # What the backend supports (logging, completions, subscribe, listChanged...), as it
+            # said in its handshake: the front door advertises what its backends have.
+            "capabilities": _dump(caps),
             "tools": [],
             "resources": [],
             "resource_templates": [],

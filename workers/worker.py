@@ -41,7 +41,7 @@ from workers.breaker import GatewayHealth
 from workers.progress import ProgressWriter
 from workers.sessions import SessionPool
 from workers.state import WorkerState, new_worker_id
-from workers.tasks import call_tool, discover, failure, get_prompt, read_resource
+from workers.tasks import call_tool, complete, discover, failure, get_prompt, read_resource
 from workers.wake import take_wake_tokens
 
 log = logging.getLogger("mcpq.worker")
@@ -51,6 +51,7 @@ FUNCTIONS = [
     func(discover, name=JobKind.DISCOVER.value, max_tries=2),
     func(read_resource, name=JobKind.READ_RESOURCE.value, max_tries=3),
     func(get_prompt, name=JobKind.GET_PROMPT.value, max_tries=3),
+    func(complete, name=JobKind.COMPLETE.value, max_tries=3),
 ]
 
 # Jobs claimed per round trip: a burst drains quickly, and a second worker woken by the same

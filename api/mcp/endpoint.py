@@ -61,6 +61,7 @@ class MCPEndpoint:
             self.security,
             idle_s=settings.mcp_endpoint_session_idle_s,
             max_body_bytes=settings.max_body_bytes,
+            init_options=self.front.init_options,
         )
 
     @property

@@ -1,39 +1,48 @@
 """The MCP server behind /v1/servers/{id}/mcp, built on the SDK's low-level `Server`.
 
 Lists (`tools/list`, `resources/list`, `resources/templates/list`, `prompts/list`) are served
-from the catalog in a short read session and never touch a backend. `tools/call`,
-`resources/read` and `prompts/get` resolve the item in a short read session, close it, enqueue a
-job and await it by push: no DB connection is held while a backend works. What the backend
-sends during the call is relayed on the call's own stream, in order, before the result: progress
-when the client sent a `progressToken` (under that token), and log entries at or above the
-client's level (`logging/setLevel`, remembered per session; on 2026-07-28 the request's
+from the catalog in a short read session, a page at a time, and never touch a backend; items
+carry what their backend declared, as the client's protocol revision defines it
+(api/mcp/catalog.py). `tools/call`, `resources/read`, `prompts/get` and `completion/complete`
+resolve the item in a short read session, close it, enqueue a job and await it by push: no DB
+connection is held while a backend works. What the backend sends during the call is relayed on
+the call's own stream, in order, before the result: progress when the client sent a
+`progressToken` (under that token), and log entries at or above the client's level
+(`logging/setLevel`, remembered per session; on 2026-07-28 the request's
 `io.modelcontextprotocol/logLevel`). A client's `notifications/cancelled` interrupts the
-handler, which cancels the job.
+handler, which cancels the job. `initialize` and `server/discover` advertise the capabilities of
+the server's backends that the front door serves (catalog.capabilities).
 """
 
 from __future__ import annotations
 
 import time
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 import mcp_types as types
 from mcp import MCPError
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
+from mcp.server.models import InitializationOptions
 from mcp_types import INVALID_PARAMS, INVALID_REQUEST, LOG_LEVEL_META_KEY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from api.mcp import catalog
 from api.mcp.tasks import TaskAwareServer, Tasks, background_tasks
 from api.mcp.wire import caller_of, completed_or_raise, protocol_error, session_of, tool_error, tool_result
 from api.tracing import mcp_call_span
+from shared.auth.schemas import Principal
 from shared.context import AppContext
-from shared.errors import InvalidArguments, MCPQError
+from shared.errors import BadRequest, InvalidArguments, MCPQError
 from shared.items import service as items
-from shared.items.kind import ItemKind, Request
+from shared.items.kind import CompletionRequest, ItemKind, Request
 from shared.jobs.queue import EventSink
 from shared.jobs.schemas import LOG_LEVELS, JobEvent, JobRecord, PreparedJob
 from shared.prompts.kind import PROMPTS
 from shared.resources.kind import RESOURCES
+from shared.servers import service as server_service
 from shared.tools.kind import TOOLS
 
 RESOURCE_NOT_FOUND = -32002
@@ -98,8 +107,11 @@ class FrontDoor:
             on_read_resource=self.read_resource,
             on_list_prompts=self.list_prompts,
             on_get_prompt=self.get_prompt,
+            on_completion=self.complete,
             lifespan=background_tasks,
         )
+        # server/discover (2026-07-28) answers for the virtual server it is asked about.
+        self.server.add_request_handler("server/discover", types.RequestParams, self.discover)
         Tasks(ctx.queue, ctx.settings, self.prepare_call).install(self.server, self.call_tool)
         # Added after construction: the constructor's `on_set_logging_level` warns that 2026-07-28
         # dropped it, but older clients use it.
@@ -107,69 +119,78 @@ class FrontDoor:
             "logging/setLevel", types.SetLevelRequestParams, self.set_logging_level
         )
 
+    # --- what a server advertises ------------------------------------------------------------------
+
+    async def capabilities(self, server_id: uuid.UUID, version: str | None) -> types.ServerCapabilities:
+        """The one place a virtual server's capabilities are decided (catalog.capabilities): what
+        this front door serves, where the server's backends have it."""
+        served = self.server.get_capabilities(catalog.NOTIFICATIONS, protocol_version=version)
+        return catalog.capabilities(served, await server_service.backend_capabilities(self.ctx, server_id))
+
+    async def init_options(self, server_id: str) -> InitializationOptions:
+        """The `initialize` result of a session of this server (the session manager asks)."""
+        options = self.server.create_initialization_options(catalog.NOTIFICATIONS)
+        options.capabilities = await self.capabilities(uuid.UUID(server_id), None)
+        return options
+
+    async def discover(
+        self, ctx: ServerRequestContext[Any, Any], params: types.RequestParams | None
+    ) -> types.DiscoverResult:
+        return types.DiscoverResult(
+            supported_versions=list(MODERN_PROTOCOL_VERSIONS),
+            capabilities=await self.capabilities(caller_of(ctx).server.id, ctx.protocol_version),
+            instructions=self.server.instructions,
+        )
+
     # --- lists: the catalog only ----------------------------------------------------------------
 
-    async def _members(
-        self, ctx: ServerRequestContext[Any, Any], kind: ItemKind[Any, Any, Any, Any]
-    ) -> list[tuple[Any, Any]]:
-        return await items.on_server(self.ctx, kind, caller_of(ctx).server.id)
+    async def _items(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        kind: ItemKind[Any, Any, Any, Any],
+        params: types.PaginatedRequestParams | None,
+        to_item: Callable[[Any, str], Any],
+        templates: bool | None = None,
+    ) -> tuple[list[Any], str | None]:
+        """One page of the server's items of `kind`, as MCP items for the client's revision, and
+        the next page's cursor (None: the last page)."""
+        try:
+            after = catalog.after(params.cursor if params is not None else None)
+        except BadRequest:
+            raise MCPError(code=INVALID_PARAMS, message="invalid cursor") from None
+        rows, places, more = await items.page_on_server(
+            self.ctx,
+            kind,
+            caller_of(ctx).server.id,
+            after=after,
+            limit=catalog.PAGE_SIZE,
+            templates=templates,
+        )
+        return [to_item(row, ctx.protocol_version) for row in rows], catalog.next_cursor(places, more)
 
     async def list_tools(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
-        tools = [
-            types.Tool(
-                name=t.name,
-                title=t.title,
-                description=t.description,
-                input_schema=t.input_schema,
-                output_schema=t.output_schema,
-                annotations=types.ToolAnnotations.model_validate(t.annotations) if t.annotations else None,
-                # Any call may run as a task (2025-11-25): every call is a job anyway.
-                execution=None if modern else types.ToolExecution(task_support="optional"),
-            )
-            for t, _ in await self._members(ctx, TOOLS)
-        ]
-        return types.ListToolsResult(tools=tools)
+        tools, cursor = await self._items(ctx, TOOLS, params, catalog.tool)
+        return types.ListToolsResult(tools=tools, next_cursor=cursor)
 
     async def list_resources(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
-        return types.ListResourcesResult(
-            resources=[
-                types.Resource(uri=r.uri, name=r.name, description=r.description, mime_type=r.mime_type)
-                for r, _ in await self._members(ctx, RESOURCES)
-                if not r.is_template
-            ]
-        )
+        found, cursor = await self._items(ctx, RESOURCES, params, catalog.resource, templates=False)
+        return types.ListResourcesResult(resources=found, next_cursor=cursor)
 
     async def list_resource_templates(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
-        return types.ListResourceTemplatesResult(
-            resource_templates=[
-                types.ResourceTemplate(
-                    uri_template=r.uri, name=r.name, description=r.description, mime_type=r.mime_type
-                )
-                for r, _ in await self._members(ctx, RESOURCES)
-                if r.is_template
-            ]
-        )
+        found, cursor = await self._items(ctx, RESOURCES, params, catalog.template, templates=True)
+        return types.ListResourceTemplatesResult(resource_templates=found, next_cursor=cursor)
 
     async def list_prompts(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListPromptsResult:
-        return types.ListPromptsResult(
-            prompts=[
-                types.Prompt(
-                    name=p.name,
-                    description=p.description,
-                    arguments=[types.PromptArgument.model_validate(a) for a in p.arguments or []],
-                )
-                for p, _ in await self._members(ctx, PROMPTS)
-            ]
-        )
+        prompts, cursor = await self._items(ctx, PROMPTS, params, catalog.prompt)
+        return types.ListPromptsResult(prompts=prompts, next_cursor=cursor)
 
     # --- calls: prepare, then through the queue ----------------------------------------------------
 
@@ -182,13 +203,24 @@ class FrontDoor:
     ) -> PreparedJob:
         """The job for the server's item `name`, prepared like a REST call's (the same pipeline),
         counted; mcpq's errors become protocol errors (caused by the original)."""
+        return await self._prepared(
+            ctx, kind, name, lambda who, item: items.prepare(self.ctx, who, kind, item, request, name)
+        )
+
+    async def _prepared(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        kind: ItemKind[Any, Any, Any, Any],
+        name: str,
+        make: Callable[[Principal, Any], PreparedJob],
+    ) -> PreparedJob:
         caller = caller_of(ctx)
         try:
             with items.counted(kind, "mcp"):
                 item = await items.resolve_on_server(self.ctx, kind, caller.server.id, name)
                 if item is None:
                     raise _unknown(kind, name)
-                return items.prepare(self.ctx, caller.principal, kind, item, request, name)
+                return make(caller.principal, item)
         except MCPQError as exc:
             raise protocol_error(exc) from exc
 
@@ -262,3 +294,21 @@ class FrontDoor:
         with mcp_call_span(ctx, params.name):
             record = await self._await(ctx, PROMPTS, await self.prepare(ctx, PROMPTS, params.name, arguments))
         return types.GetPromptResult.model_validate(completed_or_raise(record), by_name=False)
+
+    async def complete(
+        self, ctx: ServerRequestContext[Any, Any], params: types.CompleteRequestParams
+    ) -> types.CompleteResult:
+        """completion/complete on the backend that owns the prompt or resource template."""
+        ref = params.ref
+        kind, name = (PROMPTS, ref.name) if isinstance(ref, types.PromptReference) else (RESOURCES, ref.uri)
+        context = dict(params.context.arguments or {}) if params.context is not None else {}
+        request = CompletionRequest(params.argument.name, params.argument.value, context)
+        with mcp_call_span(ctx, name):
+            job = await self._prepared(
+                ctx,
+                kind,
+                name,
+                lambda who, item: items.prepare_completion(self.ctx, who, kind, item, request, name),
+            )
+            record = await self._await(ctx, kind, job)
+        return types.CompleteResult.model_validate(completed_or_raise(record), by_name=False)

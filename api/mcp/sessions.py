@@ -34,7 +34,7 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,7 @@ import anyio.abc
 from mcp.server._streamable_http_modern import handle_modern_request  # the SDK manager's modern entry
 from mcp.server.connection import Connection
 from mcp.server.lowlevel import Server
+from mcp.server.models import InitializationOptions
 from mcp.server.runner import ServerRunner, aclose_shielded
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import RequestBodyLimitMiddleware
@@ -230,8 +231,11 @@ class ReplicatedSessionManager:
         security: TransportSecuritySettings,
         idle_s: float,
         max_body_bytes: int,
+        init_options: Callable[[str], Awaitable[InitializationOptions]] | None = None,
     ) -> None:
         self.server = server
+        # A session's `initialize` result, by its server's id (its capabilities are its backends').
+        self.init_options = init_options
         self.store = store
         self.security = security
         self.idle_s = idle_s
@@ -379,6 +383,13 @@ class ReplicatedSessionManager:
                 local.dispatcher, local.connection = dispatcher, connection
                 runner = ServerRunner(self.server, connection, self._lifespan_state)
 
+                async def on_request(
+                    dctx: DispatchContext[TransportContext], method: str, params: Mapping[str, Any] | None
+                ) -> dict[str, Any]:
+                    if method == "initialize" and self.init_options is not None:
+                        runner.init_options = await self.init_options(local.server_id)
+                    return await runner.on_request(dctx, method, params)
+
                 async def on_notify(
                     dctx: DispatchContext[TransportContext], method: str, params: Mapping[str, Any] | None
                 ) -> None:
@@ -393,7 +404,7 @@ class ReplicatedSessionManager:
                 idle = local.transport.idle_scope or anyio.CancelScope()
                 with idle:
                     try:
-                        await dispatcher.run(runner.on_request, on_notify, task_status=task_status)
+                        await dispatcher.run(on_request, on_notify, task_status=task_status)
                     finally:
                         await aclose_shielded(connection)
         except Exception:

@@ -59,55 +59,56 @@ async def delete_gateway(s: AsyncSession, gateway_id: uuid.UUID) -> bool:
     return result.scalar_one_or_none() is not None
 
 
+def _tool_row(t: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": t["name"],
+        "title": t.get("title"),
+        "description": t.get("description"),
+        # Stored exactly as declared (any JSON Schema dialect): served back verbatim.
+        "input_schema": t.get("inputSchema") or {"type": "object"},
+        "output_schema": t.get("outputSchema"),
+        "annotations": t.get("annotations"),
+        "icons": t.get("icons"),
+        "meta": t.get("_meta"),
+        "execution": t.get("execution"),
+    }
+
+
+def _resource_row(r: dict[str, Any], template: bool) -> dict[str, Any]:
+    uri = r["uriTemplate"] if template else r["uri"]
+    return {
+        "uri": uri,
+        "is_template": template,
+        "name": r.get("name") or uri,
+        "title": r.get("title"),
+        "description": r.get("description"),
+        "mime_type": r.get("mimeType"),
+        "size": None if template else r.get("size"),
+        "annotations": r.get("annotations"),
+        "icons": r.get("icons"),
+        "meta": r.get("_meta"),
+    }
+
+
+def _prompt_row(p: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": p["name"],
+        "title": p.get("title"),
+        "description": p.get("description"),
+        "arguments": p.get("arguments") or [],
+        "icons": p.get("icons"),
+        "meta": p.get("_meta"),
+    }
+
+
 async def replace_catalog(s: AsyncSession, gateway_id: uuid.UUID, catalog: dict[str, Any]) -> None:
-    """Make the stored tools, resources and prompts match a fresh discovery: add, update, remove."""
-    await _sync(
-        s,
-        Tool,
-        gateway_id,
-        "name",
-        [
-            {
-                "name": t["name"],
-                "title": t.get("title"),
-                "description": t.get("description"),
-                "input_schema": t.get("inputSchema") or {"type": "object"},
-                "output_schema": t.get("outputSchema"),
-                "annotations": t.get("annotations"),
-            }
-            for t in catalog.get("tools", [])
-        ],
-    )
-    resources = [
-        {
-            "uri": r["uri"],
-            "is_template": False,
-            "name": r.get("name") or r["uri"],
-            "description": r.get("description"),
-            "mime_type": r.get("mimeType"),
-        }
-        for r in catalog.get("resources", [])
-    ] + [
-        {
-            "uri": r["uriTemplate"],
-            "is_template": True,
-            "name": r.get("name") or r["uriTemplate"],
-            "description": r.get("description"),
-            "mime_type": r.get("mimeType"),
-        }
-        for r in catalog.get("resource_templates", [])
-    ]
+    """Make the stored tools, resources and prompts match a fresh discovery: add, update, remove.
+    Every field MCP defines for an item is kept, so the front door can pass it through."""
+    await _sync(s, Tool, gateway_id, "name", [_tool_row(t) for t in catalog.get("tools", [])])
+    resources = [_resource_row(r, False) for r in catalog.get("resources", [])]
+    resources += [_resource_row(r, True) for r in catalog.get("resource_templates", [])]
     await _sync(s, Resource, gateway_id, "uri", resources)
-    await _sync(
-        s,
-        Prompt,
-        gateway_id,
-        "name",
-        [
-            {"name": p["name"], "description": p.get("description"), "arguments": p.get("arguments") or []}
-            for p in catalog.get("prompts", [])
-        ],
-    )
+    await _sync(s, Prompt, gateway_id, "name", [_prompt_row(p) for p in catalog.get("prompts", [])])
 
 
 async def _sync(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -77,6 +77,8 @@ class GatewayOut(BaseModel):
     protocol_version: str | None
     server_name: str | None
     server_version: str | None
+    # The backend's MCP capabilities as its handshake declared them (None before discovery).
+    capabilities: dict[str, Any] | None = None
     tool_count: int
     resource_count: int
     prompt_count: int

@@ -71,6 +71,7 @@ async def _load_out(s: AsyncSession, gateways: list[Gateway]) -> list[GatewayOut
             protocol_version=g.protocol_version,
             server_name=g.server_name,
             server_version=g.server_version,
+            capabilities=g.capabilities,
             tool_count=counts[g.id][0],
             resource_count=counts[g.id][1],
             prompt_count=counts[g.id][2],
@@ -111,6 +112,7 @@ def _apply_server_info(gateway: Gateway, catalog: dict[str, Any]) -> None:
     gateway.protocol_version = catalog.get("protocol_version")
     gateway.server_name = server.get("name")
     gateway.server_version = server.get("version")
+    gateway.capabilities = catalog.get("capabilities")
     gateway.status = "active"
 
 

@@ -47,6 +47,33 @@ class JobSpec:
     fields: dict[str, Any]
     item: str
     retry_safe: bool
+    # Another operation on the item than the kind's own job (a completion); None: the kind's.
+    job_kind: JobKind | None = None
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    """completion/complete for one argument of an item: its name, the value typed so far, and the
+    arguments already resolved."""
+
+    argument: str
+    value: str
+    context: dict[str, str] = field(default_factory=dict)
+
+
+def completion_job(ref: dict[str, str], request: CompletionRequest, item: str) -> JobSpec:
+    """The job that completes one argument of the item `ref` names (MCP's wire form of the ref).
+    Completing has no side effects: it is safe to run again."""
+    return JobSpec(
+        fields={
+            "ref": ref,
+            "argument": {"name": request.argument, "value": request.value},
+            "context": request.context,
+        },
+        item=item,
+        retry_safe=True,
+        job_kind=JobKind.COMPLETE,
+    )
 
 
 def _first(candidates: Sequence[Any], key: str) -> Any | None:
@@ -74,6 +101,9 @@ class ItemKind(Generic[Row, Plain, Out, Request]):
     # `name` (resources: the URI itself, or any template), and which of them does.
     on_server: Callable[[str], ColumnElement[bool]] | None = None
     pick: Callable[[Sequence[Plain], str], Plain | None] = field(default=_first)
+    # Checks a completion request against the item and makes its job; None: the kind has no
+    # arguments to complete (MCP completes prompt and resource-template arguments).
+    to_completion: Callable[[Plain, CompletionRequest], JobSpec] | None = None
 
     def server_filter(self, name: str) -> ColumnElement[bool]:
         return self.on_server(name) if self.on_server is not None else self.key == name

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.gateways.repository import visible_to
 from shared.items.kind import ItemKind, Row
-from shared.models import Gateway
+from shared.models import Gateway, Resource
 from shared.pagination import Position
 
 AnyKind = ItemKind[Row, Any, Any, Any]
@@ -69,10 +69,31 @@ def _members(kind: AnyKind[Row]) -> Select[Row, Gateway]:
     return _with_gateway(kind).join(table, table.c[kind.member_column] == kind.model.id)
 
 
-async def on_server(s: AsyncSession, kind: AnyKind[Row], server_id: uuid.UUID) -> list[tuple[Row, Gateway]]:
-    """A virtual server's items of this kind, in the server's order."""
+async def page_on_server(
+    s: AsyncSession,
+    kind: AnyKind[Row],
+    server_id: uuid.UUID,
+    *,
+    after: tuple[float, uuid.UUID] | None,
+    limit: int,
+    templates: bool | None = None,
+) -> list[tuple[Row, Gateway, float]]:
+    """A virtual server's items of this kind in the server's order, with their positions,
+    keyset-paginated after (position, item id). `templates` (resources): only resource templates,
+    or only plain resources."""
     table = kind.members
-    stmt = _members(kind).where(table.c.server_id == server_id).order_by(table.c.position)
+    position, item_id = table.c.position, table.c[kind.member_column]
+    stmt = (
+        _members(kind)
+        .add_columns(position)
+        .where(table.c.server_id == server_id)
+        .order_by(position, item_id)
+        .limit(limit)
+    )
+    if templates is not None:
+        stmt = stmt.where(Resource.is_template.is_(templates))
+    if after is not None:
+        stmt = stmt.where(tuple_(position, item_id) > tuple_(*after))
     return list((await s.execute(stmt)).tuples())
 
 

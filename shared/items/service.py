@@ -21,7 +21,7 @@ from shared.context import AppContext
 from shared.errors import MCPQError, NotFound, ValidationFailed
 from shared.ids import parse_uuid
 from shared.items import repository
-from shared.items.kind import ItemKind, Out, Plain, Request, Row
+from shared.items.kind import CompletionRequest, ItemKind, JobSpec, Out, Plain, Request, Row
 from shared.jobs.schemas import JobRecord, PreparedJob, job_payload
 
 MAX_PAGE = 500
@@ -85,12 +85,23 @@ async def list_page(
     return [kind.to_out(row, gw) for row, gw in shown], pagination.next_cursor(last, len(rows) > limit)
 
 
-async def on_server(
-    ctx: AppContext, kind: ItemKind[Row, Any, Any, Any], server_id: uuid.UUID
-) -> list[tuple[Row, Any]]:
-    """A virtual server's items of this kind (the MCP front door lists them)."""
+async def page_on_server(
+    ctx: AppContext,
+    kind: ItemKind[Row, Any, Any, Any],
+    server_id: uuid.UUID,
+    *,
+    after: tuple[float, uuid.UUID] | None,
+    limit: int,
+    templates: bool | None = None,
+) -> tuple[list[Row], list[tuple[float, uuid.UUID]], bool]:
+    """One page of a virtual server's items of this kind (the MCP front door lists them): the
+    rows, their places (position, id) and whether more follow."""
     async with ctx.read_session_factory() as s:
-        return await repository.on_server(s, kind, server_id)
+        found = await repository.page_on_server(
+            s, kind, server_id, after=after, limit=limit + 1, templates=templates
+        )
+    shown = found[:limit]
+    return [row for row, _, _ in shown], [(pos, row.id) for row, _, pos in shown], len(found) > limit
 
 
 # --- from a ref to a prepared job -----------------------------------------------------------------
@@ -140,11 +151,42 @@ def prepare(
 ) -> PreparedJob:
     """Authorize the caller for `item`, check the request, and make the job (nothing is enqueued)."""
     principal.authorize(item.team_id, Role.MEMBER, f"{kind.name} {ref!r}", public=item.public)
-    spec = kind.to_job(item, request)
+    return _job(ctx, principal, kind, item, kind.to_job(item, request), idempotency_key)
+
+
+def prepare_completion(
+    ctx: AppContext,
+    principal: Principal,
+    kind: ItemKind[Any, Plain, Any, Any],
+    item: Plain,
+    request: CompletionRequest,
+    ref: str,
+) -> PreparedJob:
+    """The same for completing one of the item's arguments on its backend."""
+    principal.authorize(item.team_id, Role.MEMBER, f"{kind.name} {ref!r}", public=item.public)
+    if kind.to_completion is None:
+        raise ValidationFailed(f"{kind.plural} have no arguments to complete")
+    return _job(ctx, principal, kind, item, kind.to_completion(item, request), None)
+
+
+def _job(
+    ctx: AppContext,
+    principal: Principal,
+    kind: ItemKind[Any, Plain, Any, Any],
+    item: Plain,
+    spec: JobSpec,
+    idempotency_key: str | None,
+) -> PreparedJob:
     payload = job_payload(
         item.backend, retry_safe=spec.retry_safe, queue_ttl_s=ctx.settings.queue_ttl_s, **spec.fields
     )
-    return PreparedJob(kind.job_kind, payload, spec.item, principal.job_team(item.team_id), idempotency_key)
+    return PreparedJob(
+        spec.job_kind or kind.job_kind,
+        payload,
+        spec.item,
+        principal.job_team(item.team_id),
+        idempotency_key,
+    )
 
 
 async def prepare_ref(

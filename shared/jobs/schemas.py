@@ -32,6 +32,8 @@ class JobKind(StrEnum):
     DISCOVER = "discover"
     READ_RESOURCE = "read_resource"
     GET_PROMPT = "get_prompt"
+    # completion/complete for an argument of a prompt or a resource template.
+    COMPLETE = "complete"
 
 
 class BackendSpec(TypedDict):
@@ -80,6 +82,14 @@ class ReadResourcePayload(JobPayload):
 class GetPromptPayload(JobPayload):
     prompt: str
     arguments: dict[str, str]
+
+
+class CompletePayload(JobPayload):
+    # MCP's wire forms: `{"type": "ref/prompt", "name"}` or `{"type": "ref/resource", "uri"}`,
+    # `{"name", "value"}`, and the arguments already resolved (may be empty).
+    ref: dict[str, str]
+    argument: dict[str, str]
+    context: dict[str, str]
 
 
 DiscoverPayload = JobPayload

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from shared.errors import InvalidArguments
 from shared.gateways.service import backend_spec
-from shared.items.kind import ItemKind, JobSpec
+from shared.items.kind import CompletionRequest, ItemKind, JobSpec, completion_job
 from shared.jobs.schemas import JobKind
 from shared.models import Gateway, Prompt, server_prompts
 from shared.prompts.schemas import PlainPrompt, PromptOut
@@ -20,6 +20,9 @@ def to_out(prompt: Prompt, gateway: Gateway) -> PromptOut:
         gateway_id=gateway.id,
         description=prompt.description,
         arguments=prompt.arguments,
+        title=prompt.title,
+        icons=prompt.icons,
+        meta=prompt.meta,
     )
 
 
@@ -57,6 +60,16 @@ def to_job(prompt: PlainPrompt, arguments: dict[str, str]) -> JobSpec:
     )
 
 
+def to_completion(prompt: PlainPrompt, request: CompletionRequest) -> JobSpec:
+    names = [name for name, _ in prompt.arguments]
+    if request.argument not in names:
+        raise InvalidArguments(
+            f"the prompt {prompt.qualified_name} has no argument {request.argument!r}",
+            extra={"arguments": names},
+        )
+    return completion_job({"type": "ref/prompt", "name": prompt.name}, request, prompt.qualified_name)
+
+
 PROMPTS: ItemKind[Prompt, PlainPrompt, PromptOut, dict[str, str]] = ItemKind(
     name="prompt",
     plural="prompts",
@@ -68,4 +81,5 @@ PROMPTS: ItemKind[Prompt, PlainPrompt, PromptOut, dict[str, str]] = ItemKind(
     to_out=to_out,
     to_plain=to_plain,
     to_job=to_job,
+    to_completion=to_completion,
 )

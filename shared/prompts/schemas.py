@@ -32,6 +32,10 @@ class PromptOut(BaseModel):
     gateway_id: uuid.UUID
     description: str | None
     arguments: list[dict[str, Any]]
+    # As the backend declared them (MCP `title`, `icons`, `_meta`).
+    title: str | None = None
+    icons: list[dict[str, Any]] | None = None
+    meta: dict[str, Any] | None = None
 
 
 class PromptPage(BaseModel):

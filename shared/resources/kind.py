@@ -9,9 +9,9 @@ from functools import lru_cache
 
 from sqlalchemy import ColumnElement, or_
 
-from shared.errors import ValidationFailed
+from shared.errors import InvalidArguments, ValidationFailed
 from shared.gateways.service import backend_spec
-from shared.items.kind import ItemKind, JobSpec
+from shared.items.kind import CompletionRequest, ItemKind, JobSpec, completion_job
 from shared.jobs.schemas import JobKind
 from shared.models import Gateway, Resource, server_resources
 from shared.resources.schemas import PlainResource, ResourceOut
@@ -28,6 +28,11 @@ def to_out(resource: Resource, gateway: Gateway) -> ResourceOut:
         mime_type=resource.mime_type,
         gateway=gateway.name,
         gateway_id=gateway.id,
+        title=resource.title,
+        size=resource.size,
+        annotations=resource.annotations,
+        icons=resource.icons,
+        meta=resource.meta,
     )
 
 
@@ -80,13 +85,33 @@ def to_job(resource: PlainResource, uri: str | None) -> JobSpec:
     )
 
 
+def template_variables(template: str) -> list[str]:
+    """The variables of an RFC 6570 URI template, in order: `{a}`, `{+a}`, `{?a,b*}`, `{a:3}`."""
+    names: list[str] = []
+    for expression in re.findall(r"\{([^}]*)\}", template):
+        names += [part.split(":")[0].rstrip("*") for part in expression.lstrip("+#./;?&").split(",")]
+    return names
+
+
+def to_completion(resource: PlainResource, request: CompletionRequest) -> JobSpec:
+    if not resource.is_template:
+        raise ValidationFailed(f"{resource.ref} is not a template: only a template's variables complete")
+    names = template_variables(resource.uri)
+    if request.argument not in names:
+        raise InvalidArguments(
+            f"the template {resource.ref} has no variable {request.argument!r}", extra={"arguments": names}
+        )
+    return completion_job({"type": "ref/resource", "uri": resource.uri}, request, resource.ref)
+
+
 def on_server(uri: str) -> ColumnElement[bool]:
     return or_(Resource.uri == uri, Resource.is_template.is_(True))
 
 
 def pick(candidates: Sequence[PlainResource], uri: str) -> PlainResource | None:
-    """The resource with exactly that URI, else the first template (in the server's order) it fits."""
-    exact = next((r for r in candidates if not r.is_template and r.uri == uri), None)
+    """The resource or template with exactly that URI (a completion names a template by its URI
+    template), else the first template (in the server's order) it fits."""
+    exact = next((r for r in candidates if r.uri == uri), None)
     return exact or next((r for r in candidates if r.is_template and template_fits(r.uri, uri)), None)
 
 
@@ -103,4 +128,5 @@ RESOURCES: ItemKind[Resource, PlainResource, ResourceOut, str | None] = ItemKind
     to_job=to_job,
     on_server=on_server,
     pick=pick,
+    to_completion=to_completion,
 )

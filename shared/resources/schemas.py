@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,6 +35,12 @@ class ResourceOut(BaseModel):
     mime_type: str | None
     gateway: str
     gateway_id: uuid.UUID
+    # As the backend declared them (MCP `title`, `size`, `annotations`, `icons`, `_meta`).
+    title: str | None = None
+    size: int | None = None
+    annotations: dict[str, Any] | None = None
+    icons: list[dict[str, Any]] | None = None
+    meta: dict[str, Any] | None = None
 
 
 class ResourcePage(BaseModel):

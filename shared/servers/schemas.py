@@ -12,7 +12,8 @@ from shared.prompts.schemas import PromptOut
 from shared.resources.schemas import ResourceOut
 from shared.tools.schemas import ToolOut
 
-MAX_ITEMS = 1000
+# Items of one kind per server. MCP lists page through them (api/mcp/catalog.py).
+MAX_ITEMS = 10_000
 
 Refs = list[str]
 

@@ -192,3 +192,9 @@ async def lookup(ctx: AppContext, raw_id: str) -> ServerSnapshot | None:
     async with ctx.read_session_factory() as s:
         server = await repository.get(s, server_id)
     return snapshot(server) if server is not None else None
+
+
+async def backend_capabilities(ctx: AppContext, server_id: uuid.UUID) -> list[dict[str, Any]]:
+    """What the server's backends declared they support (a short read session)."""
+    async with ctx.read_session_factory() as s:
+        return await repository.backend_capabilities(s, server_id)

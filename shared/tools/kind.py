@@ -34,6 +34,9 @@ def to_out(tool: Tool, gateway: Gateway) -> ToolOut:
         input_schema=tool.input_schema,
         output_schema=tool.output_schema,
         annotations=tool.annotations,
+        icons=tool.icons,
+        meta=tool.meta,
+        execution=tool.execution,
     )
 
 

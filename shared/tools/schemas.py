@@ -37,6 +37,10 @@ class ToolOut(BaseModel):
     input_schema: dict[str, Any]
     output_schema: dict[str, Any] | None
     annotations: dict[str, Any] | None
+    # As the backend declared them (MCP `icons`, `_meta`, `execution`); None when it did not.
+    icons: list[dict[str, Any]] | None = None
+    meta: dict[str, Any] | None = None
+    execution: dict[str, Any] | None = None
 
 
 class ToolPage(BaseModel):

@@ -25,6 +25,7 @@ import mcp.types as types
 import uvicorn
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ServerMessageMetadata
 from mcp.types import JSONRPCMessage
@@ -79,6 +80,8 @@ class Fixture:
 
     subscribed: set[str] = field(default_factory=set)
     log_levels: dict[int, str] = field(default_factory=dict)
+    # subscriptions/listen (2026-07-28): publish ResourceUpdated, ToolsListChanged... on it.
+    bus: InMemorySubscriptionBus = field(default_factory=InMemorySubscriptionBus)
     tools: dict[str, tuple[types.Tool, Handler]] = field(default_factory=dict)
 
     def tool(self, tool: types.Tool) -> Callable[[Handler], Handler]:
@@ -529,6 +532,8 @@ def build_server(fixture: Fixture | None = None) -> Server[Any]:
         title="Conformance fixture",
         **_catalog_handlers(f),
         **_utility_handlers(f),
+        # 2026-07-28 clients subscribe with subscriptions/listen (resources/subscribe before).
+        on_subscriptions_listen=ListenHandler(f.bus),
     )
 
     async def set_level(ctx: Ctx, params: types.SetLevelRequestParams) -> types.EmptyResult:
@@ -545,14 +550,13 @@ def build_app(fixture: Fixture | None = None) -> Starlette:
     return build_server(fixture).streamable_http_app(event_store=MemoryEventStore(), retry_interval=100)
 
 
-class FixtureBackend:
-    """The fixture under uvicorn on a loopback port, in a thread with its own event loop."""
+class ThreadedApp:
+    """An ASGI app under uvicorn on a loopback port, in a thread with its own event loop."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, app: Any, port: int) -> None:
         self.port = port
-        self.fixture = Fixture()
         self.url = f"http://127.0.0.1:{port}/mcp"
-        config = uvicorn.Config(build_app(self.fixture), host="127.0.0.1", port=port, log_level="warning")
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -560,12 +564,20 @@ class FixtureBackend:
         self.thread.start()
         while not self.server.started:
             if not self.thread.is_alive():
-                raise RuntimeError(f"the fixture backend did not start on port {self.port}")
-            threading.Event().wait(0.02)
+                raise RuntimeError(f"the server did not start on port {self.port}")
+            self.thread.join(0.02)
 
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+class FixtureBackend(ThreadedApp):
+    """The fixture backend, served at `url`; `fixture` is its state."""
+
+    def __init__(self, port: int) -> None:
+        self.fixture = Fixture()
+        super().__init__(build_app(self.fixture), port)
 
 
 def main() -> None:
