@@ -37,6 +37,15 @@ _SSE_CONTENT_TYPE = re.compile(r"got '(?P<type>[^']*)'")
 _NOT_JSON_RPC = "Failed to parse JSON response"
 
 
+class BackendFailure(Exception):
+    """A failure already explained where it happened (a stdio server that would not start, say):
+    `kind` and the message are what the caller sees."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 @dataclass(frozen=True)
 class Reached:
     """What the backend's URL answered: an HTTP status and its Content-Type."""
@@ -68,6 +77,8 @@ class ResponseRecorder:
 def explain(exc: BaseException, url: str, transport: str, reached: Reached | None = None) -> tuple[str, str]:
     """(error type, message) for an exception raised while connecting to or talking to `url`."""
     inner = leaf(exc)
+    if isinstance(inner, BackendFailure):
+        return inner.kind, str(inner)
     if isinstance(inner, httpx2.HTTPStatusError):
         status = inner.response.status_code
         answer = Reached(status, inner.response.headers.get("content-type", ""))

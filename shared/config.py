@@ -123,6 +123,15 @@ class Settings(BaseSettings):
     # server closes it just as a request goes out on it, and that request fails (ReadError).
     mcp_http_keepalive_s: float = 2.0
 
+    # stdio backends (see the README's stdio section). The programs a stdio gateway may run,
+    # comma-separated, each matched exactly against the gateway's `command` ("uvx", "npx",
+    # "/usr/local/bin/mcp-server-time"); empty turns stdio off. The API checks it when a gateway
+    # is registered, and each worker again before it runs anything.
+    stdio_allowed_commands: str = ""
+    # Live server processes one worker keeps per stdio gateway. Calls share a process (JSON-RPC
+    # multiplexes them; `mcp_session_max_calls` each) before another one is started.
+    stdio_max_processes: int = Field(default=4, ge=1)
+
     # Circuit breaker per gateway: after this many consecutive transport failures of calls to a
     # gateway (from any worker), the circuit opens for `breaker_open_s` seconds; then one probe
     # call decides. A success closes it. See shared/gateways/breaker.py.
@@ -147,6 +156,10 @@ class Settings(BaseSettings):
     @property
     def allowed_networks(self) -> tuple[IPNetwork, ...]:
         return parse_networks(self.allowed_backend_networks)
+
+    @property
+    def stdio_commands(self) -> frozenset[str]:
+        return frozenset(c.strip() for c in self.stdio_allowed_commands.split(",") if c.strip())
 
     @property
     def mcp_hosts(self) -> list[str]:

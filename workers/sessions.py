@@ -27,11 +27,13 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CONNECTION_CLOSED, DiscoverResult
 
 from shared import metrics
+from shared.backend_errors import BackendFailure
 from shared.cache import TTLCache
 from shared.config import Settings
 from shared.gateways import netguard
-from shared.jobs.schemas import BackendSpec
+from shared.jobs.schemas import BackendSpec, backend_target
 from shared.security import SecretBox
+from workers import backend_stdio
 from workers.backend_http import BackendTransport, TransportFailure, transport_failure
 from workers.breaker import GatewayHealth
 from workers.progress import CURRENT_CALL, on_backend_log
@@ -72,6 +74,11 @@ class PooledSession:
     # Out of the pool: takes no new calls, and stops once the calls still on it have ended.
     retired: bool = False
 
+    @property
+    def live(self) -> bool:
+        # `stop` is also set when a stdio server's process has exited.
+        return not (self.dead or self.retired or self.stop.is_set())
+
 
 class SessionPool:
     def __init__(self, settings: Settings, secrets: SecretBox, health: GatewayHealth | None = None) -> None:
@@ -80,12 +87,13 @@ class SessionPool:
         self._allowed = settings.allowed_networks
         # Per-gateway outcomes of calls, for the circuit breaker the API reads (None: not reported).
         self._health = health
-        # Decrypted headers by ciphertext: a gateway's ciphertext is the same in every job (the API
-        # copies the stored value), so each is decrypted once, not once per call.
-        self._headers: TTLCache[str, dict[str, str]] = TTLCache(settings.mcp_session_idle_s, 1024)
-        # Live sessions per backend key. A session carries many concurrent calls; past
-        # `mcp_session_max_calls` in flight on each, another one is opened, because one HTTP
-        # client's connection pool slows down with the number of connections it manages.
+        # Decrypted headers (and stdio env) by ciphertext: a gateway's ciphertext is the same in
+        # every job (the API copies the stored value), so each is decrypted once, not once per call.
+        self._secrets_open: TTLCache[str, dict[str, str]] = TTLCache(settings.mcp_session_idle_s, 1024)
+        # Live sessions per backend key (for stdio: one server process each). A session carries
+        # many concurrent calls; past `mcp_session_max_calls` in flight on each, another one is
+        # opened, because one HTTP client's connection pool slows down with the number of
+        # connections it manages (and a stdio server works through its stdin in order).
         self._sessions: dict[str, list[PooledSession]] = {}
         # Retired sessions whose last calls are still running, so `close` can end them too.
         self._retired: set[PooledSession] = set()
@@ -94,13 +102,15 @@ class SessionPool:
         # "legacy" (initialize), or a modern version plus the DiscoverResult the probe returned.
         self._modes: dict[str, tuple[str, DiscoverResult | None]] = {}
         self._reaper: asyncio.Task[None] | None = None
-        # Backends that just failed to connect: jobs queued behind the lock fail fast instead of
-        # each waiting out its own connect timeout in turn.
-        self._recent_failures: dict[str, tuple[float, str]] = {}
+        # Backends that just failed to connect (when, why, and the error type if it is already
+        # known): jobs queued behind the lock fail fast instead of each waiting out its own
+        # connect timeout in turn.
+        self._recent_failures: dict[str, tuple[float, str, str | None]] = {}
+        backend_stdio.quiet_sdk_parse_errors()
 
     @property
     def open_sessions(self) -> int:
-        return sum(1 for group in self._sessions.values() for s in group if not (s.dead or s.retired))
+        return sum(1 for group in self._sessions.values() for s in group if s.live)
 
     def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap_idle())
@@ -185,30 +195,42 @@ class SessionPool:
         self._retire(session)
         return failure
 
-    def headers(self, spec: BackendSpec) -> dict[str, str]:
-        """The backend's headers, decrypted (ValueError if no configured key opens them)."""
-        sealed = spec["headers_enc"]
-        plain = self._headers.get(sealed)
+    def _open_sealed(self, sealed: str) -> dict[str, str]:
+        """Decrypted (ValueError if no configured key opens it)."""
+        plain = self._secrets_open.get(sealed)
         if plain is None:
             plain = self._secrets.open(sealed)
-            self._headers.put(sealed, plain)
+            self._secrets_open.put(sealed, plain)
         return plain
+
+    def headers(self, spec: BackendSpec) -> dict[str, str]:
+        return self._open_sealed(spec["headers_enc"])
+
+    def env(self, spec: BackendSpec) -> dict[str, str]:
+        """A stdio server's extra environment, decrypted."""
+        return self._open_sealed(spec.get("env_enc", ""))
 
     def key(self, spec: BackendSpec) -> str:
         """One pooled session per gateway (two registrations of one URL keep separate sessions
         and metrics), URL, transport and decrypted headers (the ciphertext differs each time the
-        headers are encrypted, so it cannot be the key)."""
-        raw = json.dumps(
-            [spec["gateway_id"], spec["url"], spec["transport"], sorted(self.headers(spec).items())]
-        )
-        return hashlib.sha256(raw.encode()).hexdigest()
+        headers are encrypted, so it cannot be the key); for stdio, the command line, working
+        directory and decrypted env."""
+        fields: list[object] = [
+            spec["gateway_id"],
+            spec["url"],
+            spec["transport"],
+            sorted(self.headers(spec).items()),
+        ]
+        if spec["transport"] == "stdio":
+            fields += [spec.get("command"), spec.get("args"), spec.get("cwd"), sorted(self.env(spec).items())]
+        return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
 
     def _report(self, spec: BackendSpec, *, ok: bool) -> None:
         if self._health is not None:
             self._health.note(spec["gateway_id"], ok=ok)
 
     def _least_busy(self, key: str) -> PooledSession | None:
-        live = [s for s in self._sessions.get(key, ()) if not (s.dead or s.retired)]
+        live = [s for s in self._sessions.get(key, ()) if s.live]
         return min(live, key=lambda s: s.in_flight) if live else None
 
     async def _get(self, spec: BackendSpec) -> PooledSession:
@@ -221,19 +243,24 @@ class SessionPool:
         async with lock:
             session = self._least_busy(key)
             if session is not None and (
-                session.in_flight < limit
-                or len(self._sessions[key]) >= self._settings.mcp_max_sessions_per_backend
+                session.in_flight < limit or len(self._sessions[key]) >= self._max_sessions(spec)
             ):
                 return session
             failed = self._recent_failures.get(key)
             if failed is not None and time.monotonic() - failed[0] < CONNECT_FAILURE_MEMORY_S:
-                raise BackendConnectError(failed[1])
+                _, reason, kind = failed
+                raise BackendConnectError(reason) if kind is None else BackendFailure(kind, reason)
             try:
                 session = await self._open(key, spec)
             except Exception as exc:
                 cause = innermost(exc)
                 failure = failure_of(cause) if isinstance(cause, MCPError) else None
-                self._recent_failures[key] = (time.monotonic(), failure.reason if failure else describe(exc))
+                kind = cause.kind if isinstance(cause, BackendFailure) else None
+                self._recent_failures[key] = (
+                    time.monotonic(),
+                    failure.reason if failure else describe(exc),
+                    kind,
+                )
                 if failure is not None:
                     # The handshake's POST failed in our transport: say so as a connection error.
                     raise BackendTransportError(failure.reason) from exc
@@ -241,6 +268,11 @@ class SessionPool:
             self._recent_failures.pop(key, None)
             self._sessions.setdefault(key, []).append(session)
             return session
+
+    def _max_sessions(self, spec: BackendSpec) -> int:
+        if spec["transport"] == "stdio":
+            return self._settings.stdio_max_processes
+        return self._settings.mcp_max_sessions_per_backend
 
     async def _open(self, key: str, spec: BackendSpec) -> PooledSession:
         mode, prior = self._modes.pop(key, ("auto", None))
@@ -253,8 +285,13 @@ class SessionPool:
         owner = asyncio.create_task(
             self._own(spec, mode, prior, ready, stop), name=f"mcp-session {spec['gateway']}", context=context
         )
+        # A stdio server's handshake is bounded by the connect timeout inside `connect`, which then
+        # stops the process before it says why: wait for that answer.
+        limit = self._settings.mcp_connect_timeout_s
+        if spec["transport"] == "stdio":
+            limit += backend_stdio.TEARDOWN_S
         try:
-            client = await asyncio.wait_for(asyncio.shield(ready), self._settings.mcp_connect_timeout_s)
+            client = await asyncio.wait_for(asyncio.shield(ready), limit)
         except BaseException:
             stop.set()
             owner.cancel()
@@ -278,7 +315,7 @@ class SessionPool:
             self._modes[key] = ("legacy", None)
         elif client.session.discover_result is not None:
             self._modes[key] = (version, client.session.discover_result)
-        log.info("opened MCP session to %s (%s, protocol %s)", spec["gateway"], spec["url"], version)
+        log.info("opened MCP session to %s (%s, protocol %s)", spec["gateway"], backend_target(spec), version)
         return session
 
     async def _own(
@@ -290,7 +327,9 @@ class SessionPool:
         stop: asyncio.Event,
     ) -> None:
         try:
-            async with self.connect(spec, mode, prior) as client:
+            # A stdio server that exits ends its session at once (`stop`), so the next call starts
+            # a new process instead of failing on the dead one.
+            async with self.connect(spec, mode, prior, on_end=stop.set) as client:
                 ready.set_result(client)
                 await stop.wait()
         except BaseException as exc:
@@ -307,10 +346,27 @@ class SessionPool:
 
     @contextlib.asynccontextmanager
     async def connect(
-        self, spec: BackendSpec, mode: str = "auto", prior: DiscoverResult | None = None
+        self,
+        spec: BackendSpec,
+        mode: str = "auto",
+        prior: DiscoverResult | None = None,
+        on_end: Callable[[], None] | None = None,
     ) -> AsyncIterator[Client]:
-        """A session of its own to `spec`, outside the pool (discovery uses this)."""
+        """A session of its own to `spec`, outside the pool (discovery uses this). `on_end` is
+        called if the backend goes away by itself (a stdio server's process exits)."""
         s = self._settings
+        if spec["transport"] == "stdio":
+            async with backend_stdio.connect(
+                spec,
+                self.env(spec),
+                allowed=s.stdio_commands,
+                connect_timeout_s=s.mcp_connect_timeout_s,
+                mode=mode,
+                prior=prior,
+                on_end=on_end,
+            ) as client:
+                yield client
+            return
         headers = self.headers(spec)
         # The API checked the URL at registration; check again what it resolves to now (this
         # narrows, but cannot close, the DNS rebinding window: see shared/gateways/netguard.py).

@@ -35,6 +35,7 @@ from shared.jobs.schemas import (
     GetPromptPayload,
     JobKind,
     ReadResourcePayload,
+    backend_target,
 )
 from shared.jobs.store import Claim
 from workers.progress import CallRelay, current_relay, relaying
@@ -59,7 +60,7 @@ def classify(exc: BaseException, backend: BackendSpec) -> Envelope:
         return failure("timeout", f"the backend did not answer within {timeout_s}s")
     if isinstance(inner, MCPError) and inner.code == CONNECTION_CLOSED:
         return failure("backend_unavailable", f"the backend connection closed: {inner.message}")
-    kind, message = backend_errors.explain(exc, backend["url"], backend["transport"])
+    kind, message = backend_errors.explain(exc, backend_target(backend), backend["transport"])
     return failure(kind, message)
 
 
@@ -160,7 +161,7 @@ def backend_span(method: str, target: str, backend: BackendSpec) -> AbstractCont
         attributes={
             "mcp.method.name": method,
             "mcpq.gateway": backend["gateway"],
-            "server.address": backend["url"],
+            "server.address": backend_target(backend),
         },
     )
 

@@ -34,9 +34,10 @@ async def list_visible(s: AsyncSession, team_id: uuid.UUID | None) -> list[Gatew
     return list(await s.scalars(stmt))
 
 
-async def sealed_headers(s: AsyncSession) -> list[Gateway]:
-    """Gateways that have encrypted headers (for key rotation)."""
-    return list(await s.scalars(select(Gateway).where(Gateway.headers_enc != "").order_by(Gateway.id)))
+async def sealed_credentials(s: AsyncSession) -> list[Gateway]:
+    """Gateways that have encrypted headers or stdio env (for key rotation)."""
+    sealed = or_(Gateway.headers_enc != "", Gateway.env_enc != "")
+    return list(await s.scalars(select(Gateway).where(sealed).order_by(Gateway.id)))
 
 
 async def counts(s: AsyncSession, gateway_ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[int, int, int]]:

@@ -8,9 +8,9 @@ from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Transport = Literal["streamable_http", "sse"]
+Transport = Literal["streamable_http", "sse", "stdio"]
 Visibility = Literal["team", "public"]
 
 MAX_HEADERS = 32
@@ -18,13 +18,17 @@ MAX_HEADERS = 32
 # would only fail later, in the worker, as an unreachable backend.
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
+MAX_ARGS = 64
+MAX_ENV = 64
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class GatewayCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[a-z0-9_-]{1,64}$")
-    url: str = Field(max_length=2048)
+    # HTTP transports: the backend's URL. stdio: leave it out and give `command` instead.
+    url: str | None = Field(default=None, max_length=2048)
     # The owning team (id or name); a team token's own team when left out.
     team: str | None = Field(default=None, min_length=1, max_length=64)
     visibility: Visibility = "team"
@@ -32,10 +36,66 @@ class GatewayCreate(BaseModel):
     # Sent to the backend on every request (credentials). Encrypted at rest, never shown.
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float | None = Field(default=None, gt=0)
+    # stdio only (platform admin): the program a worker runs (one of MCPQ_STDIO_ALLOWED_COMMANDS),
+    # its arguments, extra environment variables (encrypted like headers, never shown) and
+    # working directory (absolute).
+    command: str | None = Field(default=None, min_length=1, max_length=1024)
+    args: list[str] = Field(default_factory=list, max_length=MAX_ARGS)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = Field(default=None, min_length=1, max_length=1024)
+
+    @model_validator(mode="after")
+    def _fields_of_transport(self) -> GatewayCreate:
+        if self.transport == "stdio":
+            if self.command is None:
+                raise ValueError("a stdio gateway needs a command")
+            if self.url is not None or self.headers:
+                raise ValueError("a stdio gateway takes command, args, env and cwd, not url or headers")
+        else:
+            if self.url is None:
+                raise ValueError(f"a {self.transport} gateway needs a url")
+            if self.command is not None or self.args or self.env or self.cwd is not None:
+                raise ValueError("command, args, env and cwd are for transport stdio only")
+        return self
+
+    @field_validator("command", "cwd")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\0" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
+
+    @field_validator("cwd")
+    @classmethod
+    def _absolute(cls, cwd: str | None) -> str | None:
+        if cwd is not None and not cwd.startswith("/"):
+            raise ValueError("cwd must be an absolute path")
+        return cwd
+
+    @field_validator("args")
+    @classmethod
+    def _sane_args(cls, args: list[str]) -> list[str]:
+        if any("\0" in arg or len(arg) > 4096 for arg in args):
+            raise ValueError("each argument must be at most 4096 characters, without NUL characters")
+        return args
+
+    @field_validator("env")
+    @classmethod
+    def _sane_env(cls, env: dict[str, str]) -> dict[str, str]:
+        if len(env) > MAX_ENV:
+            raise ValueError(f"at most {MAX_ENV} environment variables")
+        for name, value in env.items():
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(f"environment variable name {name!r}: use letters, digits and _ only")
+            if "\0" in value or len(value) > 32768:
+                raise ValueError(f"environment variable {name!r}: at most 32768 characters, no NUL")
+        return env
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, url: str) -> str:
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("url must be an absolute http:// or https:// URL")
@@ -64,14 +124,19 @@ class BreakerOut(BaseModel):
 
 
 class GatewayOut(BaseModel):
-    """A gateway as the API shows it. Backend `headers` are write-only and never appear here."""
+    """A gateway as the API shows it. Backend `headers` and a stdio gateway's `env` are
+    write-only and never appear here."""
 
     id: uuid.UUID
     team_id: uuid.UUID
     visibility: str
     name: str
-    url: str
+    url: str = Field(description='the backend\'s URL ("" for stdio)')
     transport: str
+    # stdio gateways: the program, its arguments and working directory (None for HTTP).
+    command: str | None = None
+    args: list[str] | None = None
+    cwd: str | None = None
     timeout_s: float
     status: str
     protocol_version: str | None

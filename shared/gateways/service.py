@@ -13,20 +13,22 @@ from shared.auth.schemas import Principal, Role
 from shared.config import Settings
 from shared.context import AppContext
 from shared.db import SessionFactory
-from shared.errors import BackendError, Conflict, GatewayTimeout, NotFound, ValidationFailed
+from shared.errors import BackendError, Conflict, Forbidden, GatewayTimeout, NotFound, ValidationFailed
 from shared.gateways import netguard, repository
 from shared.gateways.schemas import BreakerOut, GatewayCreate, GatewayOut
 from shared.ids import require_uuid
 from shared.jobs.queue import JobQueue
-from shared.jobs.schemas import BackendSpec, JobKind, JobStatus, PreparedJob, job_payload
+from shared.jobs.schemas import BackendSpec, JobKind, JobStatus, PreparedJob, backend_target, job_payload
 from shared.models import Gateway, utcnow
 from shared.security import SecretBox
 from shared.teams import service as team_service
 
+STDIO = "stdio"
+
 
 def backend_spec(gateway: Gateway) -> BackendSpec:
-    """Copy what a worker needs out of the ORM row, as plain values. Headers stay encrypted."""
-    return {
+    """Copy what a worker needs out of the ORM row, as plain values. Headers and env stay encrypted."""
+    spec: BackendSpec = {
         "gateway_id": str(gateway.id),
         "gateway": gateway.name,
         "url": gateway.url,
@@ -34,6 +36,26 @@ def backend_spec(gateway: Gateway) -> BackendSpec:
         "headers_enc": gateway.headers_enc,
         "timeout_s": gateway.timeout_s,
     }
+    if gateway.transport == STDIO:
+        spec["command"] = gateway.command or ""
+        spec["args"] = list(gateway.args or [])
+        spec["env_enc"] = gateway.env_enc
+        spec["cwd"] = gateway.cwd
+    return spec
+
+
+def check_stdio(principal: Principal, settings: Settings, command: str) -> None:
+    """A stdio gateway runs a program on the worker hosts: only the platform admin may register,
+    change or delete one (403), and only a program of MCPQ_STDIO_ALLOWED_COMMANDS (422)."""
+    if not principal.platform:
+        raise Forbidden("only the platform admin may register, change or delete a stdio gateway")
+    allowed = settings.stdio_commands
+    if not allowed:
+        raise ValidationFailed("stdio gateways are disabled here: MCPQ_STDIO_ALLOWED_COMMANDS is empty")
+    if command not in allowed:
+        raise ValidationFailed(
+            f"command {command!r} is not in MCPQ_STDIO_ALLOWED_COMMANDS ({', '.join(sorted(allowed))})"
+        )
 
 
 async def check_url(settings: Settings, url: str) -> None:
@@ -66,6 +88,9 @@ async def _load_out(s: AsyncSession, gateways: list[Gateway]) -> list[GatewayOut
             name=g.name,
             url=g.url,
             transport=g.transport,
+            command=g.command,
+            args=g.args,
+            cwd=g.cwd,
             timeout_s=g.timeout_s,
             status=g.status,
             protocol_version=g.protocol_version,
@@ -98,10 +123,12 @@ async def _discover(
         return dict(record.result)
     if record.status.terminal:
         error = record.error or {"type": "error", "message": "discovery failed"}
-        raise BackendError(f"discovery of {spec['url']} failed: {error['message']}", extra={"job_id": job.id})
+        raise BackendError(
+            f"discovery of {backend_target(spec)} failed: {error['message']}", extra={"job_id": job.id}
+        )
     await queue.abandon(job.id)
     raise GatewayTimeout(
-        f"discovery of {spec['url']} did not finish within {settings.discovery_timeout_s}s "
+        f"discovery of {backend_target(spec)} did not finish within {settings.discovery_timeout_s}s "
         "(is the backend slow, or are no workers running?)",
         extra={"job_id": job.id},
     )
@@ -118,6 +145,8 @@ def _apply_server_info(gateway: Gateway, catalog: dict[str, Any]) -> None:
 
 async def register(ctx: AppContext, principal: Principal, body: GatewayCreate) -> GatewayOut:
     sf, settings = ctx.session_factory, ctx.settings
+    if body.transport == STDIO:
+        check_stdio(principal, settings, body.command or "")
     timeout_s = body.timeout_s or settings.default_backend_timeout_s
     if timeout_s > settings.max_backend_timeout_s:
         raise ValidationFailed(f"timeout_s may be at most {settings.max_backend_timeout_s}")
@@ -127,15 +156,20 @@ async def register(ctx: AppContext, principal: Principal, body: GatewayCreate) -
         if await repository.name_taken(s, team.id, body.name):
             raise Conflict(f"this team already has a gateway named {body.name!r}")
         team_id = team.id
-    await check_url(settings, body.url)  # resolves the host: no session is open meanwhile
+    if body.url is not None:
+        await check_url(settings, body.url)  # resolves the host: no session is open meanwhile
     gateway = Gateway(
         id=uuid.uuid4(),
         team_id=team_id,
         visibility=body.visibility,
         name=body.name,
-        url=body.url,
+        url=body.url or "",
         transport=body.transport,
         headers_enc=ctx.secrets.seal(body.headers),
+        command=body.command,
+        args=body.args if body.transport == STDIO else None,
+        env_enc=ctx.secrets.seal(body.env),
+        cwd=body.cwd,
         timeout_s=timeout_s,
     )
     catalog = await _discover(ctx.queue, backend_spec(gateway), team_id, settings)
@@ -155,8 +189,9 @@ async def register(ctx: AppContext, principal: Principal, body: GatewayCreate) -
 async def refresh(ctx: AppContext, principal: Principal, raw_id: str) -> GatewayOut:
     sf = ctx.session_factory
     gateway = await _visible(ctx.read_session_factory, principal, raw_id, Role.ADMIN)
-    # DNS may have changed since registration: check again what the name resolves to now.
-    await check_url(ctx.settings, gateway.url)
+    if gateway.transport != STDIO:
+        # DNS may have changed since registration: check again what the name resolves to now.
+        await check_url(ctx.settings, gateway.url)
     catalog = await _discover(ctx.queue, backend_spec(gateway), gateway.team_id, ctx.settings)
     async with sf() as s:
         fresh = await repository.get(s, gateway.id)
@@ -209,6 +244,8 @@ async def list_all(ctx: AppContext, principal: Principal) -> list[GatewayOut]:
 
 async def delete(ctx: AppContext, principal: Principal, raw_id: str) -> None:
     gateway = await _visible(ctx.read_session_factory, principal, raw_id, Role.ADMIN)
+    if gateway.transport == STDIO:
+        principal.require_platform()
     async with ctx.session_factory() as s:
         deleted = await repository.delete_gateway(s, gateway.id)
         await s.commit()
@@ -218,10 +255,12 @@ async def delete(ctx: AppContext, principal: Principal, raw_id: str) -> None:
 
 
 async def rotate_secrets(sf: SessionFactory, box: SecretBox) -> int:
-    """Re-encrypt every gateway's headers with the first key; returns how many were rewritten."""
+    """Re-encrypt every gateway's headers and stdio env with the first key; returns how many
+    gateways were rewritten."""
     async with sf() as s:
-        gateways = await repository.sealed_headers(s)
+        gateways = await repository.sealed_credentials(s)
         for gateway in gateways:
             gateway.headers_enc = box.rotate(gateway.headers_enc)
+            gateway.env_enc = box.rotate(gateway.env_enc)
         await s.commit()
     return len(gateways)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import time
 import uuid
 from dataclasses import dataclass
@@ -47,6 +48,19 @@ class BackendSpec(TypedDict):
     # learns nothing from it. Only workers decrypt it, when they connect.
     headers_enc: str
     timeout_s: float
+    # stdio backends only (transport "stdio", url ""): the program a worker runs, its arguments,
+    # its extra environment (sealed like the headers) and its working directory.
+    command: NotRequired[str]
+    args: NotRequired[list[str]]
+    env_enc: NotRequired[str]
+    cwd: NotRequired[str | None]
+
+
+def backend_target(spec: BackendSpec) -> str:
+    """What a backend is, for people: its URL, or a stdio server's command line."""
+    if spec["transport"] != "stdio":
+        return spec["url"]
+    return shlex.join([spec.get("command", ""), *spec.get("args", [])])
 
 
 class JobPayload(TypedDict):
