@@ -7,9 +7,10 @@
 - `sleep_idempotent(seconds, tag)`: the same, annotated `idempotentHint` (a worker that dies may
   have it run again).
 
-Usage: python bench/backend.py PORT [--stateless]
+Usage: python bench/backend.py PORT [--stateless] | python bench/backend.py --stdio
   default: stateful sessions and SSE response streams (progress flows during the call);
-  --stateless: no sessions, JSON bodies (no progress stream).
+  --stateless: no sessions, JSON bodies (no progress stream);
+  --stdio: the same server over stdin and stdout (a worker or the SDK runs it as a subprocess).
 
 It listens on loopback with a listen backlog of 8192 (the kernel caps it at net.core.somaxconn),
 no concurrency limit (uvicorn's default) and keep-alive connections held 120 s, so that thousands
@@ -57,7 +58,9 @@ async def sleep_idempotent(seconds: float, ctx: Context, tag: str = "ok") -> str
     return tag
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and "--stdio" in sys.argv:
+    server.run("stdio")
+elif __name__ == "__main__":
     stateless = "--stateless" in sys.argv
     uvicorn.run(
         server.streamable_http_app(stateless_http=stateless, json_response=stateless),
