@@ -25,12 +25,14 @@ import httpx
 import httpx2
 import pytest
 import uvicorn
+from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from redis.asyncio import Redis
 
 from shared.config import Settings
+from shared.gateways import service as gateway_service
 from shared.jobs.schemas import BackendSpec
 from shared.security import SecretBox
 from tests.backends import free_port
@@ -156,6 +158,20 @@ async def test_env_reaches_the_server_and_is_encrypted_everywhere(
     assert secret.encode() not in await _every_value_in_redis(redis)
     for path in ("/v1/gateways", f"/v1/jobs/{done['job_id']}"):
         assert secret not in (await stack.http.get(path)).text
+
+
+async def test_key_rotation_re_encrypts_env(stack: Stack, gateway: dict[str, Any], database_url: str) -> None:
+    old_key, new_key = stack.settings.secret_keys, Fernet.generate_key().decode()
+    sf = stack.app.state.ctx.session_factory
+    await gateway_service.rotate_secrets(sf, SecretBox(f"{new_key},{old_key}"))
+    try:
+        row = json.loads(await asyncio.to_thread(_raw_gateway_row, database_url, gateway["id"]))
+        assert SecretBox(new_key).open(row["env_enc"]) == {"STDIO_SECRET": gateway["secret"]}
+        with pytest.raises(ValueError):
+            SecretBox(old_key).open(row["env_enc"])
+    finally:
+        # Back to the key the running API and worker hold.
+        await gateway_service.rotate_secrets(sf, SecretBox(f"{old_key},{new_key}"))
 
 
 async def test_command_outside_the_allowlist_is_422(stack: Stack) -> None:

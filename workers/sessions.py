@@ -3,7 +3,8 @@
 A new session costs a handshake (~50 ms) plus a tool listing; a reused one costs a request.
 Each session lives in an owner task, because the SDK's transports use anyio task groups that
 must be entered and exited by the same task. Jobs borrow the session's `Client` and send
-requests on it concurrently (JSON-RPC multiplexes them).
+requests on it concurrently (JSON-RPC multiplexes them). A stdio backend's session is one server
+process (workers/backend_stdio.py); key, limits, retirement and the idle reaper are the same.
 """
 
 from __future__ import annotations
