@@ -31,6 +31,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from redis.asyncio import Redis
 
+from shared.backend_errors import BackendFailure
 from shared.config import Settings
 from shared.gateways import service as gateway_service
 from shared.jobs.schemas import BackendSpec
@@ -427,23 +428,26 @@ async def test_front_door_calls_with_progress_and_reads(stack: Stack, gateway: d
 # --- the worker's pool ---------------------------------------------------------------------------
 
 
-async def test_idle_processes_are_stopped(settings: Settings) -> None:
-    own = settings.model_copy(update={"stdio_allowed_commands": sys.executable, "mcp_session_idle_s": 0.5})
-    box = SecretBox(own.secret_keys)
-    pool = SessionPool(own, box)
-    pool.start()
-    spec: BackendSpec = {
+def pool_spec(*args: str) -> BackendSpec:
+    return {
         "gateway_id": str(uuid.uuid4()),
-        "gateway": "idle",
+        "gateway": "pooled",
         "url": "",
         "transport": "stdio",
         "headers_enc": "",
         "timeout_s": 10,
         "command": sys.executable,
-        "args": [SERVER],
+        "args": [SERVER, *args],
         "env_enc": "",
         "cwd": None,
     }
+
+
+async def test_idle_processes_are_stopped(settings: Settings) -> None:
+    own = settings.model_copy(update={"stdio_allowed_commands": sys.executable, "mcp_session_idle_s": 0.5})
+    pool = SessionPool(own, SecretBox(own.secret_keys))
+    pool.start()
+    spec = pool_spec()
     try:
 
         async def pid(client: Client) -> int:
@@ -458,5 +462,25 @@ async def test_idle_processes_are_stopped(settings: Settings) -> None:
             await asyncio.sleep(0.1)
         assert pool.open_sessions == 0
         assert await pool.use(spec, pid) != first  # a new one on demand
+    finally:
+        await pool.close()
+
+
+async def test_a_failed_start_is_remembered_briefly_with_its_type(settings: Settings) -> None:
+    """Jobs queued behind a server that just failed to start fail at once with the same typed
+    error, instead of each starting it again."""
+    own = settings.model_copy(update={"stdio_allowed_commands": sys.executable})
+    pool = SessionPool(own, SecretBox(own.secret_keys))
+    spec = pool_spec("exit")
+    try:
+        with pytest.raises(BackendFailure) as first:
+            await pool.use(spec, lambda c: c.list_tools())
+        started = time.monotonic()
+        with pytest.raises(BackendFailure) as again:
+            await pool.use(spec, lambda c: c.list_tools())
+        assert time.monotonic() - started < 0.2
+        assert first.value.kind == again.value.kind == "backend_unavailable"
+        assert str(again.value) == str(first.value)
+        assert str(first.value).startswith("stdio server `")
     finally:
         await pool.close()

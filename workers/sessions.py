@@ -256,12 +256,11 @@ class SessionPool:
             except Exception as exc:
                 cause = innermost(exc)
                 failure = failure_of(cause) if isinstance(cause, MCPError) else None
-                kind = cause.kind if isinstance(cause, BackendFailure) else None
-                self._recent_failures[key] = (
-                    time.monotonic(),
-                    failure.reason if failure else describe(exc),
-                    kind,
-                )
+                if isinstance(cause, BackendFailure):  # already explained, with its error type
+                    self._recent_failures[key] = (time.monotonic(), str(cause), cause.kind)
+                else:
+                    reason = failure.reason if failure else describe(exc)
+                    self._recent_failures[key] = (time.monotonic(), reason, None)
                 if failure is not None:
                     # The handshake's POST failed in our transport: say so as a connection error.
                     raise BackendTransportError(failure.reason) from exc
