@@ -32,10 +32,11 @@ from typing import Any, Self, TextIO
 
 import anyio
 from mcp import Client, MCPError, StdioServerParameters
+from mcp.client import Transport
 from mcp.client.stdio import stdio_client
 from mcp.shared._stream_protocols import ReadStream
 from mcp.shared.message import SessionMessage
-from mcp.types import CONNECTION_CLOSED, DiscoverResult
+from mcp.types import CONNECTION_CLOSED
 from pydantic import ValidationError
 
 from shared.backend_errors import PROTOCOL, UNAVAILABLE, BackendFailure, leaf
@@ -246,14 +247,14 @@ async def _transport(
 async def connect(
     spec: BackendSpec,
     env: dict[str, str],
+    client_on: Callable[[Transport], Client],
     *,
     allowed: frozenset[str],
     connect_timeout_s: float,
-    mode: str,
-    prior: DiscoverResult | None,
     on_end: Callable[[], None] | None = None,
 ) -> AsyncIterator[Client]:
-    """Start the server and hand over a client once it has answered the handshake."""
+    """Start the server and hand over a client (made by `client_on` over the server's stdio) once
+    it has answered the handshake."""
     command = spec.get("command", "")
     if command not in allowed:
         # The API checked this at registration; this worker's own list has the last word.
@@ -274,9 +275,7 @@ async def connect(
         entered = False
         try:
             with handshake:
-                async with Client(
-                    _transport(params, errlog, watch), mode=mode, prior_discover=prior, cache=None
-                ) as client:
+                async with client_on(_transport(params, errlog, watch)) as client:
                     entered = True
                     handshake.deadline = math.inf
                     watch.on_garbage = None

@@ -23,6 +23,7 @@ from typing import TypeVar
 import anyio
 import httpx2
 from mcp import Client, MCPError
+from mcp.client import Transport
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CONNECTION_CLOSED, DiscoverResult
@@ -355,14 +356,20 @@ class SessionPool:
         """A session of its own to `spec`, outside the pool (discovery uses this). `on_end` is
         called if the backend goes away by itself (a stdio server's process exits)."""
         s = self._settings
+
+        def client_on(transport: Transport) -> Client:
+            # The same client, callbacks and all, over every transport.
+            return Client(
+                transport, mode=mode, prior_discover=prior, cache=None, logging_callback=on_backend_log
+            )
+
         if spec["transport"] == "stdio":
             async with backend_stdio.connect(
                 spec,
                 self.env(spec),
+                client_on,
                 allowed=s.stdio_commands,
                 connect_timeout_s=s.mcp_connect_timeout_s,
-                mode=mode,
-                prior=prior,
                 on_end=on_end,
             ) as client:
                 yield client
@@ -378,9 +385,7 @@ class SessionPool:
                 timeout=s.mcp_connect_timeout_s,
                 sse_read_timeout=s.mcp_session_idle_s + 60,
             )
-            async with Client(
-                transport, mode=mode, prior_discover=prior, cache=None, logging_callback=on_backend_log
-            ) as client:
+            async with client_on(transport) as client:
                 yield client
             return
         async with (
@@ -398,12 +403,7 @@ class SessionPool:
                     )
                 ),
             ) as http,
-            Client(
-                streamable_http_client(spec["url"], http_client=http),
-                mode=mode,
-                cache=None,
-                logging_callback=on_backend_log,
-            ) as client,
+            client_on(streamable_http_client(spec["url"], http_client=http)) as client,
         ):
             yield client
 
