@@ -389,14 +389,16 @@ async def test_a_server_that_never_answers_times_out_at_the_connect_timeout(stac
 # --- the MCP front door --------------------------------------------------------------------------
 
 
-async def test_front_door_calls_with_progress_and_reads(stack: Stack, gateway: dict[str, Any]) -> None:
+async def test_front_door_calls_reads_renders_with_progress_and_cancel(
+    stack: Stack, gateway: dict[str, Any], tmp_path: Path
+) -> None:
     name = gateway["name"]
     created = await stack.http.post(
         "/v1/servers",
         json={
             "name": unique("front"),
             "team": stack.team["id"],
-            "tools": [f"{name}.echo", f"{name}.sleep"],
+            "tools": [f"{name}.echo", f"{name}.sleep", f"{name}.hold"],
             "resources": [f"{name}:demo://readme"],
             "prompts": [f"{name}.greet"],
         },
@@ -409,9 +411,10 @@ async def test_front_door_calls_with_progress_and_reads(stack: Stack, gateway: d
         seen.append(progress)
 
     headers = {"Authorization": f"Bearer {stack.settings.admin_token}"}
+    endpoint = f"{stack.url}{server['mcp_path']}"
     async with (
         httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=None)) as http,
-        Client(streamable_http_client(f"{stack.url}{server['mcp_path']}", http_client=http)) as mcp,
+        Client(streamable_http_client(endpoint, http_client=http)) as mcp,
     ):
         echoed = await mcp.call_tool("echo", {"text": "door"})
         assert echoed.content[0].text == "door"  # type: ignore[union-attr]
@@ -422,6 +425,24 @@ async def test_front_door_calls_with_progress_and_reads(stack: Stack, gateway: d
         prompt = await mcp.get_prompt("greet", {"name": "Bo"})
         assert prompt.messages[0].content.text == "Hello Bo"  # type: ignore[union-attr]
     assert seen, "no progress reached the MCP client"
+
+    # A client that gives up on a call (notifications/cancelled) cancels the server's tool.
+    marker = str(tmp_path / "door")
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=None)) as http,
+        Client(streamable_http_client(endpoint, http_client=http), mode="legacy") as mcp,
+    ):
+        call = asyncio.create_task(mcp.call_tool("hold", {"marker": marker}))
+        deadline = time.monotonic() + 10
+        while not exists(f"{marker}.started"):
+            assert time.monotonic() < deadline, "the tool never started"
+            await asyncio.sleep(0.05)
+        call.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+        while not exists(f"{marker}.cancelled"):
+            assert time.monotonic() < deadline + 5, "the server's tool was not cancelled"
+            await asyncio.sleep(0.05)
     await stack.http.delete(f"/v1/servers/{server['id']}")
 
 
