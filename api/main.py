@@ -60,6 +60,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     mcp = MCPEndpoint(ctx)
 
+    def catalog_changed(message: str) -> None:
+        ctx.item_cache.clear()
+        mcp.catalog_changed(message)
+
     def reconnected() -> None:
         # Messages may have been missed while disconnected.
         queue.reconnected()
@@ -72,7 +76,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis,
         {
             **queue.channels,
-            ctx.catalog_channel: ctx.item_cache.clear,
+            ctx.catalog_channel: catalog_changed,
             ctx.tokens_channel: ctx.forget_token,
             **mcp.channels,
         },

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,10 +43,13 @@ class AppContext:
     def tokens_channel(self) -> str:
         return self.settings.key("tokens", "revoked")
 
-    async def catalog_changed(self) -> None:
-        """Tell every API process (this one included) that cached items may be stale."""
+    async def catalog_changed(self, lists: Mapping[uuid.UUID, set[str]] | None = None) -> None:
+        """Tell every API process (this one included) that cached items may be stale, and which
+        lists (`tools`, `resources`, `prompts`) of which virtual servers changed: each process
+        tells the MCP clients of those servers it holds (`notifications/*/list_changed`)."""
         self.item_cache.clear()
-        await self.queue.broadcast(self.catalog_channel, b"1")
+        changed = {str(server): sorted(kinds) for server, kinds in (lists or {}).items() if kinds}
+        await self.queue.broadcast(self.catalog_channel, json.dumps({"lists": changed}).encode())
 
     def forget_token(self, message: str) -> None:
         if message == ALL_TOKENS:
@@ -55,3 +61,12 @@ class AppContext:
         """Make every API process (this one included) forget a cached token, or all of them."""
         self.forget_token(digest)
         await self.queue.broadcast(self.tokens_channel, digest.encode())
+
+
+def changed_lists(message: str) -> dict[str, list[str]]:
+    """The lists each server changed, from a catalog message (`catalog_changed`)."""
+    try:
+        lists = json.loads(message).get("lists")
+    except (ValueError, AttributeError):
+        return {}
+    return {str(k): [str(x) for x in v] for k, v in lists.items()} if isinstance(lists, dict) else {}

@@ -7,6 +7,10 @@
                server of the 2025-11-25 era does: clients fall back to `initialize`
 - `legacy`:    a minimal hand-written server that only speaks protocol 2025-06-18 (initialize,
                Mcp-Session-Id, JSON bodies) and can expire its sessions on demand
+
+Every MCPServer backend has a subscribable resource, `demo://watched`: `resources/subscribe`
+and `resources/unsubscribe` (2025 sessions) and `subscriptions/listen` (2026-07-28) are
+recorded in `Watched`; the `touch` tool announces an update to every subscriber.
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import mcp_types as types
 import uvicorn
 from mcp.server import MCPServer
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.session import ServerSession
 from mcp.types import (
     LoggingLevel,
     LoggingMessageNotification,
@@ -58,8 +65,35 @@ class Gate:
         self.release_event = None
 
 
-def build_server(gates: dict[str, Gate], counters: dict[str, int]) -> MCPServer:
+@dataclass
+class Watched:
+    """Who subscribed to what on the MCPServer backends (2025 sessions), and what was asked."""
+
+    sessions: dict[str, set[ServerSession]] = field(default_factory=dict)
+    subscribed: list[str] = field(default_factory=list)
+    unsubscribed: list[str] = field(default_factory=list)
+    touched: list[str] = field(default_factory=list)
+
+    async def subscribe(
+        self, ctx: ServerRequestContext[Any, Any], params: types.SubscribeRequestParams
+    ) -> Any:
+        self.subscribed.append(params.uri)
+        self.sessions.setdefault(params.uri, set()).add(ctx.session)
+        return {}
+
+    async def unsubscribe(
+        self, ctx: ServerRequestContext[Any, Any], params: types.UnsubscribeRequestParams
+    ) -> Any:
+        self.unsubscribed.append(params.uri)
+        self.sessions.get(params.uri, set()).discard(ctx.session)
+        return {}
+
+
+def build_server(
+    gates: dict[str, Gate], counters: dict[str, int], watched: Watched | None = None
+) -> MCPServer:
     server = MCPServer("mcpq-test-backend", version="1.2.3")
+    _add_subscriptions(server, watched or Watched())
 
     @server.tool()
     def echo(text: str) -> str:
@@ -173,10 +207,30 @@ def _add_relayed_notifications(server: MCPServer) -> None:
         return f"{tag} {headers.get('mcp-session-id')}"
 
 
+def _add_subscriptions(server: MCPServer, watched: Watched) -> None:
+    low = server._lowlevel_server  # the SDK's MCPServer has no subscribe hook of its own
+    low.add_request_handler("resources/subscribe", types.SubscribeRequestParams, watched.subscribe)
+    low.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, watched.unsubscribe)
+
+    @server.tool()
+    async def touch(uri: str, ctx: Context) -> int:
+        """Announce that `uri` changed: to 2025 subscribers and to 2026-07-28 listen streams."""
+        watched.touched.append(uri)
+        sessions = list(watched.sessions.get(uri, ()))
+        for session in sessions:
+            await session.send_resource_updated(uri)
+        await ctx.notify_resource_updated(uri)
+        return len(sessions)
+
+
 def _add_resources_and_prompts(server: MCPServer) -> None:
     @server.resource("demo://readme")
     def readme() -> str:
         return "hello from a resource"
+
+    @server.resource("demo://watched")
+    def watched() -> str:
+        return "a resource clients subscribe to"
 
     @server.resource("demo://logo.png", mime_type="image/png")
     def logo() -> bytes:
@@ -313,6 +367,7 @@ class Backends:
         self.loop = asyncio.new_event_loop()
         self.gates: dict[str, Gate] = {}
         self.counters: dict[str, int] = {}
+        self.watched = Watched()
         self.legacy = LegacyServer()
         self.urls: dict[str, str] = {}
         self._servers: list[uvicorn.Server] = []
@@ -326,7 +381,7 @@ class Backends:
 
     def start(self) -> None:
         self._thread.start()
-        server = build_server(self.gates, self.counters)
+        server = build_server(self.gates, self.counters, self.watched)
         apps: dict[str, tuple[Callable[[], Any], str]] = {
             "stateful": (lambda: server.streamable_http_app(), "/mcp"),
             "stateless": (

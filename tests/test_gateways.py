@@ -102,7 +102,7 @@ async def test_register_discovers_the_catalog(register: Register, backends: Back
     # The backend's capabilities as its handshake declared them.
     assert body["capabilities"]["tools"] is not None and body["capabilities"]["prompts"] is not None
     assert body["tool_count"] >= len(BACKEND_TOOLS)
-    assert body["resource_count"] == 3  # two resources and a template
+    assert body["resource_count"] == 4  # three resources and a template
     assert body["prompt_count"] == 1
 
 

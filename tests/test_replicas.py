@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -485,4 +485,148 @@ async def test_a_log_level_set_on_one_api_holds_on_the_other(cluster: Cluster, w
     assert logs == [("error", "error entry"), ("critical", "critical entry")]
     sent = {(rpc, api) for _, rpc, api, status in router.sent if status < 400}
     assert {("tools/call", 1), ("logging/setLevel", 0)} <= sent
+
+
+@dataclass
+class Watched:
+    """A team with one server per backend era: its resource `demo://watched` and tool `touch`."""
+
+    paths: dict[str, str]  # backend kind -> the server's MCP path
+    member: str
+
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.member}"}
+
+
+@pytest.fixture(scope="module")
+async def watched(cluster: Cluster, backends: Backends) -> AsyncIterator[Watched]:
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    paths: dict[str, str] = {}
+    async with httpx.AsyncClient(headers=admin, timeout=60) as http:
+        team = (await http.post(f"{cluster.base(0)}/v1/teams", json={"name": unique("watched")})).json()
+        # `stateful` speaks 2026-07-28 (the worker listens), `handshake` 2025-11-25 (it subscribes).
+        for kind in ("stateful", "handshake"):
+            gateway = await http.post(
+                f"{cluster.base(0)}/v1/gateways",
+                json={"name": unique(), "url": backends.urls[kind], "team": team["id"]},
+            )
+            assert gateway.status_code == 201, gateway.text
+            name = gateway.json()["name"]
+            server = await http.post(
+                f"{cluster.base(1)}/v1/servers",
+                json={
+                    "name": f"watched-{kind}",
+                    "team": team["id"],
+                    "tools": [f"{name}.touch"],
+                    "resources": [f"{name}:demo://watched"],
+                },
+            )
+            assert server.status_code == 201, server.text
+            paths[kind] = server.json()["mcp_path"]
+        token = await http.post(
+            f"{cluster.base(0)}/v1/tokens", json={"name": "member", "team": team["id"], "role": "member"}
+        )
+        yield Watched(paths, token.json()["token"])
+        await http.delete(f"{cluster.base(0)}/v1/teams/{team['id']}")
+
+
+class Inbox:
+    """The `notifications/resources/updated` and `*/list_changed` a client receives."""
+
+    def __init__(self) -> None:
+        self.received: asyncio.Queue[str] = asyncio.Queue()
+
+    async def __call__(self, message: Any) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            await self.received.put(f"updated {message.params.uri}")
+        elif isinstance(message, types.ToolListChangedNotification | types.ResourceListChangedNotification):
+            await self.received.put(message.method)
+
+    async def next(self) -> str:
+        return await asyncio.wait_for(self.received.get(), 20)
+
+
+async def subscribe(client: Client, uri: str, *, unsubscribe: bool = False) -> None:
+    """resources/subscribe or unsubscribe (the SDK's helpers warn: 2026-07-28 removed them)."""
+    request: types.SubscribeRequest | types.UnsubscribeRequest = (
+        types.UnsubscribeRequest(params=types.UnsubscribeRequestParams(uri=uri))
+        if unsubscribe
+        else types.SubscribeRequest(params=types.SubscribeRequestParams(uri=uri))
+    )
+    await client.session.send_request(request, types.EmptyResult)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
+    """Wait up to 20 s for `check` to hold (it watches another process, which pushes nothing)."""
+    deadline = time.monotonic() + 20
+    while not await check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("kind", ["handshake", "stateful"])
+async def test_resource_update_reaches_the_stream_another_api_holds(
+    cluster: Cluster, watched: Watched, backends: Backends, kind: str
+) -> None:
+    """Client A subscribes on API 1, which creates the subscription (a worker then holds it on the
+    backend); A's GET stream is on API 2, and the backend's update reaches it there. Client B
+    (all on API 2) subscribes too and gets the same update. A unsubscribes: B still gets updates,
+    A does not. B's session ends: the last client gone, the backend subscription is dropped."""
+    uri = "demo://watched"
+    url = f"{cluster.base(0)}{watched.paths[kind]}"
+    inbox_a, inbox_b = Inbox(), Inbox()
+    router_a, router_b = Router(cluster.ports, stream_api=1), Router(cluster.ports, stream_api=1)
+    router_b.target = 1
+    subscribed_before = backends.watched.subscribed.count(uri)
+    unsubscribed_before = backends.watched.unsubscribed.count(uri)
+    timeout = httpx2.Timeout(30, read=None)
+    async with (
+        httpx2.AsyncClient(transport=router_a, headers=watched.auth(), timeout=timeout) as http_a,
+        httpx2.AsyncClient(transport=router_b, headers=watched.auth(), timeout=timeout) as http_b,
+        Client(
+            streamable_http_client(url, http_client=http_a),  # type: ignore[arg-type]
+            mode="legacy",
+            message_handler=inbox_a,
+        ) as a,
+    ):
+        caps = a.server_capabilities
+        assert caps.resources is not None and caps.resources.subscribe and caps.resources.list_changed
+        await asyncio.wait_for(router_a.stream_open.wait(), 10)
+        await subscribe(a, uri)
+        assert ("POST", "resources/subscribe", 0, 200) in router_a.sent
+
+        touched = await a.call_tool("touch", {"uri": uri})
+        assert touched.is_error is False
+        assert await inbox_a.next() == f"updated {uri}"
+
+        async with Client(
+            streamable_http_client(url, http_client=http_b),  # type: ignore[arg-type]
+            mode="legacy",
+            message_handler=inbox_b,
+        ) as b:
+            await asyncio.wait_for(router_b.stream_open.wait(), 10)
+            await subscribe(b, uri)
+            await b.call_tool("touch", {"uri": uri})
+            assert await inbox_a.next() == f"updated {uri}"
+            assert await inbox_b.next() == f"updated {uri}"
+            # One backend subscription for both clients.
+            assert backends.watched.subscribed.count(uri) == subscribed_before + (kind == "handshake")
+
+            await subscribe(a, uri, unsubscribe=True)
+            await b.call_tool("touch", {"uri": uri})
+            assert await inbox_b.next() == f"updated {uri}"
+            assert inbox_a.received.empty()
+        # B's session ended (DELETE): no client is left, so the worker drops the backend subscription.
+        redis = Redis.from_url(cluster.settings.redis_url)
+        wanted_key = cluster.settings.key("subs", "wanted")
+
+        async def dropped() -> bool:
+            unsubscribed = backends.watched.unsubscribed.count(uri) > unsubscribed_before
+            left: int = await redis.hlen(wanted_key)  # type: ignore[misc]
+            return left == 0 and (unsubscribed or kind != "handshake")
+
+        try:
+            await eventually(dropped)
+        finally:
+            await redis.aclose()
     cluster.check_alive()

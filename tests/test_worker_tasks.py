@@ -15,12 +15,21 @@ from shared.jobs.schemas import BackendSpec, CallToolPayload, DiscoverPayload, E
 from shared.jobs.store import Claim, JobStore
 from shared.redis import make_redis
 from shared.security import SecretBox
+from shared.subscriptions import SubscriptionStore
 from tests.backends import Backends, free_port
 from tests.jobs_helpers import plant_record
 from workers.progress import ProgressWriter
 from workers.sessions import SessionPool
 from workers.state import WorkerState
+from workers.subscriptions import SubscriptionHolder
 from workers.tasks import call_tool, discover
+
+
+def holder(settings: Settings, store: JobStore, sessions: SessionPool) -> SubscriptionHolder:
+    return SubscriptionHolder(
+        SubscriptionStore(store.redis, settings), store, sessions, settings, "unit-test"
+    )
+
 
 JobFunction = Callable[[dict[str, Any], Any], Awaitable[Envelope]]
 
@@ -30,7 +39,9 @@ async def state(settings: Settings) -> AsyncIterator[WorkerState]:
     redis = make_redis(settings)
     sessions = SessionPool(settings, SecretBox.from_settings(settings))
     store = JobStore(redis, settings)
-    yield WorkerState(settings, store, sessions, "unit-test", ProgressWriter(store))
+    yield WorkerState(
+        settings, store, sessions, "unit-test", ProgressWriter(store), holder(settings, store, sessions)
+    )
     await sessions.close()
     await redis.aclose()
 
@@ -235,7 +246,9 @@ async def test_busy_backend_gets_more_sessions_up_to_the_cap(settings: Settings,
     redis = make_redis(narrow)
     sessions = SessionPool(narrow, SecretBox.from_settings(narrow))
     store = JobStore(redis, narrow)
-    state = WorkerState(narrow, store, sessions, "unit-test", ProgressWriter(store))
+    state = WorkerState(
+        narrow, store, sessions, "unit-test", ProgressWriter(store), holder(narrow, store, sessions)
+    )
     keys = [uuid.uuid4().hex for _ in range(8)]
     for key in keys:
         backends.gate(key)

@@ -24,6 +24,7 @@ import anyio
 import httpx2
 from mcp import Client, MCPError
 from mcp.client import Transport
+from mcp.client.session import MessageHandlerFnT
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CONNECTION_CLOSED, DiscoverResult
@@ -352,15 +353,23 @@ class SessionPool:
         mode: str = "auto",
         prior: DiscoverResult | None = None,
         on_end: Callable[[], None] | None = None,
+        *,
+        message_handler: MessageHandlerFnT | None = None,
     ) -> AsyncIterator[Client]:
-        """A session of its own to `spec`, outside the pool (discovery uses this). `on_end` is
-        called if the backend goes away by itself (a stdio server's process exits)."""
+        """A session of its own to `spec`, outside the pool (discovery and resource subscriptions
+        use this). `on_end` is called if the backend goes away by itself (a stdio server's process
+        exits); `message_handler` receives the backend's notifications."""
         s = self._settings
 
         def client_on(transport: Transport) -> Client:
             # The same client, callbacks and all, over every transport.
             return Client(
-                transport, mode=mode, prior_discover=prior, cache=None, logging_callback=on_backend_log
+                transport,
+                mode=mode,
+                prior_discover=prior,
+                cache=None,
+                logging_callback=on_backend_log,
+                message_handler=message_handler,
             )
 
         if spec["transport"] == "stdio":

@@ -13,6 +13,7 @@ from shared.config import Settings
 from shared.jobs.store import Claim, JobStore
 from workers.progress import ProgressWriter
 from workers.sessions import SessionPool
+from workers.subscriptions import SubscriptionHolder
 
 
 def new_worker_id() -> str:
@@ -30,6 +31,7 @@ class WorkerState:
     sessions: SessionPool
     worker_id: str
     progress: ProgressWriter
+    subscriptions: SubscriptionHolder
 
 
 def job_context(ctx: Mapping[str, Any]) -> tuple[WorkerState, Claim]:

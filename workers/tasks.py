@@ -38,6 +38,7 @@ from shared.jobs.schemas import (
     backend_target,
 )
 from shared.jobs.store import Claim
+from shared.subscriptions import Wanted, subscription_key
 from workers.progress import CallRelay, current_relay, relaying
 from workers.sessions import session_expired
 from workers.state import WorkerState, job_context
@@ -245,6 +246,23 @@ async def read_resource(ctx: dict[str, Any], payload: ReadResourcePayload) -> En
         payload.get("log_level"),
     )
     return await run_job(ctx, run, read)
+
+
+async def subscribe_resource(ctx: dict[str, Any], payload: ReadResourcePayload) -> Envelope:
+    """Hold the backend subscription to a resource (workers/subscriptions.py): on this worker,
+    unless a live worker holds it already. Safe to run again: holding is idempotent."""
+    state, claim = job_context(ctx)
+    if claim.previous not in ("queued", "running"):
+        return failure("skipped", f"job was already {claim.previous}")
+    if time.time() > payload["deadline"]:
+        return failure("expired", "the job waited in the queue past its deadline")
+    backend, uri = payload["backend"], payload["uri"]
+    try:
+        async with asyncio.timeout(backend["timeout_s"] + 5):
+            await state.subscriptions.take(Wanted(subscription_key(backend, uri), backend, uri))
+    except Exception as exc:
+        return classify(exc, backend)
+    return {"ok": True, "result": {}}
 
 
 async def get_prompt(ctx: dict[str, Any], payload: GetPromptPayload) -> Envelope:

@@ -37,11 +37,21 @@ from shared.jobs.schemas import Envelope, JobKind
 from shared.jobs.store import CANCELLED_ERROR, ArqEnd, Claim, JobStore
 from shared.redis import job_deserializer, job_serializer, run_guarded, stop_task, subscribe_forever
 from shared.security import SecretBox
+from shared.subscriptions import SubscriptionStore
 from workers.breaker import GatewayHealth
 from workers.progress import ProgressWriter
 from workers.sessions import SessionPool
 from workers.state import WorkerState, new_worker_id
-from workers.tasks import call_tool, complete, discover, failure, get_prompt, read_resource
+from workers.subscriptions import SubscriptionHolder
+from workers.tasks import (
+    call_tool,
+    complete,
+    discover,
+    failure,
+    get_prompt,
+    read_resource,
+    subscribe_resource,
+)
 from workers.wake import take_wake_tokens
 
 log = logging.getLogger("mcpq.worker")
@@ -52,6 +62,7 @@ FUNCTIONS = [
     func(read_resource, name=JobKind.READ_RESOURCE.value, max_tries=3),
     func(get_prompt, name=JobKind.GET_PROMPT.value, max_tries=3),
     func(complete, name=JobKind.COMPLETE.value, max_tries=3),
+    func(subscribe_resource, name=JobKind.SUBSCRIBE_RESOURCE.value, max_tries=3),
 ]
 
 # Jobs claimed per round trip: a burst drains quickly, and a second worker woken by the same
@@ -122,16 +133,30 @@ class Worker(arq.worker.Worker):
         health = GatewayHealth(Breaker(self.pool, self.settings))
         sessions = SessionPool(self.settings, SecretBox.from_settings(self.settings), health)
         sessions.start()
-        self.ctx.update(
-            redis=self.pool, state=WorkerState(self.settings, self.store, sessions, self.worker_id, progress)
+        subscriptions = SubscriptionHolder(
+            SubscriptionStore(self.pool, self.settings), self.store, sessions, self.settings, self.worker_id
         )
-        aborts: dict[str, Callable[[str], None]] = {self.store.wake_channel: self._abort_requested}
+        self.ctx.update(
+            redis=self.pool,
+            state=WorkerState(self.settings, self.store, sessions, self.worker_id, progress, subscriptions),
+        )
+        channels: dict[str, Callable[[str], None]] = {
+            self.store.wake_channel: self._abort_requested,
+            subscriptions.store.channel: subscriptions.changed,
+        }
+
+        def reconnected() -> None:
+            self._check_aborts()
+            subscriptions.changed()
+
         background = [
-            # Aborts are a broadcast (only the runner can act); after a reconnect, check anyway.
-            # Not awaited until subscribed: a worker starts while Redis is away, and waits for it.
+            # Aborts are a broadcast (only the runner can act), and so are changes of the resource
+            # subscriptions wanted; after a reconnect, check both anyway. Not awaited until
+            # subscribed: a worker starts while Redis is away, and waits for it.
             asyncio.create_task(
-                run_guarded("aborts", lambda: subscribe_forever(self.pool, aborts, self._check_aborts))
+                run_guarded("pub/sub", lambda: subscribe_forever(self.pool, channels, reconnected))
             ),
+            asyncio.create_task(run_guarded("subscriptions", subscriptions.check_forever)),
             asyncio.create_task(
                 run_guarded(
                     "wake-tokens", lambda: take_wake_tokens(self.pool, self.store.wake_list, self._wake)
@@ -148,6 +173,7 @@ class Worker(arq.worker.Worker):
         finally:
             for task in background:
                 await stop_task(task)
+            await subscriptions.close()
             await sessions.close()
         if not self._pending and not self._unreturned:
             with contextlib.suppress(*REDIS_DOWN):

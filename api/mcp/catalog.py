@@ -169,6 +169,7 @@ def capabilities(
     return caps
 
 
-# The front door's list_changed flags (MCP `listChanged`): on once it sends
-# notifications/*/list_changed when a server's catalog changes.
-NOTIFICATIONS = NotificationOptions(prompts_changed=False, resources_changed=False, tools_changed=False)
+# The front door's list_changed flags (MCP `listChanged`): it sends notifications/*/list_changed
+# when a server's catalog changes (api/mcp/subscriptions.py). On 2026-07-28 the SDK derives them
+# from `subscriptions/listen`, which the front door serves.
+NOTIFICATIONS = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)

@@ -19,10 +19,11 @@ from starlette.types import Receive, Scope, Send
 from api.errors import error_response
 from api.mcp.handlers import FrontDoor
 from api.mcp.sessions import ReplicatedSessionManager, SessionStore
+from api.mcp.subscriptions import LIST_CHANGED
 from api.mcp.wire import SCOPE_KEY, Caller
 from shared.auth import service as auth_service
 from shared.auth.schemas import Principal, Role
-from shared.context import AppContext
+from shared.context import AppContext, changed_lists
 from shared.errors import MCPQError, NotFound, Unauthorized
 from shared.servers import service as server_service
 
@@ -61,6 +62,8 @@ class MCPEndpoint:
             self.security,
             idle_s=settings.mcp_endpoint_session_idle_s,
             max_body_bytes=settings.max_body_bytes,
+            subscriptions=self.front.pushes.store,
+            listens=self.front.pushes.deliver,
             init_options=self.front.init_options,
         )
 
@@ -71,6 +74,15 @@ class MCPEndpoint:
 
     def reconnected(self) -> None:
         self.manager.reconnected()
+
+    def catalog_changed(self, message: str) -> None:
+        """Lists of virtual servers changed (shared.context.AppContext.catalog_changed): tell the
+        clients this process holds a stream of."""
+        for server_id, kinds in changed_lists(message).items():
+            for kind in kinds:
+                if kind in LIST_CHANGED:
+                    self.manager.notify(server_id, LIST_CHANGED[kind])
+            self.front.pushes.lists_changed(server_id, kinds)
 
     @asynccontextmanager
     async def serving(self) -> AsyncIterator[None]:

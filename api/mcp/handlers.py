@@ -11,7 +11,8 @@ the call's own stream, in order, before the result: progress when the client sen
 (`logging/setLevel`, remembered per session; on 2026-07-28 the request's
 `io.modelcontextprotocol/logLevel`). A client's `notifications/cancelled` interrupts the
 handler, which cancels the job. `initialize` and `server/discover` advertise the capabilities of
-the server's backends that the front door serves (catalog.capabilities).
+the server's backends that the front door serves (catalog.capabilities). Resource subscriptions,
+list changes and `subscriptions/listen` are in api/mcp/subscriptions.py.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from mcp_types import INVALID_PARAMS, INVALID_REQUEST, LOG_LEVEL_META_KEY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from api.mcp import catalog
+from api.mcp.subscriptions import Pushes
 from api.mcp.tasks import TaskAwareServer, Tasks, background_tasks
 from api.mcp.wire import caller_of, completed_or_raise, protocol_error, session_of, tool_error, tool_result
 from api.tracing import mcp_call_span
@@ -43,6 +45,7 @@ from shared.jobs.schemas import LOG_LEVELS, JobEvent, JobRecord, PreparedJob
 from shared.prompts.kind import PROMPTS
 from shared.resources.kind import RESOURCES
 from shared.servers import service as server_service
+from shared.subscriptions import SubscriptionStore
 from shared.tools.kind import TOOLS
 
 RESOURCE_NOT_FOUND = -32002
@@ -97,6 +100,14 @@ class FrontDoor:
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
+        self.tasks = Tasks(ctx.queue, ctx.settings, self.prepare_call)
+        self.pushes = Pushes(
+            ctx.queue,
+            SubscriptionStore(ctx.queue.redis, ctx.settings),
+            self.tasks,
+            self.prepare_read,
+            ctx.settings.mcp_endpoint_session_idle_s,
+        )
         self.server: Server[Any] = TaskAwareServer(
             "mcpq",
             version="0.1.0",
@@ -105,6 +116,9 @@ class FrontDoor:
             on_list_resources=self.list_resources,
             on_list_resource_templates=self.list_resource_templates,
             on_read_resource=self.read_resource,
+            on_subscribe_resource=self.pushes.subscribe,
+            on_unsubscribe_resource=self.pushes.unsubscribe,
+            on_subscriptions_listen=self.pushes.listen,
             on_list_prompts=self.list_prompts,
             on_get_prompt=self.get_prompt,
             on_completion=self.complete,
@@ -112,7 +126,7 @@ class FrontDoor:
         )
         # server/discover (2026-07-28) answers for the virtual server it is asked about.
         self.server.add_request_handler("server/discover", types.RequestParams, self.discover)
-        Tasks(ctx.queue, ctx.settings, self.prepare_call).install(self.server, self.call_tool)
+        self.tasks.install(self.server, self.call_tool)
         # Added after construction: the constructor's `on_set_logging_level` warns that 2026-07-28
         # dropped it, but older clients use it.
         self.server.add_request_handler(
@@ -206,6 +220,10 @@ class FrontDoor:
         return await self._prepared(
             ctx, kind, name, lambda who, item: items.prepare(self.ctx, who, kind, item, request, name)
         )
+
+    async def prepare_read(self, ctx: ServerRequestContext[Any, Any], uri: str) -> PreparedJob:
+        """The read job of the server's resource `uri` (subscriptions start from it)."""
+        return await self.prepare(ctx, RESOURCES, uri, uri)
 
     async def _prepared(
         self,

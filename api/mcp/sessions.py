@@ -18,7 +18,9 @@ built from the same SDK parts (the streamable-HTTP transport, the JSON-RPC dispa
   session (a `DELETE` on any replica removes the state and every replica holding the session
   closes it, its `GET` stream included), a new log level (every copy takes it), and the
   server-to-client messages meant for the standalone `GET` stream: a replica without the open
-  stream publishes them, the one holding it writes them out (`RelayedOutbound`).
+  stream publishes them, the one holding it writes them out (`RelayedOutbound`). Workers publish
+  there too: a resource update for each subscribed session (shared/subscriptions.py), and for
+  `listen:{id}` streams, which this manager hands to `listens`.
 - Idle: each replica's copy idles out on its own (the transport's timer); a sweep, three times
   per idle period, refreshes the Redis TTL of the sessions used since the last sweep (or with a
   `GET` stream open here) and closes every local copy whose state is gone (ended elsewhere,
@@ -61,6 +63,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from api.mcp.wire import SCOPE_KEY, SESSION_KEY, Caller
 from shared.config import Settings
+from shared.subscriptions import LISTEN_PREFIX, SubscriptionStore
 
 log = logging.getLogger(__name__)
 
@@ -231,12 +234,18 @@ class ReplicatedSessionManager:
         security: TransportSecuritySettings,
         idle_s: float,
         max_body_bytes: int,
+        subscriptions: SubscriptionStore,
+        listens: Callable[[str, str, dict[str, Any] | None], None],
         init_options: Callable[[str], Awaitable[InitializationOptions]] | None = None,
     ) -> None:
         self.server = server
         # A session's `initialize` result, by its server's id (its capabilities are its backends').
         self.init_options = init_options
         self.store = store
+        # Resource subscriptions of the sessions (dropped when a session ends), and where
+        # messages for `subscriptions/listen` streams go (api/mcp/subscriptions.py).
+        self.subscriptions = subscriptions
+        self.listens = listens
         self.security = security
         self.idle_s = idle_s
         # Refresh the shared TTL a few times per idle period, so an active session never lapses.
@@ -306,6 +315,7 @@ class ReplicatedSessionManager:
         if scope["method"] == "DELETE" and local.transport.is_terminated:
             await self.store.end(local.id)
             await self._forget(local)
+            await self._unsubscribe(local.id)
 
     async def _open(self, server_id: str, scope: Scope, receive: Receive, send: Send) -> None:
         """A request without a session id: only `initialize` establishes one, whose state is
@@ -424,9 +434,13 @@ class ReplicatedSessionManager:
 
     def on_message(self, raw: str) -> None:
         """A session ended elsewhere, its log level changed, or a message for a standalone stream
-        that may be here."""
+        (or a listen stream) that may be here."""
         message = json.loads(raw)
-        local = self.sessions.get(str(message.get("session")))
+        target = str(message.get("session"))
+        local = self.sessions.get(target)
+        if target.startswith(LISTEN_PREFIX) and "method" in message:
+            self.listens(target.removeprefix(LISTEN_PREFIX), str(message["method"]), message.get("params"))
+            return
         if local is None or self._task_group is None:
             return
         if message.get("end"):
@@ -444,6 +458,23 @@ class ReplicatedSessionManager:
                 await local.dispatcher.notify(method, params)
         except Exception:
             log.debug("dropped %s for session %s", method, local.id, exc_info=True)
+
+    def notify(self, server_id: str, method: str) -> None:
+        """Send a notification to every session of `server_id` whose GET stream is held here (each
+        replica does so for the streams it holds)."""
+        if self._task_group is None:
+            return
+        for local in list(self.sessions.values()):
+            if local.server_id == server_id and local.streams:
+                self._task_group.start_soon(self._deliver, local, method, None)
+
+    async def _unsubscribe(self, session_id: str) -> None:
+        """A session that ended has no more resource subscriptions (the last client of a backend
+        subscription takes it down)."""
+        try:
+            await self.subscriptions.remove_all(session_id)
+        except RedisError as exc:  # its subscriptions lapse at the next update instead
+            log.warning("MCP session %s: subscriptions not removed: %s", session_id, exc)
 
     def reconnected(self) -> None:
         """Pub/sub may have missed an end: check every local session against Redis now."""
@@ -473,6 +504,7 @@ class ReplicatedSessionManager:
         for local in sessions:
             if local.id in gone:
                 await self._forget(local)
+                await self._unsubscribe(local.id)
 
 
 def _connection(outbound: Outbound, session_id: str, state: SessionState | None) -> Connection:

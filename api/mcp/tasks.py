@@ -201,24 +201,38 @@ class Tasks:
         return {"task": task_of(record, self.ttl_ms)}
 
     async def report_status(self, session: ServerSession, principal: Principal, job_id: str) -> None:
-        """Once the task's job ends (woken by its push), send `notifications/tasks/status` on the
-        session's standalone stream. Best effort, as the spec's MAY (polling stays the contract),
-        and it never raises: it runs in the server's lifespan task group."""
+        """Send `notifications/tasks/status` on the session's standalone stream (on whichever
+        replica holds it) each time the task's status changes, up to its end; woken by the job's
+        pushes. Best effort, as the spec's MAY (polling stays the contract), and it never raises:
+        it runs in the server's lifespan task group."""
         try:
-            record = await self.queue.get(job_id, principal)
-            while not record.status.terminal:
-                record = await self.queue.get(job_id, principal, self.settings.max_wait_s)
-            status = types.TaskStatusNotification(
-                params=types.TaskStatusNotificationParams.model_validate(
-                    task_of(record, self.ttl_ms), by_name=False
+            async for record in self.status_changes(principal, job_id):
+                status = types.TaskStatusNotification(
+                    params=types.TaskStatusNotificationParams.model_validate(
+                        task_of(record, self.ttl_ms), by_name=False
+                    )
                 )
-            )
-            # A 2025-11-25 notification that the SDK's ServerNotification union leaves out.
-            await session.send_notification(status)  # type: ignore[arg-type]
+                # A 2025-11-25 notification that the SDK's ServerNotification union leaves out.
+                await session.send_notification(status)  # type: ignore[arg-type]
         except MCPQError:  # the job expired meanwhile
             return
         except Exception:  # the session or Redis went away: polling still tells the client
             log.debug("no status report for task %s", job_id, exc_info=True)
+
+    async def status_changes(
+        self, principal: Principal, job_id: str, *, include_current: bool = False
+    ) -> AsyncIterator[JobRecord]:
+        """The task's job each time its task status changes (and as it stands first, with
+        `include_current`), until it is terminal. Each wait is woken by the job's push."""
+        record = await self.queue.get(job_id, principal)
+        if include_current or record.status.terminal:
+            yield record
+        last = _STATUS[record.status]
+        while not record.status.terminal:
+            record = await self.queue.get(job_id, principal, self.settings.max_wait_s)
+            if _STATUS[record.status] != last:
+                last = _STATUS[record.status]
+                yield record
 
     async def record(
         self, ctx: ServerRequestContext[Any, Any], task_id: str, wait_s: float = 0.0

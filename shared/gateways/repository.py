@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, or_, select, true
+from sqlalchemy import ColumnElement, Table, delete, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.models import Gateway, Prompt, Resource, Tool
+from shared.models import Gateway, Prompt, Resource, Tool, server_prompts, server_resources, server_tools
 
 CatalogModel = type[Tool] | type[Resource] | type[Prompt]
+
+# Each list a virtual server shows: its name, item model, membership table and item column.
+_LISTS: tuple[tuple[str, CatalogModel, Table, str], ...] = (
+    ("tools", Tool, server_tools, "tool_id"),
+    ("resources", Resource, server_resources, "resource_id"),
+    ("prompts", Prompt, server_prompts, "prompt_id"),
+)
+
+# What virtual servers show of a gateway's items: (list, server id) -> the member rows' values.
+ServerViews = dict[tuple[str, uuid.UUID], list[tuple[Any, ...]]]
 
 
 def visible_to(team_id: uuid.UUID | None) -> ColumnElement[bool]:
@@ -133,3 +144,29 @@ async def _sync(
         for field, value in values.items():
             if getattr(current, field) != value:
                 setattr(current, field, value)
+
+
+async def server_views(s: AsyncSession, gateway_id: uuid.UUID) -> ServerViews:
+    """What each virtual server shows of this gateway's items, list by list (taken before and after
+    a change, the difference says which servers' lists changed)."""
+    views: defaultdict[tuple[str, uuid.UUID], list[tuple[Any, ...]]] = defaultdict(list)
+    for name, model, table, column in _LISTS:
+        attrs = [column.key for column in model.__table__.columns]
+        stmt = (
+            select(table.c.server_id, model)
+            .join(model, table.c[column] == model.id)
+            .where(model.gateway_id == gateway_id)
+            .order_by(table.c.server_id, table.c.position)
+        )
+        for server_id, row in (await s.execute(stmt)).tuples():
+            views[(name, server_id)].append(tuple(getattr(row, key) for key in attrs))
+    return dict(views)
+
+
+def changed_lists(before: ServerViews, after: ServerViews) -> dict[uuid.UUID, set[str]]:
+    """The lists of each server that differ between two views."""
+    changed: defaultdict[uuid.UUID, set[str]] = defaultdict(set)
+    for name, server_id in before.keys() | after.keys():
+        if before.get((name, server_id)) != after.get((name, server_id)):
+            changed[server_id].add(name)
+    return dict(changed)

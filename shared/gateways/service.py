@@ -199,9 +199,11 @@ async def refresh(ctx: AppContext, principal: Principal, raw_id: str) -> Gateway
             raise NotFound(f"gateway {raw_id} was deleted during the refresh")
         _apply_server_info(fresh, catalog)
         fresh.refreshed_at = fresh.updated_at = utcnow()
+        before = await repository.server_views(s, fresh.id)
         await repository.replace_catalog(s, fresh.id, catalog)
+        changed = repository.changed_lists(before, await repository.server_views(s, fresh.id))
         await s.commit()
-    await ctx.catalog_changed()
+    await ctx.catalog_changed(changed)
     return await _show(ctx, fresh)
 
 
@@ -247,11 +249,12 @@ async def delete(ctx: AppContext, principal: Principal, raw_id: str) -> None:
     if gateway.transport == STDIO:
         principal.require_platform()
     async with ctx.session_factory() as s:
+        shown = await repository.server_views(s, gateway.id)
         deleted = await repository.delete_gateway(s, gateway.id)
         await s.commit()
     if not deleted:
         raise NotFound(f"gateway {raw_id} not found")
-    await ctx.catalog_changed()
+    await ctx.catalog_changed(repository.changed_lists(shown, {}))
 
 
 async def rotate_secrets(sf: SessionFactory, box: SecretBox) -> int:

@@ -35,6 +35,8 @@ class JobKind(StrEnum):
     GET_PROMPT = "get_prompt"
     # completion/complete for an argument of a prompt or a resource template.
     COMPLETE = "complete"
+    # Hold a backend subscription to a resource (shared/subscriptions.py); its payload is a read's.
+    SUBSCRIBE_RESOURCE = "subscribe_resource"
 
 
 class BackendSpec(TypedDict):

@@ -73,13 +73,19 @@ async def _member_ids(
 
 async def _compose(
     s: AsyncSession, server_id: uuid.UUID, team_id: uuid.UUID, body: ServerCreate | ServerPatch
-) -> None:
-    """Replace the server's items of each kind the body names."""
+) -> set[str]:
+    """Replace the server's items of each kind the body names; returns the lists that changed."""
+    changed: set[str] = set()
     for kind in KINDS:
         refs: list[str] | None = getattr(body, kind.plural)
         if refs is not None:
             ids = await _member_ids(s, kind, team_id, refs)
-            await item_repository.replace_members(s, kind, server_id, ids)
+            shown = await item_repository.on_servers(s, kind, [server_id])
+            before = [row.id for row, _ in shown.get(server_id, [])]
+            if ids != before:
+                await item_repository.replace_members(s, kind, server_id, ids)
+                changed.add(kind.plural)
+    return changed
 
 
 def to_out(server: Server, members: dict[str, list[Any]]) -> ServerOut:
@@ -166,13 +172,14 @@ async def update(ctx: AppContext, principal: Principal, raw_id: str, body: Serve
             server.description = body.description
         if body.public_mcp is not None:
             server.public_mcp = body.public_mcp
-        await _compose(s, server.id, server.team_id, body)
+        changed = await _compose(s, server.id, server.team_id, body)
         server.updated_at = utcnow()
         await s.flush()
         (out,) = await _load_out(s, [server])
         await s.commit()
-    # What MCP clients of the server resolve by name may have changed.
-    await ctx.catalog_changed()
+    # What MCP clients of the server resolve by name may have changed; its clients are told which
+    # lists did (notifications/*/list_changed).
+    await ctx.catalog_changed({server.id: changed})
     return out
 
 
