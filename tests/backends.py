@@ -8,7 +8,7 @@
 - `legacy`:    a minimal hand-written server that only speaks protocol 2025-06-18 (initialize,
                Mcp-Session-Id, JSON bodies) and can expire its sessions on demand
 
-Every MCPServer backend has a subscribable resource, `demo://watched`: `resources/subscribe`
+Every MCPServer backend has a subscribable resource, `test://watched-resource`: `resources/subscribe`
 and `resources/unsubscribe` (2025 sessions) and `subscriptions/listen` (2026-07-28) are
 recorded in `Watched`; the `touch` tool announces an update to every subscriber.
 """
@@ -228,7 +228,7 @@ def _add_resources_and_prompts(server: MCPServer) -> None:
     def readme() -> str:
         return "hello from a resource"
 
-    @server.resource("demo://watched")
+    @server.resource("test://watched-resource")
     def watched() -> str:
         return "a resource clients subscribe to"
 

@@ -26,7 +26,7 @@ from tests.backends import Backends
 from tests.conftest import unique
 from tests.test_mcp_frontdoor import TasksExtension
 
-WATCHED = "demo://watched"
+WATCHED = "test://watched-resource"
 
 
 @dataclass

@@ -489,7 +489,7 @@ async def test_a_log_level_set_on_one_api_holds_on_the_other(cluster: Cluster, w
 
 @dataclass
 class Watched:
-    """A team with one server per backend era: its resource `demo://watched` and tool `touch`."""
+    """A team with one server per backend era: its resource `test://watched-resource` and tool `touch`."""
 
     paths: dict[str, str]  # backend kind -> the server's MCP path
     member: str
@@ -518,7 +518,7 @@ async def watched(cluster: Cluster, backends: Backends) -> AsyncIterator[Watched
                     "name": f"watched-{kind}",
                     "team": team["id"],
                     "tools": [f"{name}.touch"],
-                    "resources": [f"{name}:demo://watched"],
+                    "resources": [f"{name}:test://watched-resource"],
                 },
             )
             assert server.status_code == 201, server.text
@@ -572,7 +572,7 @@ async def test_resource_update_reaches_the_stream_another_api_holds(
     backend); A's GET stream is on API 2, and the backend's update reaches it there. Client B
     (all on API 2) subscribes too and gets the same update. A unsubscribes: B still gets updates,
     A does not. B's session ends: the last client gone, the backend subscription is dropped."""
-    uri = "demo://watched"
+    uri = "test://watched-resource"
     url = f"{cluster.base(0)}{watched.paths[kind]}"
     inbox_a, inbox_b = Inbox(), Inbox()
     router_a, router_b = Router(cluster.ports, stream_api=1), Router(cluster.ports, stream_api=1)

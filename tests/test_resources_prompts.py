@@ -40,7 +40,12 @@ async def _resources(client: httpx.AsyncClient, gateway: str) -> dict[str, dict[
 
 async def test_list_resources_with_templates(client: httpx.AsyncClient, gateway: dict[str, Any]) -> None:
     items = await _resources(client, gateway["name"])
-    assert set(items) == {"demo://readme", "demo://logo.png", "demo://watched", "demo://items/{item}"}
+    assert set(items) == {
+        "demo://readme",
+        "demo://logo.png",
+        "test://watched-resource",
+        "demo://items/{item}",
+    }
     for item in items.values():
         assert set(item) == RESOURCE_FIELDS
         assert item["ref"] == f"{gateway['name']}:{item['uri']}"

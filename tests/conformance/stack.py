@@ -85,8 +85,6 @@ EXPECTED_GATEWAY_FAILURES: dict[str, str] = {
     "tools-call-elicitation": "elicitation/create does not cross the queue",
     "elicitation-sep1034-defaults": "elicitation/create does not cross the queue",
     "elicitation-sep1330-enums": "elicitation/create does not cross the queue",
-    "resources-subscribe": "resources/subscribe is not served by the front door (-32601)",
-    "resources-unsubscribe": "resources/unsubscribe is not served by the front door (-32601)",
 }
 PACKAGE = os.environ.get("MCPQ_CONFORMANCE_PACKAGE", "@modelcontextprotocol/conformance@0.1.16")
 ADMIN = "conformance-admin-token"
