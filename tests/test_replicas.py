@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -41,6 +42,7 @@ class Cluster:
     settings: Settings  # what the processes run with (their own queue and key prefix)
     ports: list[int]
     processes: list[subprocess.Popen[bytes]]
+    env: dict[str, str]
 
     def base(self, api: int) -> str:
         return f"http://127.0.0.1:{self.ports[api]}"
@@ -84,6 +86,12 @@ def _start_api(env: dict[str, str]) -> tuple[int, subprocess.Popen[bytes]]:
     raise AssertionError("the API process did not start")
 
 
+def _start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "workers"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+
+
 @pytest.fixture(scope="module")
 def cluster(settings: Settings) -> Iterator[Cluster]:
     # A queue and key prefix of their own: only these processes see these jobs and sessions.
@@ -93,22 +101,14 @@ def cluster(settings: Settings) -> Iterator[Cluster]:
         "MCPQ_RUN_MIGRATIONS": "false",
         "MCPQ_MCP_ENDPOINT_SESSION_IDLE_S": str(SESSION_IDLE_S),
     }
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "workers"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        for _ in range(WORKERS)
-    ]
+    processes = [_start_worker(env) for _ in range(WORKERS)]
     ports = []
     try:
         for _ in range(APIS):
             port, proc = _start_api(env)
             ports.append(port)
             processes.append(proc)
-        yield Cluster(own, ports, processes)
+        yield Cluster(own, ports, processes, env)
     finally:
         for proc in processes:
             proc.terminate()
@@ -557,8 +557,8 @@ async def subscribe(client: Client, uri: str, *, unsubscribe: bool = False) -> N
 
 
 async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
-    """Wait up to 20 s for `check` to hold (it watches another process, which pushes nothing)."""
-    deadline = time.monotonic() + 20
+    """Wait up to 40 s for `check` to hold (it watches another process, which pushes nothing)."""
+    deadline = time.monotonic() + 40
     while not await check():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.05)
@@ -629,4 +629,54 @@ async def test_resource_update_reaches_the_stream_another_api_holds(
             await eventually(dropped)
         finally:
             await redis.aclose()
+    cluster.check_alive()
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+async def test_another_worker_takes_the_subscription_over(
+    cluster: Cluster, watched: Watched, backends: Backends, how: signal.Signals
+) -> None:
+    """The worker holding a backend subscription dies (SIGKILL: taken over once its beat lapses)
+    or stops (SIGTERM: it lets go at once): the other worker subscribes on the backend again, and
+    the next update still reaches the client. A new worker then takes the dead one's place."""
+    uri = "test://watched-resource"
+    inbox = Inbox()
+    redis = Redis.from_url(cluster.settings.redis_url)
+    holders_key = cluster.settings.key("subs", "holder")
+    router = Router(cluster.ports, stream_api=1)
+    async with (
+        httpx2.AsyncClient(
+            transport=router, headers=watched.auth(), timeout=httpx2.Timeout(30, read=None)
+        ) as http,
+        Client(
+            streamable_http_client(f"{cluster.base(0)}{watched.paths['handshake']}", http_client=http),  # type: ignore[arg-type]
+            mode="legacy",
+            message_handler=inbox,
+        ) as mcp,
+    ):
+        await asyncio.wait_for(router.stream_open.wait(), 10)
+        await subscribe(mcp, uri)
+        holders: dict[bytes, bytes] = await redis.hgetall(holders_key)  # type: ignore[misc]
+        assert len(holders) == 1, holders
+        (holder,) = holders.values()
+        pid = int(holder.decode().split(":")[1])
+        (victim,) = [p for p in cluster.processes if p.pid == pid]
+        subscribed = backends.watched.subscribed.count(uri)
+        victim.send_signal(how)
+        await asyncio.to_thread(victim.wait, 30)
+        cluster.processes.remove(victim)
+        cluster.processes.append(_start_worker(cluster.env))
+
+        async def taken_over() -> bool:
+            now: dict[bytes, bytes] = await redis.hgetall(holders_key)  # type: ignore[misc]
+            return backends.watched.subscribed.count(uri) > subscribed and list(now.values()) not in (
+                [],
+                [holder],
+            )
+
+        await eventually(taken_over)
+        await mcp.call_tool("touch", {"uri": uri})
+        assert await inbox.next() == f"updated {uri}"
+        await subscribe(mcp, uri, unsubscribe=True)
+    await redis.aclose()
     cluster.check_alive()
