@@ -66,7 +66,7 @@ async def test_resources_paginate(client: httpx.AsyncClient, gateway: dict[str, 
         cursor = page["next_cursor"]
         if cursor is None:
             break
-    assert seen == sorted(seen) and len(seen) == 3
+    assert seen == sorted(seen) and len(seen) == 4
     assert (await client.get("/v1/resources", params={"cursor": "!!"})).status_code == 400
     assert (await client.get("/v1/resources", params={"limit": 0})).status_code == 422
 

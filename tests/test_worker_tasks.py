@@ -208,7 +208,11 @@ async def test_discover_lists_the_catalog(state: WorkerState, backends: Backends
     assert envelope["ok"] is True, envelope
     catalog = envelope["result"]
     assert {"echo", "add", "sleep", "hold"} <= {t["name"] for t in catalog["tools"]}
-    assert sorted(r["uri"] for r in catalog["resources"]) == ["demo://logo.png", "demo://readme"]
+    assert sorted(r["uri"] for r in catalog["resources"]) == [
+        "demo://logo.png",
+        "demo://readme",
+        "test://watched-resource",
+    ]
     assert [r["uriTemplate"] for r in catalog["resource_templates"]] == ["demo://items/{item}"]
     assert [p["name"] for p in catalog["prompts"]] == ["greet"]
     assert catalog["server"]["name"] == "mcpq-test-backend"
