@@ -381,7 +381,7 @@ class Backends:
 
     def start(self) -> None:
         self._thread.start()
-        server = build_server(self.gates, self.counters, self.watched)
+        server = self.server = build_server(self.gates, self.counters, self.watched)
         apps: dict[str, tuple[Callable[[], Any], str]] = {
             "stateful": (lambda: server.streamable_http_app(), "/mcp"),
             "stateless": (

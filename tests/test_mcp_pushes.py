@@ -122,6 +122,37 @@ async def test_list_changed_reaches_a_2025_client(world: World, client: httpx.As
         assert [r.uri for r in (await mcp.list_resources()).resources] == [WATCHED]
 
 
+async def test_a_refresh_that_drops_a_member_tells_the_clients(
+    world: World, client: httpx.AsyncClient, backends: Backends
+) -> None:
+    """A gateway refresh that changes nothing the server shows sends nothing; one that drops a
+    tool the server shows sends `tools/list_changed`."""
+    name = f"ephemeral_{uuid.uuid4().hex[:8]}"
+    backends.server.add_tool(lambda: "here", name=name)
+    gateway = world.gateway
+    try:
+        refreshed = await client.post(f"/v1/gateways/{gateway['id']}/refresh")
+        assert refreshed.status_code == 200, refreshed.text
+        tools = [f"{gateway['name']}.echo", f"{gateway['name']}.{name}"]
+        composed = await client.patch(f"/v1/servers/{world.server_id}", json={"tools": tools})
+        assert composed.status_code == 200, composed.text
+        inbox = Inbox()
+        async with legacy_client(world, inbox) as mcp:
+            assert [t.name for t in (await mcp.list_tools()).tools] == ["echo", name]
+            await asyncio.sleep(0.3)  # the GET stream opens after initialize
+            unchanged = await client.post(f"/v1/gateways/{gateway['id']}/refresh")
+            assert unchanged.status_code == 200
+            backends.server.remove_tool(name)
+            dropped = await client.post(f"/v1/gateways/{gateway['id']}/refresh")
+            assert dropped.status_code == 200
+            assert await inbox.next() == "notifications/tools/list_changed"
+            assert inbox.methods.empty()  # one message: the unchanged refresh sent none
+            assert [t.name for t in (await mcp.list_tools()).tools] == ["echo"]
+    finally:
+        with contextlib.suppress(Exception):
+            backends.server.remove_tool(name)
+
+
 async def test_listen_stream_gets_list_changes_and_resource_updates(
     world: World, client: httpx.AsyncClient, backends: Backends
 ) -> None:

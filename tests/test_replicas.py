@@ -680,3 +680,29 @@ async def test_another_worker_takes_the_subscription_over(
         await subscribe(mcp, uri, unsubscribe=True)
     await redis.aclose()
     cluster.check_alive()
+
+
+async def test_list_changed_reaches_the_stream_another_api_holds(cluster: Cluster, watched: Watched) -> None:
+    """A membership edit on API 1 reaches the client whose GET stream API 2 holds."""
+    inbox = Inbox()
+    router = Router(cluster.ports, stream_api=1)
+    path = watched.paths["handshake"]
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with (
+        httpx2.AsyncClient(
+            transport=router, headers=watched.auth(), timeout=httpx2.Timeout(30, read=None)
+        ) as http,
+        Client(
+            streamable_http_client(f"{cluster.base(0)}{path}", http_client=http),  # type: ignore[arg-type]
+            mode="legacy",
+            message_handler=inbox,
+        ) as mcp,
+        httpx.AsyncClient(headers=admin, timeout=30) as rest,
+    ):
+        await asyncio.wait_for(router.stream_open.wait(), 10)
+        server_id = path.split("/")[3]
+        edit = await rest.patch(f"{cluster.base(0)}/v1/servers/{server_id}", json={"tools": []})
+        assert edit.status_code == 200, edit.text
+        assert await inbox.next() == "notifications/tools/list_changed"
+        assert (await mcp.list_tools()).tools == []
+    cluster.check_alive()
