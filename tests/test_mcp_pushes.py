@@ -9,12 +9,13 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import httpx2
+import mcp_types as types
 import pytest
 from arq.worker import Worker
 from mcp import Client
@@ -22,7 +23,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.subscriptions import ResourceUpdated, ToolsListChanged
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, PROTOCOL_VERSION_META_KEY
 
-from tests.backends import Backends
+from tests.backends import Backends, free_port
+from tests.conformance.fixture_backend import FixtureBackend
 from tests.conftest import unique
 from tests.test_mcp_frontdoor import TasksExtension
 
@@ -258,3 +260,48 @@ async def test_task_status_on_a_listen_stream(world: World, backends: Backends) 
         finally:
             await response.aclose()
             await response.extensions["owner"].aclose()
+
+
+@pytest.fixture(scope="module")
+def fixture_backend() -> Iterator[FixtureBackend]:
+    backend = FixtureBackend(free_port())
+    backend.start()
+    yield backend
+    backend.stop()
+
+
+async def test_subscription_on_the_conformance_fixture(
+    client: httpx.AsyncClient, fixture_backend: FixtureBackend, worker: Worker, api_url: str
+) -> None:
+    """The conformance fixture speaks 2026-07-28 but serves no `subscriptions/listen`: the worker
+    subscribes on a handshake-era session instead. Unsubscribing the only client unsubscribes the
+    backend."""
+    uri = "test://watched-resource"
+    team = (await client.post("/v1/teams", json={"name": unique("fixture")})).json()
+    gateway = await client.post(
+        "/v1/gateways", json={"name": unique(), "url": fixture_backend.url, "team": team["id"]}
+    )
+    assert gateway.status_code == 201, gateway.text
+    server = await client.post(
+        "/v1/servers",
+        json={"name": "fixture", "team": team["id"], "resources": [f"{gateway.json()['name']}:{uri}"]},
+    )
+    token = await client.post("/v1/tokens", json={"name": "m", "team": team["id"], "role": "member"})
+    world = World(f"{api_url}{server.json()['mcp_path']}", server.json()["id"], gateway.json(), {}, "")
+    world.member = token.json()["token"]
+    try:
+        async with legacy_client(world, Inbox()) as mcp:
+            await mcp.session.send_request(
+                types.SubscribeRequest(params=types.SubscribeRequestParams(uri=uri)), types.EmptyResult
+            )
+            assert uri in fixture_backend.fixture.subscribed
+            await mcp.session.send_request(
+                types.UnsubscribeRequest(params=types.UnsubscribeRequestParams(uri=uri)), types.EmptyResult
+            )
+            for _ in range(400):  # the holder hears of it on pub/sub, then unsubscribes the backend
+                if uri not in fixture_backend.fixture.subscribed:
+                    break
+                await asyncio.sleep(0.05)
+            assert uri not in fixture_backend.fixture.subscribed
+    finally:
+        await client.delete(f"/v1/teams/{team['id']}")

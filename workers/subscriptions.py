@@ -200,11 +200,20 @@ class SubscriptionHolder:
         link = self._links.get(key)
         if link is not None and link.owner is not None and not link.owner.done():
             return link
+        link = await self._open(key, spec, "auto")
+        caps = link.client.server_capabilities if link.client is not None else None
+        if link.modern and not (caps and caps.resources and caps.resources.subscribe):
+            # A 2026-07-28 backend that serves no `subscriptions/listen` may still take
+            # `resources/subscribe` on a session of the handshake era.
+            await self._close_link(link)
+            link = await self._open(key, spec, "legacy")
+        return link
+
+    async def _open(self, key: str, spec: BackendSpec, mode: str) -> _Link:
         link = self._links[key] = _Link(spec)
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        link.owner = asyncio.create_task(
-            self._own(key, link, ready), name=f"mcp-subscriptions {spec['gateway']}"
-        )
+        name = f"mcp-subscriptions {spec['gateway']}"
+        link.owner = asyncio.create_task(self._own(key, link, mode, ready), name=name)
         try:
             await asyncio.wait_for(asyncio.shield(ready), self.settings.mcp_connect_timeout_s)
         except BaseException:
@@ -212,14 +221,14 @@ class SubscriptionHolder:
             raise
         return link
 
-    async def _own(self, key: str, link: _Link, ready: asyncio.Future[None]) -> None:
+    async def _own(self, key: str, link: _Link, mode: str, ready: asyncio.Future[None]) -> None:
         async def on_message(message: types.ServerNotification | Exception) -> None:
             # On a 2026-07-28 link the listen stream hands the same updates on (`_listen_on`).
             if isinstance(message, types.ResourceUpdatedNotification) and not link.modern:
                 await self._updated(link, message.params.uri)
 
         try:
-            async with self.pool.connect(link.spec, message_handler=on_message) as client:
+            async with self.pool.connect(link.spec, mode, message_handler=on_message) as client:
                 link.client = client
                 ready.set_result(None)
                 await link.stop.wait()
