@@ -7,6 +7,8 @@
                server of the 2025-11-25 era does: clients fall back to `initialize`
 - `legacy`:    a minimal hand-written server that only speaks protocol 2025-06-18 (initialize,
                Mcp-Session-Id, JSON bodies) and can expire its sessions on demand
+- `nolisten`:  the stateful server without `subscriptions/listen` (2026-07-28 clients cannot
+               subscribe on it; 2025 sessions can)
 
 Every MCPServer backend has a subscribable resource, `test://watched-resource`: `resources/subscribe`
 and `resources/unsubscribe` (2025 sessions) and `subscriptions/listen` (2026-07-28) are
@@ -90,9 +92,9 @@ class Watched:
 
 
 def build_server(
-    gates: dict[str, Gate], counters: dict[str, int], watched: Watched | None = None
+    gates: dict[str, Gate], counters: dict[str, int], watched: Watched | None = None, *, listen: bool = True
 ) -> MCPServer:
-    server = MCPServer("mcpq-test-backend", version="1.2.3")
+    server = MCPServer("mcpq-test-backend", version="1.2.3", subscriptions=None if listen else False)
     _add_subscriptions(server, watched or Watched())
 
     @server.tool()
@@ -391,6 +393,13 @@ class Backends:
             "sse": (lambda: server.sse_app(), "/sse"),
             "handshake": (lambda: RefuseDiscover(server.streamable_http_app()), "/mcp"),
             "legacy": (lambda: self.legacy.app, "/mcp"),
+            # 2026-07-28 without `subscriptions/listen`: subscriptions need a handshake session.
+            "nolisten": (
+                lambda: build_server(
+                    self.gates, self.counters, self.watched, listen=False
+                ).streamable_http_app(),
+                "/mcp",
+            ),
         }
         for kind, (make_app, path) in apps.items():
             port = free_port()

@@ -23,6 +23,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.subscriptions import ResourceUpdated, ToolsListChanged
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, PROTOCOL_VERSION_META_KEY
 
+from shared.config import Settings
+from shared.redis import make_redis
 from tests.backends import Backends, free_port
 from tests.conformance.fixture_backend import FixtureBackend
 from tests.conftest import unique
@@ -270,38 +272,88 @@ def fixture_backend() -> Iterator[FixtureBackend]:
     backend.stop()
 
 
-async def test_subscription_on_the_conformance_fixture(
-    client: httpx.AsyncClient, fixture_backend: FixtureBackend, worker: Worker, api_url: str
-) -> None:
-    """The conformance fixture speaks 2026-07-28 but serves no `subscriptions/listen`: the worker
-    subscribes on a handshake-era session instead. Unsubscribing the only client unsubscribes the
-    backend."""
-    uri = "test://watched-resource"
-    team = (await client.post("/v1/teams", json={"name": unique("fixture")})).json()
-    gateway = await client.post(
-        "/v1/gateways", json={"name": unique(), "url": fixture_backend.url, "team": team["id"]}
-    )
+async def _subscribed_server(client: httpx.AsyncClient, url: str, api_url: str) -> tuple[World, str]:
+    """A team, a gateway on `url` and a server with its `test://watched-resource` and `touch`."""
+    team = (await client.post("/v1/teams", json={"name": unique("subs")})).json()
+    gateway = await client.post("/v1/gateways", json={"name": unique(), "url": url, "team": team["id"]})
     assert gateway.status_code == 201, gateway.text
+    name = gateway.json()["name"]
+    # The fixture has no `touch`; the test backend has.
+    tools = [f"{name}.touch"] if '"server_name":"mcpq-test-backend"' in gateway.text.replace(" ", "") else []
     server = await client.post(
         "/v1/servers",
-        json={"name": "fixture", "team": team["id"], "resources": [f"{gateway.json()['name']}:{uri}"]},
+        json={"name": "subs", "team": team["id"], "resources": [f"{name}:{WATCHED}"], "tools": tools},
     )
+    assert server.status_code == 201, server.text
     token = await client.post("/v1/tokens", json={"name": "m", "team": team["id"], "role": "member"})
-    world = World(f"{api_url}{server.json()['mcp_path']}", server.json()["id"], gateway.json(), {}, "")
-    world.member = token.json()["token"]
+    body = server.json()
+    world = World(f"{api_url}{body['mcp_path']}", body["id"], gateway.json(), {}, token.json()["token"])
+    return world, team["id"]
+
+
+async def _subscribe(mcp: Client, uri: str, *, unsubscribe: bool = False) -> None:
+    request: types.SubscribeRequest | types.UnsubscribeRequest = (
+        types.UnsubscribeRequest(params=types.UnsubscribeRequestParams(uri=uri))
+        if unsubscribe
+        else types.SubscribeRequest(params=types.SubscribeRequestParams(uri=uri))
+    )
+    await mcp.session.send_request(request, types.EmptyResult)
+
+
+async def test_a_2026_backend_without_listen_is_subscribed_on_a_handshake_session(
+    client: httpx.AsyncClient, backends: Backends, worker: Worker, api_url: str
+) -> None:
+    """The backend speaks 2026-07-28 but serves no `subscriptions/listen`: the worker subscribes
+    with `resources/subscribe` on a session of the handshake era; the update reaches the client;
+    unsubscribing the only client unsubscribes the backend."""
+    world, team = await _subscribed_server(client, backends.urls["nolisten"], api_url)
+    watched = backends.watched
+    subscribed, unsubscribed = watched.subscribed.count(WATCHED), watched.unsubscribed.count(WATCHED)
+    inbox = Inbox()
     try:
-        async with legacy_client(world, Inbox()) as mcp:
-            await mcp.session.send_request(
-                types.SubscribeRequest(params=types.SubscribeRequestParams(uri=uri)), types.EmptyResult
-            )
-            assert uri in fixture_backend.fixture.subscribed
-            await mcp.session.send_request(
-                types.UnsubscribeRequest(params=types.UnsubscribeRequestParams(uri=uri)), types.EmptyResult
-            )
+        async with legacy_client(world, inbox) as mcp:
+            # Discovered on 2026-07-28, where it declares no subscriptions: not advertised, but a
+            # client that subscribes anyway is served.
+            await asyncio.sleep(0.3)  # the GET stream opens after initialize
+            await _subscribe(mcp, WATCHED)
+            assert watched.subscribed.count(WATCHED) == subscribed + 1
+            await mcp.call_tool("touch", {"uri": WATCHED})
+            assert await inbox.next() == "notifications/resources/updated"
+            await _subscribe(mcp, WATCHED, unsubscribe=True)
             for _ in range(400):  # the holder hears of it on pub/sub, then unsubscribes the backend
-                if uri not in fixture_backend.fixture.subscribed:
+                if watched.unsubscribed.count(WATCHED) > unsubscribed:
                     break
                 await asyncio.sleep(0.05)
-            assert uri not in fixture_backend.fixture.subscribed
+            assert watched.unsubscribed.count(WATCHED) == unsubscribed + 1
     finally:
-        await client.delete(f"/v1/teams/{team['id']}")
+        await client.delete(f"/v1/teams/{team}")
+
+
+async def test_subscription_on_the_conformance_fixture(
+    client: httpx.AsyncClient,
+    fixture_backend: FixtureBackend,
+    worker: Worker,
+    api_url: str,
+    settings: Settings,
+) -> None:
+    """The conformance fixture (2026-07-28, `subscriptions/listen`): subscribing through the
+    gateway makes a worker hold the subscription; unsubscribing the only client drops it."""
+    world, team = await _subscribed_server(client, fixture_backend.url, api_url)
+    redis = make_redis(settings)
+    holders, wanted = settings.key("subs", "holder"), settings.key("subs", "wanted")
+    try:
+        async with legacy_client(world, Inbox()) as mcp:
+            caps = mcp.server_capabilities
+            assert caps.resources is not None and caps.resources.subscribe is True
+            await _subscribe(mcp, WATCHED)
+            assert await redis.hlen(holders) == 1  # type: ignore[misc]
+            await _subscribe(mcp, WATCHED, unsubscribe=True)
+            assert await redis.hlen(wanted) == 0  # type: ignore[misc]
+            for _ in range(400):  # the holder hears of it on pub/sub, then lets go
+                if not await redis.hlen(holders):  # type: ignore[misc]
+                    break
+                await asyncio.sleep(0.05)
+            assert await redis.hlen(holders) == 0  # type: ignore[misc]
+    finally:
+        await redis.aclose()
+        await client.delete(f"/v1/teams/{team}")
