@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     max_backend_timeout_s: float = 600.0
     discovery_timeout_s: float = 30.0
     fallback_poll_s: float = 2.0
+    # How long a job whose backend asked its caller something (elicitation, sampling) waits for
+    # the answer; then the backend's request gets an error and the job fails with input_timeout.
+    input_timeout_s: float = 300.0
     max_body_bytes: int = 1_048_576
     # Catalog items (tools, resources, prompts) resolved for calls are cached per API process this
     # long (0 turns the cache off). MCPQ_TOOL_CACHE_TTL_S is the name it had before.

@@ -465,7 +465,7 @@ async def test_extension_task_driven_to_completed(
         assert await asyncio.to_thread(gate.entered.wait, 10)
         got = await _task_request(mcp, "tasks/get", handle.task_id)
         assert got["status"] == "working" and "result" not in got
-        # an mcpq task never asks for input: tasks/update is only acknowledged
+        # nothing asked: tasks/update with no responses is only acknowledged
         ack = await _task_request(mcp, "tasks/update", handle.task_id)
         assert set(ack) <= {"resultType", "_meta"}, ack
         gate.release()

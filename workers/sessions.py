@@ -36,7 +36,7 @@ from shared.config import Settings
 from shared.gateways import netguard
 from shared.jobs.schemas import BackendSpec, backend_target
 from shared.security import SecretBox
-from workers import backend_stdio
+from workers import backend_stdio, interactive
 from workers.backend_http import BackendTransport, TransportFailure, transport_failure
 from workers.breaker import GatewayHealth
 from workers.progress import CURRENT_CALL, on_backend_log
@@ -281,9 +281,10 @@ class SessionPool:
         ready: asyncio.Future[Client] = asyncio.get_running_loop().create_future()
         stop = asyncio.Event()
         # The session outlives the job that opens it: what arrives outside any call (the standalone
-        # stream) must not be taken for that job's (workers/progress.py).
+        # stream) must not be taken for that job's (workers/progress.py, workers/interactive.py).
         context = contextvars.copy_context()
         context.run(CURRENT_CALL.set, None)
+        context.run(interactive.current.set, None)
         owner = asyncio.create_task(
             self._own(spec, mode, prior, ready, stop), name=f"mcp-session {spec['gateway']}", context=context
         )
@@ -370,6 +371,9 @@ class SessionPool:
                 cache=None,
                 logging_callback=on_backend_log,
                 message_handler=message_handler,
+                # A backend's questions go to the job's caller (workers/interactive.py).
+                elicitation_callback=interactive.elicit,
+                sampling_callback=interactive.sample,
             )
 
         if spec["transport"] == "stdio":

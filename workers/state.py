@@ -6,11 +6,12 @@ import os
 import socket
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from shared.config import Settings
 from shared.jobs.store import Claim, JobStore
+from workers.interactive import Answers
 from workers.progress import ProgressWriter
 from workers.sessions import SessionPool
 from workers.subscriptions import SubscriptionHolder
@@ -32,6 +33,8 @@ class WorkerState:
     worker_id: str
     progress: ProgressWriter
     subscriptions: SubscriptionHolder
+    # Answers to the questions its jobs' backends asked (workers/interactive.py).
+    answers: Answers = field(default_factory=Answers)
 
 
 def job_context(ctx: Mapping[str, Any]) -> tuple[WorkerState, Claim]:

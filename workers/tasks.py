@@ -39,6 +39,8 @@ from shared.jobs.schemas import (
 )
 from shared.jobs.store import Claim
 from shared.subscriptions import Wanted, subscription_key
+from workers import interactive
+from workers.interactive import Interaction
 from workers.progress import CallRelay, current_relay, relaying
 from workers.sessions import session_expired
 from workers.state import WorkerState, job_context
@@ -88,7 +90,7 @@ async def run_job(
     """The state machine around any backend operation. The claim started the job; the worker
     records the envelope returned here (and ends the arq job) in one round trip."""
     state, claim = job_context(ctx)
-    if claim.previous not in ("queued", "running"):
+    if claim.previous not in ("queued", "running"):  # the claim counts input_required as running
         # Cancelled while queued, already finished, or its record expired: nothing to do.
         return failure("skipped", f"job was already {claim.previous}")
     started = time.time()
@@ -104,12 +106,26 @@ async def run_job(
         attributes={**attributes, "mcpq.queue_wait_s": queue_wait, "mcpq.attempt": claim.attempts},
     ) as span:
         tracing.record_interval("mcpq.queue_wait", min(claim.created, started), started, attributes)
+        # The backend's questions during this run go to the job's caller (workers/interactive.py).
+        limit = ctx.get("limit")
+        interaction = Interaction(
+            run.job_id,
+            state.store,
+            state.answers,
+            state.settings.input_timeout_s,
+            [limit] if isinstance(limit, asyncio.Timeout) else [],
+        )
+        asking = interactive.current.set(interaction)
         try:
             # The backend's notifications during the call go to this job (workers/progress.py).
             with relaying(CallRelay(run.job_id, state.progress, run.live, run.log_level)):
-                envelope = await _attempt(state, claim, run, operation, fresh_session)
+                envelope = await _attempt(state, claim, run, operation, interaction, fresh_session)
         finally:
+            interactive.current.reset(asking)
+            interaction.close()
             metrics.JOBS_IN_FLIGHT.dec()
+        if interaction.unanswered is not None:
+            envelope = failure("input_timeout", interaction.unanswered)
         if span is not None and not envelope.get("ok"):
             span.set_status(Status(StatusCode.ERROR, envelope["error"]["type"]))
     finished = time.time()
@@ -125,7 +141,12 @@ async def run_job(
 
 
 async def _attempt(
-    state: WorkerState, claim: Claim, run: JobRun, operation: Operation, fresh_session: bool
+    state: WorkerState,
+    claim: Claim,
+    run: JobRun,
+    operation: Operation,
+    interaction: Interaction,
+    fresh_session: bool,
 ) -> Envelope:
     if claim.previous == "running" and not run.retry_safe:
         return failure(
@@ -136,20 +157,30 @@ async def _attempt(
     if time.time() > run.deadline:
         return failure("expired", "the job waited in the queue past its deadline")
     backend = run.backend
+
+    async def noted(client: Client) -> Envelope:
+        with interactive.calling(client.session, interaction):
+            return await operation(client)
+
     try:
         if fresh_session:
             # A session of its own with a fresh protocol probe: what a pooled session learned
             # earlier must not stand in for the server as it is now.
-            async with asyncio.timeout(backend["timeout_s"]), state.sessions.connect(backend) as client:
-                return await operation(client)
+            async with (
+                asyncio.timeout(backend["timeout_s"]) as limit,
+                state.sessions.connect(backend) as client,
+            ):
+                interaction.limits.append(limit)
+                return await noted(client)
 
         async def retried() -> None:
             # The session broke under a call that may have run: it is sent again on a fresh one
             # (retry-safe calls only), and that is another attempt.
             await state.store.add_attempt(run.job_id)
 
-        async with asyncio.timeout(backend["timeout_s"] + 5):
-            return await state.sessions.use(backend, operation, retry_safe=run.retry_safe, on_retry=retried)
+        async with asyncio.timeout(backend["timeout_s"] + 5) as limit:
+            interaction.limits.append(limit)
+            return await state.sessions.use(backend, noted, retry_safe=run.retry_safe, on_retry=retried)
     except Exception as exc:
         return classify(exc, backend)
 

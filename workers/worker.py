@@ -121,6 +121,7 @@ class Worker(arq.worker.Worker):
         # A claim whose reply was lost may have claimed jobs no task runs: look after the blip.
         self._claims_uncertain = False
         self.progress = ProgressWriter(self.store)
+        self._missed: set[asyncio.Task[None]] = set()  # look-ups of answers pub/sub may have lost
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -136,23 +137,25 @@ class Worker(arq.worker.Worker):
         subscriptions = SubscriptionHolder(
             SubscriptionStore(self.pool, self.settings), self.store, sessions, self.settings, self.worker_id
         )
-        self.ctx.update(
-            redis=self.pool,
-            state=WorkerState(self.settings, self.store, sessions, self.worker_id, progress, subscriptions),
-        )
+        state = WorkerState(self.settings, self.store, sessions, self.worker_id, progress, subscriptions)
+        answers = state.answers
+        self.ctx.update(redis=self.pool, state=state)
         channels: dict[str, Callable[[str], None]] = {
             self.store.wake_channel: self._abort_requested,
             subscriptions.store.channel: subscriptions.changed,
+            self.store.answers_channel: answers.on_answer,
         }
 
         def reconnected() -> None:
             self._check_aborts()
             subscriptions.changed()
+            self._missed.add(asyncio.create_task(answers.missed(self.store)))
+            self._missed = {t for t in self._missed if not t.done()}
 
         background = [
-            # Aborts are a broadcast (only the runner can act), and so are changes of the resource
-            # subscriptions wanted; after a reconnect, check both anyway. Not awaited until
-            # subscribed: a worker starts while Redis is away, and waits for it.
+            # Aborts and answers are broadcasts (only the runner can act), and so are changes of
+            # the resource subscriptions wanted; after a reconnect, check them anyway. Not awaited
+            # until subscribed: a worker starts while Redis is away, and waits for it.
             asyncio.create_task(
                 run_guarded("pub/sub", lambda: subscribe_forever(self.pool, channels, reconnected))
             ),
@@ -353,9 +356,16 @@ class Worker(arq.worker.Worker):
 
     async def _call(self, claim: Claim, job: _Job, function: Function) -> Outcome:
         timeout_s = self.job_timeout_s if function.timeout_s is None else function.timeout_s
-        ctx = {**self.ctx, "claim": claim, "job_id": claim.job_id, "job_try": job.job_try}
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout(timeout_s) as limit:
+                # The limit goes along: a job waiting for its caller's answer pauses it.
+                ctx = {
+                    **self.ctx,
+                    "claim": claim,
+                    "job_id": claim.job_id,
+                    "job_try": job.job_try,
+                    "limit": limit,
+                }
                 envelope: Envelope = await function.coroutine(ctx, *job.args, **job.kwargs)
             return envelope, envelope, True
         except asyncio.CancelledError as exc:

@@ -30,7 +30,7 @@ from mcp.server.models import InitializationOptions
 from mcp_types import INVALID_PARAMS, INVALID_REQUEST, LOG_LEVEL_META_KEY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from api.mcp import catalog
+from api.mcp import catalog, interactive
 from api.mcp.subscriptions import Pushes
 from api.mcp.tasks import TaskAwareServer, Tasks, background_tasks
 from api.mcp.wire import caller_of, completed_or_raise, protocol_error, session_of, tool_error, tool_result
@@ -40,7 +40,8 @@ from shared.context import AppContext
 from shared.errors import BadRequest, InvalidArguments, MCPQError
 from shared.items import service as items
 from shared.items.kind import CompletionRequest, ItemKind, Request
-from shared.jobs.queue import EventSink
+from shared.jobs.interactive import Until, asking_beyond
+from shared.jobs.queue import EventSink, InputSink
 from shared.jobs.schemas import LOG_LEVELS, JobEvent, JobRecord, PreparedJob
 from shared.prompts.kind import PROMPTS
 from shared.resources.kind import RESOURCES
@@ -126,6 +127,8 @@ class FrontDoor:
         )
         # server/discover (2026-07-28) answers for the virtual server it is asked about.
         self.server.add_request_handler("server/discover", types.RequestParams, self.discover)
+        # Seals and checks the `requestState` of multi-round-trip calls (api/mcp/interactive.py).
+        self.server.middleware.append(interactive.boundary(ctx.settings))
         self.tasks.install(self.server, self.call_tool)
         # Added after construction: the constructor's `on_set_logging_level` warns that 2026-07-28
         # dropped it, but older clients use it.
@@ -255,9 +258,65 @@ class FrontDoor:
             raise
 
     async def _await(
-        self, ctx: ServerRequestContext[Any, Any], kind: ItemKind[Any, Any, Any, Any], job: PreparedJob
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        kind: ItemKind[Any, Any, Any, Any],
+        job: PreparedJob,
+        params: types.InputResponseRequestParams,
+    ) -> JobRecord | types.InputRequiredResult:
+        """Enqueue and await the job (pushed), relaying progress when the client asked for it and
+        the backend's questions (api/mcp/interactive.py); the job is cancelled if the client
+        cancels the request. No DB session is open meanwhile.
+
+        A 2026-07-28 client gets an `InputRequiredResult` when the backend asks something, and
+        its retry (same call, with `requestState`) answers and awaits the same job."""
+        limit = self._limit(job)
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            again = interactive.resumed(params)
+            if again is not None:
+                return await self._resume(ctx, kind, *again, limit)
+            record = await self._run(ctx, kind, job, limit, until=asking_beyond())
+            return interactive.input_required(record) if record.asking else record
+
+        async def ask(questions: dict[str, Any]) -> dict[str, dict[str, Any]]:
+            return await interactive.ask_client(ctx, questions)
+
+        return await self._run(ctx, kind, job, limit, on_input=ask)
+
+    def _limit(self, job: PreparedJob) -> float:
+        """How long a handler awaits a job: its queue wait, its backend's timeout, and some slack."""
+        return self.ctx.settings.queue_ttl_s + job.backend_timeout_s + WAIT_SLACK_S
+
+    async def _resume(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        kind: ItemKind[Any, Any, Any, Any],
+        job_id: str,
+        answers: dict[str, dict[str, Any]],
+        limit: float,
+    ) -> JobRecord | types.InputRequiredResult:
+        """A 2026-07-28 retry: answer the job's questions, then await it again."""
+        principal = caller_of(ctx).principal
+        try:
+            with items.counted(kind, "mcp"):
+                if answers:
+                    await self.ctx.queue.answer(job_id, principal, answers)
+                record = await self.ctx.queue.get(job_id, principal, limit, until=asking_beyond())
+        except MCPQError as exc:
+            raise protocol_error(exc) from None
+        return interactive.input_required(record) if record.asking else record
+
+    async def _run(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        kind: ItemKind[Any, Any, Any, Any],
+        job: PreparedJob,
+        limit: float,
+        until: Until | None = None,
+        on_input: InputSink | None = None,
     ) -> JobRecord:
-        """Enqueue and await the job (pushed), relaying its events when the client asked for them;
+        """Enqueue and await the job (pushed), relaying its events when the client asked for them
+        and its backend's questions (`on_input` answers them, or the wait returns at one: `until`);
         the job is cancelled if the client cancels the request. No DB session is open meanwhile."""
         started = time.perf_counter()
         meta: dict[str, Any] = dict(ctx.meta or {})
@@ -269,10 +328,17 @@ class FrontDoor:
             job.payload["live_events"] = True
         if log_level is not None:
             job.payload["log_level"] = log_level  # the worker relays the backend's logs from it up
-        limit = self.ctx.settings.queue_ttl_s + job.backend_timeout_s + WAIT_SLACK_S
         try:
             with items.counted(kind, "mcp"):
-                record = await self.ctx.queue.run(job, limit, on_event=relay, cancel_if_abandoned=True)
+                record = await self.ctx.queue.run(
+                    job,
+                    limit,
+                    on_event=relay,
+                    # Returning at a question (`until`, 2026-07-28) is not abandoning the job.
+                    cancel_if_abandoned=True,
+                    until=until,
+                    on_input=on_input,
+                )
         except MCPQError as exc:
             raise protocol_error(exc) from None
         items.observe(kind, "mcp", record, started)
@@ -290,27 +356,33 @@ class FrontDoor:
 
     async def call_tool(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
-    ) -> types.CallToolResult:
+    ) -> types.CallToolResult | types.InputRequiredResult:
         with mcp_call_span(ctx, params.name):
             job = await self.prepare_call(ctx, params)
             if isinstance(job, types.CallToolResult):
                 return job
-            return tool_result(await self._await(ctx, TOOLS, job))
+            record = await self._await(ctx, TOOLS, job, params)
+        return record if isinstance(record, types.InputRequiredResult) else tool_result(record)
 
     async def read_resource(
         self, ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
-    ) -> types.ReadResourceResult:
+    ) -> types.ReadResourceResult | types.InputRequiredResult:
         uri = str(params.uri)
         with mcp_call_span(ctx, uri):
-            record = await self._await(ctx, RESOURCES, await self.prepare(ctx, RESOURCES, uri, uri))
+            record = await self._await(ctx, RESOURCES, await self.prepare(ctx, RESOURCES, uri, uri), params)
+        if isinstance(record, types.InputRequiredResult):
+            return record
         return types.ReadResourceResult.model_validate(completed_or_raise(record), by_name=False)
 
     async def get_prompt(
         self, ctx: ServerRequestContext[Any, Any], params: types.GetPromptRequestParams
-    ) -> types.GetPromptResult:
+    ) -> types.GetPromptResult | types.InputRequiredResult:
         arguments = dict(params.arguments or {})
         with mcp_call_span(ctx, params.name):
-            record = await self._await(ctx, PROMPTS, await self.prepare(ctx, PROMPTS, params.name, arguments))
+            job = await self.prepare(ctx, PROMPTS, params.name, arguments)
+            record = await self._await(ctx, PROMPTS, job, params)
+        if isinstance(record, types.InputRequiredResult):
+            return record
         return types.GetPromptResult.model_validate(completed_or_raise(record), by_name=False)
 
     async def complete(
@@ -328,5 +400,6 @@ class FrontDoor:
                 name,
                 lambda who, item: items.prepare_completion(self.ctx, who, kind, item, request, name),
             )
-            record = await self._await(ctx, kind, job)
+            # Not a multi-round-trip carrier: a completion's job is awaited without its questions.
+            record = await self._run(ctx, kind, job, self._limit(job))
         return types.CompleteResult.model_validate(completed_or_raise(record), by_name=False)

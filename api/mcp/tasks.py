@@ -42,11 +42,14 @@ from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
+from api.mcp import interactive
+from api.mcp.interactive import RELATED_TASK_META_KEY
 from api.mcp.wire import caller_of, failure_text, protocol_error, tool_result
 from api.tracing import mcp_call_span
 from shared.auth.schemas import Principal
 from shared.config import Settings
 from shared.errors import MCPQError
+from shared.jobs.interactive import Until, asking_beyond
 from shared.jobs.queue import JobQueue
 from shared.jobs.schemas import JobKind, JobRecord, JobStatus, PreparedJob
 
@@ -58,7 +61,6 @@ PrepareCall = Callable[
 
 log = logging.getLogger(__name__)
 
-RELATED_TASK_META_KEY = "io.modelcontextprotocol/related-task"
 TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
 MODERN = frozenset(MODERN_PROTOCOL_VERSIONS)
 POLL_INTERVAL_MS = 1000
@@ -67,6 +69,7 @@ LIST_PAGE = 50
 _STATUS: dict[JobStatus, types.TaskStatus] = {
     JobStatus.QUEUED: "working",
     JobStatus.RUNNING: "working",
+    JobStatus.INPUT_REQUIRED: "input_required",
     JobStatus.COMPLETED: "completed",
     JobStatus.FAILED: "failed",
     JobStatus.CANCELLED: "cancelled",
@@ -235,12 +238,16 @@ class Tasks:
                 yield record
 
     async def record(
-        self, ctx: ServerRequestContext[Any, Any], task_id: str, wait_s: float = 0.0
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        task_id: str,
+        wait_s: float = 0.0,
+        until: Until | None = None,
     ) -> JobRecord:
         """The task's job as the caller may see it (optionally awaited); invalid params if not."""
         caller = caller_of(ctx)
         try:
-            return await self.queue.get(task_id, caller.principal, wait_s)
+            return await self.queue.get(task_id, caller.principal, wait_s, until)
         except MCPQError:
             raise MCPError(code=INVALID_PARAMS, message=f"Task not found: {task_id}") from None
 
@@ -252,11 +259,21 @@ class Tasks:
     async def result(
         self, ctx: ServerRequestContext[Any, Any], params: types.GetTaskPayloadRequestParams
     ) -> dict[str, Any]:
-        """Blocks until the task is terminal (woken by the job's push), then returns its payload."""
+        """Blocks until the task is terminal (woken by the job's push), then returns its payload.
+        Meanwhile each question the job's backend asks is sent to the client on this request's
+        stream, tagged with the task, and its answer goes back to the job (the 2025-11-25 flow of
+        an input_required task)."""
         max_wait = self.settings.max_wait_s
         record = await self.record(ctx, params.task_id)
+        handled: set[str] = set()
         while not record.status.terminal:
-            record = await self.record(ctx, params.task_id, max_wait)
+            questions = {k: q for k, q in record.asking.items() if k not in handled}
+            if questions:
+                handled.update(questions)
+                answers = await interactive.ask_client(ctx, questions, related_task=record.id)
+                with contextlib.suppress(MCPQError):  # it ended, or the question timed out, meanwhile
+                    await self.queue.answer(record.id, caller_of(ctx).principal, answers)
+            record = await self.record(ctx, params.task_id, max_wait, asking_beyond(handled))
         if record.kind == JobKind.CALL_TOOL:
             body = tool_result(record).model_dump(by_alias=True, mode="json", exclude_none=True)
         elif record.status is JobStatus.COMPLETED and isinstance(record.result, dict):
@@ -348,6 +365,9 @@ def detailed_task_of(record: JobRecord, ttl_ms: int) -> dict[str, Any]:
         task["result"].setdefault("resultType", "complete")
     elif record.status is JobStatus.FAILED:
         task["error"] = {"code": INTERNAL_ERROR, "message": failure_text(record)}
+    elif record.asking:
+        # Answered with tasks/update (SEP-2663), by the same keys.
+        task["inputRequests"] = record.asking
     return task
 
 
@@ -394,10 +414,16 @@ class TasksExtension(Extension):
     async def update(
         self, ctx: ServerRequestContext[Any, Any], params: UpdateTaskRequestParams
     ) -> dict[str, Any]:
-        """Acknowledge. An mcpq task never asks its client for input (it is never
-        `input_required`), so there is nothing to deliver the responses to."""
+        """Deliver the client's answers to the task's `inputRequests` to its job, and acknowledge.
+        An answer to a question no longer pending (answered already, timed out) is refused."""
         require_client_extension(ctx, TASKS_EXTENSION)
-        await self.tasks.record(ctx, params.task_id)
+        record = await self.tasks.record(ctx, params.task_id)
+        answers = {key: {"result": response} for key, response in params.input_responses.items()}
+        if answers:
+            try:
+                await self.tasks.queue.answer(record.id, caller_of(ctx).principal, answers)
+            except MCPQError as exc:
+                raise MCPError(code=INVALID_PARAMS, message=exc.detail) from None
         return {}
 
     async def cancel(

@@ -1,4 +1,5 @@
-"""GET /v1/jobs (the newest jobs the caller may see), GET and DELETE /v1/jobs/{id}."""
+"""GET /v1/jobs (the newest jobs the caller may see), GET and DELETE /v1/jobs/{id}, and
+POST /v1/jobs/{id}/input (answers to what the job's backend asked)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import ContextDep, PrincipalDep
-from api.responses import JOB_CANCEL, errors
+from api.responses import BODY, JOB_CANCEL, errors
 from shared.items import service as items
 from shared.jobs.schemas import JobRecord, JobStatus
 
@@ -80,7 +81,27 @@ async def get_job(
     wait: Annotated[float, Query(ge=0, description="long-poll up to this many seconds")] = 0.0,
 ) -> dict[str, Any]:
     wait = items.wait_limit(ctx.settings, wait, "wait")
-    return (await ctx.queue.get(job_id, principal, wait)).to_public()
+    # A long poll ends at a new question too: the caller is the one to answer it.
+    return (await ctx.queue.get(job_id, principal, wait, new_question=True)).to_public()
+
+
+class InputAnswers(BaseModel):
+    """Answers to an input_required job's `input_requests`, by the same keys: each
+    `{"result": <the MCP result>}` (an `ElicitResult` for `elicitation/create`, a
+    `CreateMessageResult` for `sampling/createMessage`) or `{"error": {"code", "message"}}`."""
+
+    model_config = ConfigDict(extra="forbid")
+    responses: dict[str, dict[str, Any]] = Field(min_length=1)
+
+
+@router.post("/{job_id}/input", responses=errors(403, 404, 409, *BODY))
+async def answer_job(
+    job_id: str, body: InputAnswers, ctx: ContextDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Answer what the job's backend asked (`input_requests` of GET /v1/jobs/{id}); the job
+    goes on. 409 if it is not waiting for input; 422 for a key it did not ask or a bad answer."""
+    await ctx.queue.answer(job_id, principal, body.responses)
+    return (await ctx.queue.get(job_id, principal)).to_public()
 
 
 @router.delete("/{job_id}", responses=JOB_CANCEL)

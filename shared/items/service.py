@@ -22,6 +22,7 @@ from shared.errors import MCPQError, NotFound, ValidationFailed
 from shared.ids import parse_uuid
 from shared.items import repository
 from shared.items.kind import CompletionRequest, ItemKind, JobSpec, Out, Plain, Request, Row
+from shared.jobs.interactive import asking_beyond
 from shared.jobs.schemas import JobRecord, PreparedJob, job_payload
 
 MAX_PAGE = 500
@@ -213,12 +214,13 @@ async def call(
     wait_s: float | None,
     idempotency_key: str | None = None,
 ) -> JobRecord:
-    """Prepare the job and await it for up to `wait_s` (no DB session is open during the wait)."""
+    """Prepare the job and await it for up to `wait_s`, or until its backend asks the caller
+    something (answered at POST /v1/jobs/{id}/input); no DB session is open during the wait."""
     wait = wait_limit(ctx.settings, wait_s)
     started = time.perf_counter()
     with counted(kind, "sync"):
         job = await prepare_ref(ctx, principal, kind, ref, request, idempotency_key)
-        record = await ctx.queue.run(job, wait)
+        record = await ctx.queue.run(job, wait, until=asking_beyond())
     observe(kind, "sync", record, started)
     return record
 

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import anyio
 from arq.connections import ArqRedis
@@ -30,11 +31,13 @@ from shared.errors import (
     NotFound,
     ServiceUnavailable,
     TooManyRequests,
+    ValidationFailed,
 )
 from shared.ids import parse_uuid
+from shared.jobs.interactive import Until, asking_beyond, check_answer
 from shared.jobs.schemas import JobEvent, JobRecord, JobStatus, PreparedJob
 from shared.jobs.store import JobStore
-from shared.jobs.waiters import JobWaiters
+from shared.jobs.waiters import JobWaiters, JobWatch
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,8 @@ EventSink = Callable[[JobEvent], Awaitable[None]]
 # How long a job's last events may take to reach a caller once the job has ended (a client that
 # stopped reading must not hold the handler for ever).
 RELAY_DRAIN_S = 5.0
+# Is asked a job's new questions ({key: question}) and returns their answers ({key: answer}).
+InputSink = Callable[[dict[str, Any]], Awaitable[dict[str, dict[str, Any]]]]
 
 
 def _not_found(job_id: str) -> NotFound:
@@ -154,8 +159,14 @@ class JobQueue:
         *,
         on_event: EventSink | None = None,
         cancel_if_abandoned: bool = False,
+        until: Until | None = None,
+        on_input: InputSink | None = None,
     ) -> JobRecord:
-        """Submit and await the outcome for up to `wait_s`; the record may still be queued or running.
+        """Submit and await the outcome (or `until`) for up to `wait_s`; the record may still be
+        queued or running.
+
+        `on_input` is asked each question the job's backend asks meanwhile, and its answers go
+        back to the job, within the same wait.
 
         `on_event` receives the job's events (progress, backend logs) in order while it runs, the
         last of them before this returns. With `cancel_if_abandoned`,
@@ -167,7 +178,7 @@ class JobQueue:
             record = await self.submit(job)
             if record.id == job.id:
                 try:
-                    record = await watch.wait(wait_s, pending=True)
+                    record = await self._relay_input(watch, wait_s, until, on_input)
                 except BaseException:
                     if cancel_if_abandoned:
                         with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
@@ -175,18 +186,40 @@ class JobQueue:
                     raise
         if record is not None and record.id != job.id:
             # An earlier request with the same idempotency key made the job: await that one.
-            record = await self._await(record, wait_s)
+            record = await self._await(record, wait_s, until)
         if record is None:
             raise NotFound(f"job {job.id} vanished")
         return record
 
-    async def _await(self, record: JobRecord, wait_s: float) -> JobRecord | None:
-        """`record` once terminal, or as it stands after `wait_s`."""
-        if record.status.terminal or wait_s <= 0:
+    async def _relay_input(
+        self, watch: JobWatch, wait_s: float, until: Until | None, on_input: InputSink | None
+    ) -> JobRecord | None:
+        """The wait of `run`: pending (just submitted), and with `on_input`, each new question is
+        answered by it and the wait goes on."""
+        if on_input is None:
+            return await watch.wait(wait_s, pending=True, until=until)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        handled: set[str] = set()
+        record = await watch.wait(wait_s, pending=True, until=asking_beyond(handled))
+        while record is not None and (
+            questions := {k: q for k, q in record.asking.items() if k not in handled}
+        ):
+            handled.update(questions)
+            answers = await on_input(questions)
+            outcome, detail = await self._store.answer(record.id, answers)
+            if outcome != "ok":  # it ended, or its question timed out, meanwhile
+                log.info("job %s: answers not taken (%s %s)", record.id, outcome, detail)
+            record = await watch.wait(max(0.0, deadline - loop.time()), until=asking_beyond(handled))
+        return record
+
+    async def _await(self, record: JobRecord, wait_s: float, until: Until | None = None) -> JobRecord | None:
+        """`record` once terminal (or `until`), or as it stands after `wait_s`."""
+        if record.status.terminal or wait_s <= 0 or (until is not None and until(record)):
             return record
         async with self._waiters.watch(record.id) as watch:
             # Not pending: the read inside the watch catches an ending pushed before it began.
-            return await watch.wait(wait_s)
+            return await watch.wait(wait_s, until=until)
 
     @contextlib.asynccontextmanager
     async def _relay(self, job_id: str, sink: EventSink | None) -> AsyncIterator[None]:
@@ -217,14 +250,26 @@ class JobQueue:
 
     # --- read ---------------------------------------------------------------------------------------
 
-    async def get(self, job_id: str, principal: Principal, wait_s: float = 0.0) -> JobRecord:
-        """The job as `principal` may see it; with `wait_s`, long-poll until it is terminal. The
-        team is checked before any wait: another team's job answers 404 at once, like an unknown one."""
+    async def get(
+        self,
+        job_id: str,
+        principal: Principal,
+        wait_s: float = 0.0,
+        until: Until | None = None,
+        *,
+        new_question: bool = False,
+    ) -> JobRecord:
+        """The job as `principal` may see it; with `wait_s`, long-poll until it is terminal (or
+        `until` holds; or, with `new_question`, it asks something it had not asked when the wait
+        began). The team is checked before any wait: another team's job answers 404 at once,
+        like an unknown one."""
         record = await (self._store.get(job_id) if wait_s > 0 else self._store.reconcile(job_id))
         if record is None:
             raise _not_found(job_id)
         authorize(principal, record)
-        awaited = await self._await(record, wait_s)
+        if new_question:
+            until = asking_beyond(set(record.asking))
+        awaited = await self._await(record, wait_s, until)
         if awaited is None:
             raise _not_found(job_id)
         return awaited
@@ -266,6 +311,33 @@ class JobQueue:
             if len(batch) < max(limit, RECENT_SCAN_BATCH):
                 return found, None
 
+    # --- answer a job's questions ---------------------------------------------------------------
+
+    async def answer(self, job_id: str, principal: Principal, answers: dict[str, dict[str, Any]]) -> None:
+        """Answer questions an input_required job asked ({key: {"result"} or {"error"}}): 404
+        unknown, 409 not waiting for input, 422 a key it did not ask (or answered already)."""
+        record = await self._store.get(job_id)
+        if record is None:
+            raise _not_found(job_id)
+        authorize(principal, record)
+        if not answers:
+            raise ValidationFailed("no answers given")
+        if record.status is JobStatus.INPUT_REQUIRED:
+            for key, answer in answers.items():
+                question = record.asking.get(key)
+                if question is None:
+                    raise ValidationFailed(
+                        f"job {job_id} has no pending question {key!r} (answered already?)"
+                    )
+                check_answer(question, answer)
+        outcome, detail = await self._store.answer(job_id, answers)
+        if outcome == "missing":
+            raise _not_found(job_id)
+        if outcome == "not_waiting":
+            raise Conflict(f"job {job_id} is {detail}, not waiting for input")
+        if outcome == "unknown":
+            raise ValidationFailed(f"job {job_id} has no pending question {detail!r} (answered already?)")
+
     # --- cancel -------------------------------------------------------------------------------------
 
     async def cancel(self, job_id: str, principal: Principal) -> JobRecord:
@@ -291,7 +363,7 @@ class JobQueue:
     async def _request_cancel(self, job_id: str) -> str:
         """Ask for a cancellation without waiting for it; returns the state the job was in."""
         state = await self._store.request_cancel(job_id)
-        if state == JobStatus.RUNNING:
+        if state in (JobStatus.RUNNING, JobStatus.INPUT_REQUIRED):
             # arq's abort: the worker running it cancels the task, which cancels the backend call.
             await self.redis.zadd(abort_jobs_ss, {job_id: timestamp_ms()})
             await self.redis.publish(self._store.wake_channel, b"1")

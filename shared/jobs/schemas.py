@@ -16,6 +16,9 @@ from typing import Any, NotRequired, TypedDict
 class JobStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
+    # Running, and its backend has asked the caller something (elicitation or sampling): the
+    # worker holds the backend's request open until an answer comes or `input_timeout_s` passes.
+    INPUT_REQUIRED = "input_required"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -24,6 +27,11 @@ class JobStatus(StrEnum):
     def terminal(self) -> bool:
         return self in TERMINAL
 
+
+# Record fields of a pending question and of its answer, followed by the question's key. One field
+# each, not a JSON map the Lua scripts would re-encode (cjson turns an empty array into {}).
+ASK_PREFIX = "ask:"
+ANSWER_PREFIX = "answer:"
 
 TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 
@@ -215,6 +223,9 @@ class JobRecord:
     worker: str | None
     progress: dict[str, Any] | None
     cancel_requested: bool
+    # What the backend asks and is not yet answered, by key, as MCP's `inputRequests` map
+    # ({key: {"method", "params"}}); one record field per question (ASK_PREFIX + key).
+    input_requests: dict[str, Any] | None = None
 
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes]) -> JobRecord:
@@ -241,7 +252,18 @@ class JobRecord:
             worker=fields.get("worker") or None,
             progress=loads("progress"),
             cancel_requested=fields.get("cancel_requested") == "1",
+            input_requests={
+                name[len(ASK_PREFIX) :]: json.loads(value)
+                for name, value in fields.items()
+                if name.startswith(ASK_PREFIX)
+            }
+            or None,
         )
+
+    @property
+    def asking(self) -> dict[str, Any]:
+        """The questions waiting for an answer (empty unless INPUT_REQUIRED)."""
+        return (self.input_requests or {}) if self.status is JobStatus.INPUT_REQUIRED else {}
 
     def to_public(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -262,4 +284,6 @@ class JobRecord:
             body["error"] = self.error
         if self.progress is not None:
             body["progress"] = self.progress
+        if self.asking:
+            body["input_requests"] = self.asking
         return body

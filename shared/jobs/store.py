@@ -17,7 +17,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from arq.constants import (
     abort_jobs_ss,
@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 from shared.config import Settings
 from shared.gateways.breaker import admit_lua, breaker_key
 from shared.jobs.schemas import (
+    ANSWER_PREFIX,
     Envelope,
     JobError,
     JobEvent,
@@ -72,6 +73,14 @@ for _, id in ipairs(due) do
     local record = ARGV[6] .. id
     local seen = redis.call('HMGET', record, 'status', 'attempts', 'created_ts')
     local st, attempts = seen[1] or 'missing', seen[2] or '0'
+    -- A job whose worker stopped while it waited for input runs again like a running one; its
+    -- questions went with that worker (a new run asks again).
+    if st == 'input_required' then
+      st = 'running'
+      for _, name in ipairs(redis.call('HKEYS', record)) do
+        if string.sub(name, 1, 4) == 'ask:' then redis.call('HDEL', record, name) end
+      end
+    end
     if st == 'queued' or st == 'running' then
       attempts = redis.call('HINCRBY', record, 'attempts', 1)
       redis.call('HSET', record, 'status', 'running', 'started_at', ARGV[5], 'worker', ARGV[4])
@@ -246,10 +255,93 @@ if st == 'queued' then
   redis.call('PUBLISH', ARGV[4], ARGV[1])
   return 'cancelled'
 end
-if st == 'running' then
+if st == 'running' or st == 'input_required' then
   redis.call('HSET', KEYS[1], 'cancel_requested', '1')
 end
 return st
+"""
+)
+
+# Publishes the whole record (small: no result yet) on the done channel, as _FINISH does.
+_PUBLISH_RECORD = """
+local flat = redis.call('HGETALL', KEYS[1])
+local record = {}
+for i = 1, #flat, 2 do record[flat[i]] = flat[i + 1] end
+redis.call('PUBLISH', ARGV[5], ARGV[1] .. ' ' .. cjson.encode(record))
+"""
+
+# Whether the record still has a question without an answer.
+_STILL_ASKING = """
+local function still_asking()
+  for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if string.sub(name, 1, 4) == 'ask:' then return true end
+  end
+  return false
+end
+"""
+
+# KEYS[1] record, KEYS[2] arq in-progress lock, KEYS[3] arq queue; ARGV job id, question key,
+# question json, how much longer the job may now take (ms), done channel. A running job asks its
+# caller something: the question goes in the record, the job is input_required, and every waiter
+# hears it. Waiting on a person is off the job's clock: its lease (the lock, and the queue score
+# another worker would pick it up at) moves on by the longest the answer may take.
+_ASK = (
+    """
+local st = redis.call('HGET', KEYS[1], 'status')
+if st ~= 'running' and st ~= 'input_required' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'input_required', 'ask:' .. ARGV[2], ARGV[3])
+local extra = tonumber(ARGV[4])
+local lock = redis.call('PTTL', KEYS[2])
+if lock > 0 then redis.call('PEXPIRE', KEYS[2], lock + extra) end
+local score = redis.call('ZSCORE', KEYS[3], ARGV[1])
+if score then redis.call('ZADD', KEYS[3], 'XX', tonumber(score) + extra, ARGV[1]) end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl + extra) end
+"""
+    + _PUBLISH_RECORD
+    + """
+return 1
+"""
+)
+
+# KEYS[1] record; ARGV job id, answers channel, then (question key, answer json) pairs. Answers
+# questions of an input_required job, all or none: each must be pending (an answer is taken
+# once, so a replay finds nothing to answer). Returns {'ok'}, {'missing'}, {'not_waiting',
+# status} or {'unknown', key}. Each answer is stored and pushed to the worker holding the
+# backend's request; with no question left the job is running again.
+_ANSWER = (
+    _STILL_ASKING
+    + """
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return {'missing'} end
+if st ~= 'input_required' then return {'not_waiting', st} end
+for i = 3, #ARGV, 2 do
+  if redis.call('HEXISTS', KEYS[1], 'ask:' .. ARGV[i]) == 0 then return {'unknown', ARGV[i]} end
+end
+for i = 3, #ARGV, 2 do
+  redis.call('HDEL', KEYS[1], 'ask:' .. ARGV[i])
+  redis.call('HSET', KEYS[1], 'answer:' .. ARGV[i], ARGV[i + 1])
+  redis.call('PUBLISH', ARGV[2], ARGV[1] .. ' ' .. ARGV[i] .. ' ' .. ARGV[i + 1])
+end
+if not still_asking() then redis.call('HSET', KEYS[1], 'status', 'running') end
+return {'ok'}
+"""
+)
+
+# KEYS[1] record; ARGV question key. The worker takes a question back (no answer in time) or
+# takes its answer: returns the answer json if one came (the field is removed either way), else
+# withdraws the question (the job is running again once none is left) and returns nil.
+_TAKE = (
+    _STILL_ASKING
+    + """
+local answer = redis.call('HGET', KEYS[1], 'answer:' .. ARGV[1])
+redis.call('HDEL', KEYS[1], 'answer:' .. ARGV[1])
+if answer then return answer end
+if redis.call('HDEL', KEYS[1], 'ask:' .. ARGV[1]) == 1 and not still_asking()
+   and redis.call('HGET', KEYS[1], 'status') == 'input_required' then
+  redis.call('HSET', KEYS[1], 'status', 'running')
+end
+return false
 """
 )
 
@@ -308,6 +400,11 @@ class JobStore:
         self._beat = redis.register_script(_BEAT)
         self.beats_key = settings.key("workers", "beats")
         self._cancel = redis.register_script(_CANCEL)
+        # Answers to questions jobs asked (shared/jobs/schemas.py ASK_PREFIX), for their workers.
+        self.answers_channel = settings.key("jobs", "answers")
+        self._ask = redis.register_script(_ASK)
+        self._answer = redis.register_script(_ANSWER)
+        self._take = redis.register_script(_TAKE)
 
     @property
     def redis(self) -> Redis:
@@ -538,6 +635,32 @@ class JobStore:
         applied = await self._finish(keys=keys, args=args)
         return bool(applied)
 
+    async def ask(self, job_id: str, key: str, question: dict[str, Any], extend_s: float) -> bool:
+        """Put the question in the record and make the job input_required (see _ASK); False if
+        the job is no longer running (cancelled, or ended)."""
+        asked = await self._ask(
+            keys=[self._key(job_id), in_progress_key_prefix + job_id, self._settings.queue_name],
+            args=[job_id, key, json.dumps(question), int(extend_s * 1000), self.done_channel],
+        )
+        return bool(asked)
+
+    async def answer(self, job_id: str, answers: dict[str, dict[str, Any]]) -> tuple[str, str]:
+        """Answer pending questions (see _ANSWER): ("ok", ""), ("missing", ""), ("not_waiting",
+        status) or ("unknown", key)."""
+        pairs = [part for key, body in answers.items() for part in (key, json.dumps(body))]
+        reply = await self._answer(keys=[self._key(job_id)], args=[job_id, self.answers_channel, *pairs])
+        return _text(reply[0]), _text(reply[1]) if len(reply) > 1 else ""
+
+    async def take_answer(self, job_id: str, key: str) -> dict[str, Any] | None:
+        """The answer to the question, if one came; else the question is withdrawn (see _TAKE)."""
+        raw = await self._take(keys=[self._key(job_id)], args=[key])
+        return json.loads(raw) if raw else None
+
+    async def stored_answer(self, job_id: str, key: str) -> dict[str, Any] | None:
+        """The answer to the question if one came (read only)."""
+        raw = await self._redis.hget(self._key(job_id), ANSWER_PREFIX + key)  # type: ignore[misc]
+        return json.loads(raw) if raw else None
+
     async def add_attempt(self, job_id: str) -> None:
         """Count one more attempt: a call sent again after its session broke under it."""
         await self._redis.hincrby(self._key(job_id), "attempts", 1)  # type: ignore[misc]
@@ -617,7 +740,11 @@ class JobStore:
             pipe.hmget(self._key(job_id), ["status", "created_ts"])
             pipe.exists(result_key_prefix + job_id)
             (status, created), has_arq_result = await pipe.execute()
-        if status is None or status.decode() not in (JobStatus.QUEUED, JobStatus.RUNNING) or has_arq_result:
+        if (
+            status is None
+            or status.decode() not in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.INPUT_REQUIRED)
+            or has_arq_result
+        ):
             return True
         return (
             status.decode() == JobStatus.QUEUED

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from redis.exceptions import RedisError
 
 from shared.errors import ServiceUnavailable
+from shared.jobs.interactive import Until
 from shared.jobs.schemas import JobEvent, JobRecord
 from shared.jobs.store import JobStore
 
@@ -137,8 +138,11 @@ class JobWatch:
         self._pushed = record
         self._event.set()
 
-    async def wait(self, wait_s: float, *, pending: bool = False) -> JobRecord | None:
-        """The record once terminal, or as it stands after `wait_s` seconds (None if unknown).
+    async def wait(
+        self, wait_s: float, *, pending: bool = False, until: Until | None = None
+    ) -> JobRecord | None:
+        """The record once terminal (or `until` holds), or as it stands after `wait_s` seconds
+        (None if unknown).
 
         `pending`: the caller knows the job is not terminal yet and registered this watch before
         learning so (it has just enqueued it, or read it since), so the first read is skipped:
@@ -161,7 +165,7 @@ class JobWatch:
             record = await self._store.get(self._job_id)
             if record is None:
                 return None
-        while record is None or not record.status.terminal:
+        while record is None or not (record.status.terminal or (until is not None and until(record))):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 # The status may have moved on (queued -> running) without a push: say how it is.

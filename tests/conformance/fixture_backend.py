@@ -18,8 +18,9 @@ import itertools
 import json
 import threading
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import mcp.types as types
 import uvicorn
@@ -29,6 +30,8 @@ from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ServerMessageMetadata
 from mcp.types import JSONRPCMessage
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import BaseModel
 from starlette.applications import Starlette
 
 # A 1x1 red PNG and a 1-sample WAV: the smallest valid files of each kind.
@@ -71,6 +74,7 @@ def _string_args(*names: str) -> dict[str, Any]:
 
 
 Ctx = Any  # ServerRequestContext[Any, Any]
+AnswerT = TypeVar("AnswerT", bound=BaseModel)
 Handler = Callable[[Ctx, dict[str, Any]], Awaitable[types.CallToolResult]]
 
 
@@ -228,11 +232,7 @@ def _interactive_tools(f: Fixture) -> None:
         request = types.CreateMessageRequest(
             params=types.CreateMessageRequestParams(messages=[message], max_tokens=100)
         )
-        answer = await ctx.session.send_request(
-            request,
-            types.CreateMessageResult,
-            metadata=ServerMessageMetadata(related_request_id=ctx.request_id),
-        )
+        answer = await _ask(ctx, request, types.CreateMessageResult)
         text = answer.content.text if isinstance(answer.content, types.TextContent) else str(answer)
         return types.CallToolResult(content=_text(f"LLM response: {text}"))
 
@@ -246,7 +246,7 @@ def _interactive_tools(f: Fixture) -> None:
             },
             "required": ["username", "email"],
         }
-        answer = await ctx.session.elicit_form(args["message"], schema, ctx.request_id)
+        answer = await _ask(ctx, _elicit_request(args["message"], schema), types.ElicitResult)
         return types.CallToolResult(
             content=_text(f"User response: action={answer.action}, content={json.dumps(answer.content)}")
         )
@@ -297,8 +297,40 @@ def _interactive_tools(f: Fixture) -> None:
         return types.CallToolResult(content=_text("Reconnection test completed"))
 
 
+# The answers a 2026-07-28 client sent with its retry of the current tools/call (SEP-2322).
+_input_responses: ContextVar[dict[str, Any] | None] = ContextVar("input_responses", default=None)
+ASK_KEY = "ask"  # each interactive tool asks one question
+
+
+class _InputRequired(Exception):
+    """A question for a 2026-07-28 client: the call answers with an InputRequiredResult."""
+
+    def __init__(self, request: types.ElicitRequest | types.CreateMessageRequest) -> None:
+        self.request = request
+
+
+def _elicit_request(message: str, schema: dict[str, Any]) -> types.ElicitRequest:
+    return types.ElicitRequest(params=types.ElicitRequestFormParams(message=message, requested_schema=schema))
+
+
+async def _ask(
+    ctx: Ctx, request: types.ElicitRequest | types.CreateMessageRequest, result_type: type[AnswerT]
+) -> AnswerT:
+    """Ask the client: a server-to-client request on the call's stream before 2026-07-28; from
+    2026-07-28, which has none, an InputRequiredResult whose answer comes with the retry."""
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        answered = (_input_responses.get() or {}).get(ASK_KEY)
+        if answered is None:
+            raise _InputRequired(request)
+        return result_type.model_validate(answered, by_name=False)
+    answer: AnswerT = await ctx.session.send_request(
+        request, result_type, metadata=ServerMessageMetadata(related_request_id=ctx.request_id)
+    )
+    return answer
+
+
 async def _elicit(ctx: Ctx, message: str, schema: dict[str, Any]) -> types.CallToolResult:
-    answer = await ctx.session.elicit_form(message, schema, ctx.request_id)
+    answer = await _ask(ctx, _elicit_request(message, schema), types.ElicitResult)
     return types.CallToolResult(
         content=_text(f"Elicitation completed: action={answer.action}, content={json.dumps(answer.content)}")
     )
@@ -462,11 +494,23 @@ def _catalog_handlers(f: Fixture) -> dict[str, Any]:
     async def list_tools(ctx: Ctx, params: types.PaginatedRequestParams) -> types.ListToolsResult:
         return types.ListToolsResult(tools=[tool for tool, _ in f.tools.values()])
 
-    async def call_tool(ctx: Ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
+    async def call_tool(
+        ctx: Ctx, params: types.CallToolRequestParams
+    ) -> types.CallToolResult | types.InputRequiredResult:
         entry = f.tools.get(params.name)
         if entry is None:
             raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {params.name}")
-        return await entry[1](ctx, dict(params.arguments or {}))
+        responses = {
+            key: answer.model_dump(by_alias=True, mode="json", exclude_none=True)
+            for key, answer in (params.input_responses or {}).items()
+        }
+        token = _input_responses.set(responses)
+        try:
+            return await entry[1](ctx, dict(params.arguments or {}))
+        except _InputRequired as asked:
+            return types.InputRequiredResult(input_requests={ASK_KEY: asked.request})
+        finally:
+            _input_responses.reset(token)
 
     async def list_resources(ctx: Ctx, params: types.PaginatedRequestParams) -> types.ListResourcesResult:
         return types.ListResourcesResult(resources=RESOURCES)

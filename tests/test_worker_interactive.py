@@ -1,0 +1,147 @@
+"""The worker's side of a backend's questions (workers/interactive.py), against real Redis: which
+job a question belongs to, the record's input_required state, the pushed answer, a refusal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import mcp_types as types
+import pytest
+from mcp.client.session import ClientRequestContext, ClientSession
+from redis.asyncio import Redis
+
+from shared.config import Settings
+from shared.jobs.schemas import JobStatus
+from shared.jobs.store import JobStore
+from shared.redis import make_redis, subscribe_forever
+from tests.jobs_helpers import plant_record
+from workers import interactive
+from workers.interactive import Answers, Interaction
+
+QUESTION = types.ElicitRequestFormParams(
+    message="name?", requested_schema={"type": "object", "properties": {"name": {"type": "string"}}}
+)
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    client = make_redis(settings)
+    yield client
+    await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def listening(redis: Redis, store: JobStore, answers: Answers) -> AsyncIterator[None]:
+    """The worker's pub/sub reader, delivering answers."""
+    ready = asyncio.Event()
+    task = asyncio.create_task(
+        subscribe_forever(redis, {store.answers_channel: answers.on_answer}, lambda: None, ready)
+    )
+    await asyncio.wait_for(ready.wait(), 10)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def running_job(redis: Redis, settings: Settings) -> str:
+    job_id = uuid.uuid4().hex
+    await plant_record(redis, settings, job_id, "call_tool", "t.greet")
+    await redis.hset(settings.key("job", job_id), "status", "running")  # type: ignore[misc]
+    return job_id
+
+
+def session() -> ClientSession:
+    # Only its identity matters here: the callback is called directly, as the SDK would.
+    return object.__new__(ClientSession)
+
+
+async def _asked(store: JobStore, job_id: str) -> dict[str, Any]:
+    for _ in range(200):
+        record = await store.get(job_id)
+        if record is not None and record.asking:
+            return record.asking
+        await asyncio.sleep(0.01)
+    raise AssertionError("never asked")
+
+
+async def test_question_outside_the_calls_context_goes_to_the_only_call_on_its_session(
+    redis: Redis, settings: Settings
+) -> None:
+    """A transport that does not carry the call's context (legacy SSE, stdio): the question
+    belongs to the only job with a call on that session; the answer is pushed back to it."""
+    store, answers = JobStore(redis, settings), Answers()
+    job_id = await running_job(redis, settings)
+    interaction = Interaction(job_id, store, answers, timeout_s=10)
+    shared = session()
+    async with listening(redis, store, answers):
+        with interactive.calling(shared, interaction):
+            # Run with no job in the context, as a transport's reader task would.
+            asking = asyncio.create_task(
+                interactive.elicit(ClientRequestContext(session=shared, request_id=1), QUESTION),
+                context=contextvars.Context(),  # no job in it, as in a transport's reader task
+            )
+            [(key, question)] = (await _asked(store, job_id)).items()
+            assert question == {
+                "method": "elicitation/create",
+                "params": QUESTION.model_dump(by_alias=True, mode="json", exclude_none=True),
+            }
+            record = await store.get(job_id)
+            assert record is not None and record.status is JobStatus.INPUT_REQUIRED
+            assert await store.answer(
+                job_id, {key: {"result": {"action": "accept", "content": {"name": "Ada"}}}}
+            ) == ("ok", "")
+            result = await asyncio.wait_for(asking, 10)
+    assert isinstance(result, types.ElicitResult) and result.content == {"name": "Ada"}
+    record = await store.get(job_id)
+    assert record is not None and record.status is JobStatus.RUNNING and not record.asking
+
+
+async def test_question_refused_when_several_calls_share_the_session(
+    redis: Redis, settings: Settings
+) -> None:
+    store, answers = JobStore(redis, settings), Answers()
+    shared = session()
+    one = Interaction(await running_job(redis, settings), store, answers, timeout_s=10)
+    two = Interaction(await running_job(redis, settings), store, answers, timeout_s=10)
+    with interactive.calling(shared, one), interactive.calling(shared, two):
+        result = await asyncio.create_task(
+            interactive.elicit(ClientRequestContext(session=shared, request_id=1), QUESTION),
+            context=contextvars.Context(),  # no job in it, as in a transport's reader task
+        )
+    assert isinstance(result, types.ErrorData)
+    for job in (one, two):
+        record = await store.get(job.job_id)
+        assert record is not None and record.status is JobStatus.RUNNING  # nobody was asked
+
+
+async def test_answer_missed_by_pub_sub_is_read_from_the_record(redis: Redis, settings: Settings) -> None:
+    """Pub/sub is at most once: after a reconnect the worker reads answers from the records."""
+    store, answers = JobStore(redis, settings), Answers()
+    job_id = await running_job(redis, settings)
+    interaction = Interaction(job_id, store, answers, timeout_s=10)
+    token = interactive.current.set(interaction)
+    try:
+        asking = asyncio.create_task(
+            interactive.sample(
+                ClientRequestContext(session=session(), request_id=1),
+                types.CreateMessageRequestParams(messages=[], max_tokens=5),
+            )
+        )
+    finally:
+        interactive.current.reset(token)
+    [key] = await _asked(store, job_id)
+    reply = {"role": "assistant", "content": {"type": "text", "text": "hi"}, "model": "m"}
+    assert (await store.answer(job_id, {key: {"result": reply}}))[0] == "ok"  # nobody listening
+    await asyncio.sleep(0.05)
+    assert not asking.done()
+    await answers.missed(store)
+    result = await asyncio.wait_for(asking, 10)
+    assert isinstance(result, types.CreateMessageResult) and result.model == "m"
