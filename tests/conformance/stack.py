@@ -79,13 +79,7 @@ SCENARIOS = [
 ]
 # Scenarios the gateway does not pass yet, and why. Shrink this as the relays land: a scenario
 # listed here that passes is reported, one not listed that fails makes the run fail.
-EXPECTED_GATEWAY_FAILURES: dict[str, str] = {
-    "tools-call-sampling": "sampling/createMessage does not cross the queue: the worker's client "
-    "answers the backend that sampling is not supported",
-    "tools-call-elicitation": "elicitation/create does not cross the queue",
-    "elicitation-sep1034-defaults": "elicitation/create does not cross the queue",
-    "elicitation-sep1330-enums": "elicitation/create does not cross the queue",
-}
+EXPECTED_GATEWAY_FAILURES: dict[str, str] = {}
 PACKAGE = os.environ.get("MCPQ_CONFORMANCE_PACKAGE", "@modelcontextprotocol/conformance@0.1.16")
 ADMIN = "conformance-admin-token"
 
