@@ -145,3 +145,36 @@ async def test_answer_missed_by_pub_sub_is_read_from_the_record(redis: Redis, se
     await answers.missed(store)
     result = await asyncio.wait_for(asking, 10)
     assert isinstance(result, types.CreateMessageResult) and result.model == "m"
+
+
+async def test_overlapping_questions_pause_the_jobs_limit_until_the_last_is_answered(
+    redis: Redis, settings: Settings
+) -> None:
+    store, answers = JobStore(redis, settings), Answers()
+    job_id = await running_job(redis, settings)
+    accept = {"result": {"action": "accept", "content": {"name": "x"}}}
+    async with listening(redis, store, answers), asyncio.timeout(30) as limit:
+        before = limit.when()
+        assert before is not None
+        interaction = Interaction(job_id, store, answers, timeout_s=10, limits=[limit])
+        context = ClientRequestContext(session=session(), request_id=1)
+        token = interactive.current.set(interaction)
+        try:
+            first = asyncio.create_task(interactive.elicit(context, QUESTION))
+            second = asyncio.create_task(interactive.elicit(context, QUESTION))
+        finally:
+            interactive.current.reset(token)
+        for _ in range(200):
+            record = await store.get(job_id)
+            if record is not None and len(record.asking) == 2:
+                break
+            await asyncio.sleep(0.01)
+        one, two = record.asking if record is not None else ()
+        assert limit.when() is None  # off the clock while someone is asked
+        await store.answer(job_id, {one: accept})
+        await asyncio.sleep(0.2)
+        assert (first.done() or second.done()) and limit.when() is None  # the other still waits
+        await store.answer(job_id, {two: accept})
+        await asyncio.wait_for(asyncio.gather(first, second), 10)
+        after = limit.when()
+        assert after is not None and after >= before + 0.2  # moved on by the time waited

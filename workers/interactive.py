@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import uuid
 import weakref
 from collections.abc import Iterator
@@ -38,8 +37,6 @@ from redis.exceptions import RedisError
 
 from shared.jobs.interactive import ELICIT, SAMPLE
 from shared.jobs.store import JobStore
-
-log = logging.getLogger(__name__)
 
 
 class Answers:
@@ -92,6 +89,10 @@ class Interaction:
     unanswered: str | None = None
     # Questions waiting for their answer (a 2025-era backend's are handled outside the job's task).
     _waiting: set[asyncio.Future[dict[str, Any]]] = field(default_factory=set)
+    # While questions wait: how many, since when, and the limits' deadlines before the pause.
+    _pauses: int = 0
+    _paused_at: float = 0.0
+    _held: list[tuple[asyncio.Timeout, float | None]] = field(default_factory=list)
 
     def close(self) -> None:
         """The job's run has ended (done, cancelled, failed): questions still open get an error,
@@ -126,21 +127,27 @@ class Interaction:
 
     @contextlib.contextmanager
     def _paused(self) -> Iterator[None]:
+        """The job's limits stop while at least one question waits (questions may overlap), and
+        move on by the time waited once the last is answered."""
         loop = asyncio.get_running_loop()
-        started = loop.time()
-        deadlines = [limit.when() for limit in self.limits]
-        for limit in self.limits:
-            with contextlib.suppress(RuntimeError):
-                limit.reschedule(None)
+        if self._pauses == 0:
+            self._paused_at = loop.time()
+            self._held = [(limit, limit.when()) for limit in self.limits]
+            for limit, _ in self._held:
+                with contextlib.suppress(RuntimeError):
+                    limit.reschedule(None)
+        self._pauses += 1
         try:
             yield
         finally:
-            waited = loop.time() - started
-            for limit, when in zip(self.limits, deadlines, strict=True):
-                # A limit whose block has ended (the call ended while a question of a 2025-era
-                # backend, handled in a task of its own, still waited) is left as it is.
-                with contextlib.suppress(RuntimeError):
-                    limit.reschedule(None if when is None else when + waited)
+            self._pauses -= 1
+            if self._pauses == 0:
+                waited = loop.time() - self._paused_at
+                for limit, when in self._held:
+                    # A limit whose block has ended (the call ended while a question of a
+                    # 2025-era backend, handled in a task of its own, still waited) stays as it is.
+                    with contextlib.suppress(RuntimeError):
+                        limit.reschedule(None if when is None else when + waited)
 
 
 current: ContextVar[Interaction | None] = ContextVar("mcpq_interaction", default=None)
