@@ -12,17 +12,34 @@ import hashlib
 import os
 import sys
 from pathlib import Path
+from typing import Annotated
 
 from mcp.server import MCPServer
+from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.resolve import Elicit, Resolve
+from pydantic import BaseModel
 
 
 def touch(path: str) -> None:
     Path(path).write_text("")
 
 
+class Name(BaseModel):
+    name: str
+
+
+def ask_name(prompt: str) -> Elicit[Name]:
+    return Elicit(prompt, Name)
+
+
 def build() -> MCPServer:
     server = MCPServer("mcpq-stdio-test", version="0.1.0")
+
+    @server.tool()
+    async def who(prompt: str, answer: Annotated[ElicitationResult[Name], Resolve(ask_name)]) -> str:
+        """Ask the user's name (elicitation), then greet them."""
+        return f"hello {answer.data.name}" if isinstance(answer, AcceptedElicitation) else answer.action
 
     @server.tool()
     def echo(text: str) -> str:

@@ -136,7 +136,7 @@ async def test_register_discovers_and_shows_no_env(stack: Stack, gateway: dict[s
     assert gateway["url"] == ""
     assert gateway["command"] == sys.executable and gateway["args"] == [SERVER]
     assert gateway["server_name"] == "mcpq-stdio-test"
-    assert gateway["tool_count"] == 6 and gateway["resource_count"] == 1 and gateway["prompt_count"] == 1
+    assert gateway["tool_count"] == 7 and gateway["resource_count"] == 1 and gateway["prompt_count"] == 1
     shown = await stack.http.get(f"/v1/gateways/{gateway['id']}")
     assert shown.status_code == 200
     assert "env" not in shown.json() and gateway["secret"] not in shown.text
@@ -254,6 +254,22 @@ async def test_calls_reuse_one_process_concurrently(stack: Stack, gateway: dict[
     assert all(text(d) == "slept 1.0" for d in done)
     assert elapsed < 2.5, elapsed
     assert text(await call(stack, gateway, "pid")) == pid
+
+
+async def test_the_server_asks_and_is_answered_over_rest(stack: Stack, gateway: dict[str, Any]) -> None:
+    """A stdio server's elicitation during a job: input_required, answered at POST /v1/jobs/{id}/input."""
+    job_id = await submit(stack, gateway, "who", prompt="your name?")
+    for _ in range(100):
+        body = (await stack.http.get(f"/v1/jobs/{job_id}", params={"wait": 5})).json()
+        if body["status"] == "input_required":
+            break
+    [(key, question)] = body["input_requests"].items()
+    assert question["method"] == "elicitation/create" and question["params"]["message"] == "your name?"
+    answer = {"result": {"action": "accept", "content": {"name": "Io"}}}
+    taken = await stack.http.post(f"/v1/jobs/{job_id}/input", json={"responses": {key: answer}})
+    assert taken.status_code == 200, taken.text
+    done = (await stack.http.get(f"/v1/jobs/{job_id}", params={"wait": 10})).json()
+    assert done["status"] == "completed" and done["result"]["content"][0]["text"] == "hello Io", done
 
 
 async def test_progress_is_reported(stack: Stack, gateway: dict[str, Any]) -> None:
