@@ -34,6 +34,7 @@ from shared.jobs.schemas import (
     Envelope,
     GetPromptPayload,
     JobKind,
+    JobPayload,
     ReadResourcePayload,
     backend_target,
 )
@@ -79,6 +80,21 @@ class JobRun:
     trace: dict[str, str] | None = None  # the enqueue's trace context (shared/tracing.py)
     live: bool = False  # the caller relays the job's events as they come
     log_level: str | None = None  # the least severe backend log the caller relays (None: none)
+
+    @classmethod
+    def of(cls, kind: JobKind, payload: JobPayload, *, side_effects: bool = True) -> JobRun:
+        """The run its payload describes. A job without side effects (a read, a render, a
+        completion, discovery) may always run again, whatever the payload says."""
+        return cls(
+            kind,
+            payload["job_id"],
+            payload["backend"],
+            not side_effects or payload["retry_safe"],
+            payload["deadline"],
+            payload.get("trace"),
+            payload.get("live_events", False),
+            payload.get("log_level"),
+        )
 
 
 Operation = Callable[[Client], Awaitable[Envelope]]
@@ -227,8 +243,6 @@ def _result(model: Any, *fields: str) -> dict[str, Any]:
 
 
 async def call_tool(ctx: dict[str, Any], payload: CallToolPayload) -> Envelope:
-    job_id = payload["job_id"]
-
     async def call(client: Client) -> Envelope:
         with backend_span("tools/call", payload["tool"], payload["backend"]):
             result = await client.call_tool(
@@ -243,16 +257,7 @@ async def call_tool(ctx: dict[str, Any], payload: CallToolPayload) -> Envelope:
         body.setdefault("isError", False)
         return {"ok": True, "result": body}
 
-    run = JobRun(
-        JobKind.CALL_TOOL,
-        job_id,
-        payload["backend"],
-        payload["retry_safe"],
-        payload["deadline"],
-        payload.get("trace"),
-        payload.get("live_events", False),
-        payload.get("log_level"),
-    )
+    run = JobRun.of(JobKind.CALL_TOOL, payload)
     return await run_job(ctx, run, call)
 
 
@@ -266,16 +271,7 @@ async def read_resource(ctx: dict[str, Any], payload: ReadResourcePayload) -> En
         return {"ok": True, "result": _result(result, "contents")}
 
     # Reading has no side effects, so a read interrupted by a dying worker is simply run again.
-    run = JobRun(
-        JobKind.READ_RESOURCE,
-        payload["job_id"],
-        payload["backend"],
-        True,
-        payload["deadline"],
-        payload.get("trace"),
-        payload.get("live_events", False),
-        payload.get("log_level"),
-    )
+    run = JobRun.of(JobKind.READ_RESOURCE, payload, side_effects=False)
     return await run_job(ctx, run, read)
 
 
@@ -306,16 +302,7 @@ async def get_prompt(ctx: dict[str, Any], payload: GetPromptPayload) -> Envelope
             )
         return {"ok": True, "result": _result(result, "description", "messages")}
 
-    run = JobRun(
-        JobKind.GET_PROMPT,
-        payload["job_id"],
-        payload["backend"],
-        True,
-        payload["deadline"],
-        payload.get("trace"),
-        payload.get("live_events", False),
-        payload.get("log_level"),
-    )
+    run = JobRun.of(JobKind.GET_PROMPT, payload, side_effects=False)
     return await run_job(ctx, run, render)
 
 
@@ -341,14 +328,7 @@ async def complete(ctx: dict[str, Any], payload: CompletePayload) -> Envelope:
         return {"ok": True, "result": _result(result, "completion")}
 
     # Completing has no side effects: safe to run again after a worker dies.
-    job = JobRun(
-        JobKind.COMPLETE,
-        payload["job_id"],
-        payload["backend"],
-        True,
-        payload["deadline"],
-        payload.get("trace"),
-    )
+    job = JobRun.of(JobKind.COMPLETE, payload, side_effects=False)
     return await run_job(ctx, job, run)
 
 
@@ -372,8 +352,6 @@ async def _collect(fetch: Callable[[str | None], Awaitable[Any]], attr: str) -> 
 
 
 async def discover(ctx: dict[str, Any], payload: DiscoverPayload) -> Envelope:
-    backend = payload["backend"]
-
     async def catalog(client: Client) -> Envelope:
         caps = client.server_capabilities
         info = client.server_info
@@ -400,7 +378,5 @@ async def discover(ctx: dict[str, Any], payload: DiscoverPayload) -> Envelope:
         return {"ok": True, "result": result}
 
     # Discovery only reads, so it is always safe to run again.
-    run = JobRun(
-        JobKind.DISCOVER, payload["job_id"], backend, True, payload["deadline"], payload.get("trace")
-    )
+    run = JobRun.of(JobKind.DISCOVER, payload, side_effects=False)
     return await run_job(ctx, run, catalog, fresh_session=True)
