@@ -26,6 +26,7 @@ from shared.config import Settings, get_settings
 from shared.context import AppContext
 from shared.db import make_engine, make_read_session_factory, make_session_factory
 from shared.gateways.breaker import Breaker
+from shared.gateways.follow import CatalogFollower
 from shared.jobs.queue import JobQueue
 from shared.migrate import upgrade_to_head
 from shared.redis import make_redis, start_subscriber, stop_task
@@ -59,6 +60,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
 
     mcp = MCPEndpoint(ctx)
+    follower = CatalogFollower(ctx, redis)
 
     def catalog_changed(message: str) -> None:
         ctx.item_cache.clear()
@@ -79,6 +81,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             ctx.catalog_channel: catalog_changed,
             ctx.tokens_channel: ctx.forget_token,
             **mcp.channels,
+            **follower.channels,
         },
         reconnected,
     )
@@ -91,6 +94,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             yield
     finally:
         await stop_task(subscriber)
+        await follower.close()
         await redis.aclose()
         await engine.dispose()
         tracing.shutdown()

@@ -5,7 +5,8 @@ The SDK's own messages name neither what answered nor what to try ("Not Found", 
 returned an error response", httpx's "Client error '404 Not Found' ... For more information
 check: <MDN link>"), and it wraps them in ExceptionGroups. `explain` turns the exception into
 (error type, message): `backend_unavailable` when nothing answered, `protocol_error` when
-something answered that is not an MCP server at this URL and transport. It does no I/O.
+something answered that is not an MCP server at this URL and transport, `backend_auth` when the
+gateway's OAuth token could not be had or was refused. It does no I/O.
 
 What the SDK raises does not always carry the HTTP status (a streamable-HTTP POST refused with
 405 or 401 arrives as "Server returned an error response"). A worker that installs a
@@ -28,6 +29,13 @@ from mcp.types import INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_E
 
 UNAVAILABLE = "backend_unavailable"
 PROTOCOL = "protocol_error"
+AUTH = "backend_auth"
+
+# Marks the JSON-RPC errors a worker's transport makes when a request could not be authorized
+# (no token from the token endpoint, or the backend refused a fresh one): the request never
+# reached the backend, and the session is still good.
+AUTH_MARK = "mcpq.auth"
+
 
 # The stand-ins the SDK's streamable-HTTP client puts in place of an HTTP answer it cannot use.
 _NOT_FOUND = (METHOD_NOT_FOUND, "Not Found")
@@ -44,6 +52,20 @@ class BackendFailure(Exception):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class BackendAuthError(BackendFailure):
+    """The gateway's OAuth token could not be had, or the backend refused a fresh one. The message
+    names the token URL and the OAuth error code, never a secret."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(AUTH, message)
+
+
+def auth_failure(exc: MCPError) -> str | None:
+    """The message of an authorization failure a worker's transport reported through `exc`."""
+    data = exc.data
+    return exc.message if isinstance(data, dict) and data.get("mark") == AUTH_MARK else None
 
 
 @dataclass(frozen=True)
@@ -98,6 +120,9 @@ def explain(exc: BaseException, url: str, transport: str, reached: Reached | Non
 
 
 def _mcp_error(exc: MCPError, url: str, transport: str, reached: Reached | None) -> tuple[str, str]:
+    refused = auth_failure(exc)
+    if refused is not None:
+        return AUTH, refused
     key = (exc.code, exc.message)
     if key == _NOT_FOUND:
         return PROTOCOL, f"{url} answered {reached or '404 Not Found'}; {_what_to_try(url, transport, 404)}"
@@ -117,7 +142,7 @@ def _mcp_error(exc: MCPError, url: str, transport: str, reached: Reached | None)
 
 def _what_to_try(url: str, transport: str, status: int | None = None) -> str:
     if status in (401, 403):
-        return "does the backend need credentials? send them in the gateway's headers"
+        return "does the backend need credentials? send them in the gateway's headers or auth"
     if status is not None and status >= 500:
         return "the server failed on its side; see its logs"
     path = urlsplit(url).path.rstrip("/")

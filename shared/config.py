@@ -141,6 +141,10 @@ class Settings(BaseSettings):
     breaker_failures: int = 5
     breaker_open_s: float = 30.0
 
+    # A backend's list_changed refreshes its gateway's catalog (shared/gateways/follow.py): at most
+    # once per gateway per this many seconds, plus once after it if more notices came meanwhile.
+    catalog_refresh_coalesce_s: float = 5.0
+
     @field_validator("database_url")
     @classmethod
     def _use_psycopg3(cls, url: str) -> str:

@@ -1,7 +1,7 @@
 """Key management commands for backend credentials (see shared/security.py):
 
 python -m shared.keytool genkey   # print a new Fernet key
-python -m shared.keytool rotate   # re-encrypt stored headers with the first key of MCPQ_SECRET_KEYS
+python -m shared.keytool rotate   # re-encrypt stored credentials with the first key of MCPQ_SECRET_KEYS
 """
 
 from __future__ import annotations

@@ -107,10 +107,6 @@ class Gateway(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     refreshed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    # Health as real calls see it, so a sick backend shows without calling it.
-    last_seen_ok_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_error: Mapped[str | None] = mapped_column(Text)
-    last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The backend's ServerCapabilities as it declared them (model_dump by alias, None if unknown).
     capabilities: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 

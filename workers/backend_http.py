@@ -15,10 +15,14 @@ It changes two things the SDK (mcp 2.3, `mcp.client.streamable_http`) does with 
   a JSON-RPC error, which the SDK hands to that one request's caller. The error's `data` says
   whether the request can have reached the server (`transport_failure` reads it back).
 
-And it adds one: with tracing on, a request whose `_meta` carries a W3C trace context (put there
-by workers/tasks.py) sends it as the HTTP `traceparent`/`tracestate` headers too, for backends
-and proxies that read the header rather than `_meta`. Done here from the request itself because
-the SDK sends each POST from a task of its own, outside the caller's context.
+And it adds two. With OAuth client credentials (workers/oauth.py), every request carries the
+gateway's bearer token, and a 401 is answered once with a fresh token; a POST that cannot be
+authorized (no token from the token endpoint, or a fresh one refused too) becomes a JSON-RPC
+error marked as an auth failure for that one request, and the session stays up. With tracing
+on, a request whose `_meta` carries a W3C trace context (put there by workers/tasks.py) sends it
+as the HTTP `traceparent`/`tracestate` headers too, for backends and proxies that read the
+header rather than `_meta`. Done here from the request itself because the SDK sends each POST
+from a task of its own, outside the caller's context.
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ from typing import Any, Self
 import anyio
 import httpx2
 from mcp import MCPError
-from mcp.types import CONNECTION_CLOSED
+from mcp.types import CONNECTION_CLOSED, INTERNAL_ERROR
 
 from shared import tracing
+from shared.backend_errors import AUTH_MARK, BackendAuthError
+from workers.oauth import Bearer
 
 # How long, and how much, a closed POST body is read on before giving up on reusing its connection.
 # The rest of a finished SSE answer is a few bytes already on their way; a server that keeps the
@@ -99,11 +105,23 @@ def copy_trace_headers(request: httpx2.Request) -> None:
 
 def failure_response(request: httpx2.Request, exc: httpx2.TransportError) -> httpx2.Response:
     sent = not isinstance(exc, NOT_SENT)
-    error: dict[str, Any] = {
-        "code": CONNECTION_CLOSED,
-        "message": f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
-        "data": {"mark": FAILURE_MARK, "sent": sent, "method": request_method(request)},
-    }
+    return error_response(
+        request,
+        {
+            "code": CONNECTION_CLOSED,
+            "message": f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+            "data": {"mark": FAILURE_MARK, "sent": sent, "method": request_method(request)},
+        },
+    )
+
+
+def auth_failure_response(request: httpx2.Request, exc: BackendAuthError) -> httpx2.Response:
+    # Not CONNECTION_CLOSED: the session is fine, only this request could not be authorized.
+    error = {"code": INTERNAL_ERROR, "message": str(exc), "data": {"mark": AUTH_MARK}}
+    return error_response(request, error)
+
+
+def error_response(request: httpx2.Request, error: dict[str, Any]) -> httpx2.Response:
     # The SDK puts the request's own id on the error it finds here.
     body = json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode()
     return httpx2.Response(502, headers={"content-type": "application/json"}, content=body, request=request)
@@ -147,8 +165,9 @@ class BackendTransport(httpx2.AsyncBaseTransport):
     """Wraps httpx2's pooled transport for POSTs (see the module doc); other methods pass through:
     the session's GET stream is long-lived by design, and the SDK handles its failures itself."""
 
-    def __init__(self, inner: httpx2.AsyncHTTPTransport) -> None:
+    def __init__(self, inner: httpx2.AsyncHTTPTransport, bearer: Bearer | None = None) -> None:
         self._inner = inner
+        self._bearer = bearer
 
     async def __aenter__(self) -> Self:
         await self._inner.__aenter__()
@@ -156,16 +175,23 @@ class BackendTransport(httpx2.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if request.method != "POST":
-            return await self._inner.handle_async_request(request)
+            return await self._send(request)
         if tracing.enabled():
             copy_trace_headers(request)
         try:
-            response = await self._inner.handle_async_request(request)
+            response = await self._send(request)
         except httpx2.TransportError as exc:
             return failure_response(request, exc)
+        except BackendAuthError as exc:
+            return auth_failure_response(request, exc)
         if isinstance(response.stream, httpx2.AsyncByteStream):
             response.stream = DrainOnClose(response.stream)
         return response
+
+    async def _send(self, request: httpx2.Request) -> httpx2.Response:
+        if self._bearer is None:
+            return await self._inner.handle_async_request(request)
+        return await self._bearer.send(request, self._inner.handle_async_request)
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -1,4 +1,5 @@
-"""A worker's report of call outcomes per gateway to the circuit breaker in Redis.
+"""A worker's report of call outcomes per gateway to the circuit breaker in Redis (which keeps the
+gateway's last success and last error with it, for the API to show).
 
 Calls report synchronously (`note`) and never wait on Redis: outcomes are folded per gateway and
 written by one background write at a time. Failures are always written; successes only when
@@ -27,6 +28,7 @@ RESET_REFRESH_S = 1.0
 class _Pending:
     reset: bool = False  # a success since the last write
     failures: int = 0  # failures after that success
+    error: str = ""  # what the last of them said
     dirty: bool = False  # this worker has written failures that no success has cleared since
     last_reset: float = 0.0  # when this worker last wrote a success
 
@@ -37,7 +39,7 @@ class GatewayHealth:
         self._pending: dict[str, _Pending] = {}
         self._writers: dict[str, asyncio.Task[None]] = {}
 
-    def note(self, gateway_id: str, *, ok: bool) -> None:
+    def note(self, gateway_id: str, *, ok: bool, error: str = "") -> None:
         pending = self._pending.get(gateway_id)
         if pending is None:
             pending = self._pending[gateway_id] = _Pending()
@@ -48,6 +50,7 @@ class GatewayHealth:
             pending.reset, pending.failures = True, 0
         else:
             pending.failures += 1
+            pending.error = error or "the backend could not be reached"
         if gateway_id not in self._writers:
             self._writers[gateway_id] = asyncio.create_task(self._write(gateway_id, pending))
 
@@ -60,7 +63,9 @@ class GatewayHealth:
                     pending.last_reset = time.monotonic()
                 pending.dirty = failures > 0 or (pending.dirty and not reset)
                 try:
-                    await self._breaker.record_outcomes(gateway_id, reset=reset, failures=failures)
+                    await self._breaker.record_outcomes(
+                        gateway_id, reset=reset, failures=failures, error=pending.error[:1000]
+                    )
                 except (RedisError, OSError) as exc:
                     # Best effort: the breaker is advice; a call must not fail because it is away.
                     log.warning("circuit breaker for gateway %s not updated: %s", gateway_id, exc)

@@ -5,6 +5,8 @@ Each session lives in an owner task, because the SDK's transports use anyio task
 must be entered and exited by the same task. Jobs borrow the session's `Client` and send
 requests on it concurrently (JSON-RPC multiplexes them). A stdio backend's session is one server
 process (workers/backend_stdio.py); key, limits, retirement and the idle reaper are the same.
+A backend's own word that its catalog changed (`notifications/*/list_changed` on a handshake-era
+session, a `subscriptions/listen` stream on a 2026-07-28 one) is handed to `on_list_changed`.
 """
 
 from __future__ import annotations
@@ -24,12 +26,19 @@ import anyio
 import httpx2
 from mcp import Client, MCPError
 from mcp.client import Transport
-from mcp.client.session import MessageHandlerFnT
+from mcp.client.session import IncomingMessage, MessageHandlerFnT
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.types import CONNECTION_CLOSED, DiscoverResult
+from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost
+from mcp.types import (
+    CONNECTION_CLOSED,
+    DiscoverResult,
+    PromptListChangedNotification,
+    ResourceListChangedNotification,
+    ToolListChangedNotification,
+)
 
-from shared import metrics
+from shared import backend_errors, metrics
 from shared.backend_errors import BackendFailure
 from shared.cache import TTLCache
 from shared.config import Settings
@@ -39,6 +48,7 @@ from shared.security import SecretBox
 from workers import backend_stdio, interactive
 from workers.backend_http import BackendTransport, TransportFailure, transport_failure
 from workers.breaker import GatewayHealth
+from workers.oauth import Bearer, BearerAuth, ClientCredentials, TokenSource
 from workers.progress import CURRENT_CALL, on_backend_log
 
 log = logging.getLogger(__name__)
@@ -62,11 +72,29 @@ class BackendTransportError(ConnectionError):
 
 # Called once before a call that may have reached the backend is sent again (the job counts it).
 OnRetry = Callable[[], Awaitable[None]]
+# Told the gateway id of a backend that said its tools, resources or prompts changed.
+OnListChanged = Callable[[str], None]
+
+LIST_CHANGED = (ToolListChangedNotification, ResourceListChangedNotification, PromptListChangedNotification)
+
+
+@dataclass(frozen=True)
+class ListChanges:
+    """Which of its lists a backend says it reports changes of."""
+
+    tools: bool
+    resources: bool
+    prompts: bool
+
+    @property
+    def any(self) -> bool:
+        return self.tools or self.resources or self.prompts
 
 
 @dataclass(eq=False)  # identity: sessions go in sets and lists
 class PooledSession:
     key: str
+    gateway_id: str
     client: Client
     stop: asyncio.Event
     owner: asyncio.Task[None] | None = None
@@ -84,14 +112,23 @@ class PooledSession:
 
 
 class SessionPool:
-    def __init__(self, settings: Settings, secrets: SecretBox, health: GatewayHealth | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        secrets: SecretBox,
+        health: GatewayHealth | None = None,
+        on_list_changed: OnListChanged | None = None,
+    ) -> None:
         self._settings = settings
         self._secrets = secrets
         self._allowed = settings.allowed_networks
         # Per-gateway outcomes of calls, for the circuit breaker the API reads (None: not reported).
         self._health = health
-        # Decrypted headers (and stdio env) by ciphertext: a gateway's ciphertext is the same in
-        # every job (the API copies the stored value), so each is decrypted once, not once per call.
+        self._on_list_changed = on_list_changed
+        self.tokens = TokenSource(self._allowed, settings.mcp_connect_timeout_s)
+        # Decrypted headers (and OAuth settings, stdio env) by ciphertext: a gateway's ciphertext
+        # is the same in every job (the API copies the stored value), so each is decrypted once,
+        # not once per call.
         self._secrets_open: TTLCache[str, dict[str, str]] = TTLCache(settings.mcp_session_idle_s, 1024)
         # Live sessions per backend key (for stdio: one server process each). A session carries
         # many concurrent calls; past `mcp_session_max_calls` in flight on each, another one is
@@ -125,6 +162,7 @@ class SessionPool:
         self._sessions.clear()
         for session in sessions:
             await self._close(session)
+        await self.tokens.close()
         if self._health is not None:
             await self._health.close()
 
@@ -159,8 +197,9 @@ class SessionPool:
                     if ran(failure) and on_retry is not None:
                         await on_retry()
                     continue
-                self._report(spec, ok=False)
-                raise BackendTransportError(failure.reason) from exc
+                broken = BackendTransportError(failure.reason)
+                self._report_failure(spec, broken)
+                raise broken from exc
             finally:
                 session.in_flight -= 1
                 session.last_used = time.monotonic()
@@ -174,8 +213,8 @@ class SessionPool:
             session = await self._get(spec)
         except netguard.RefusedAddress:
             raise  # refused by policy, not a failure of the backend
-        except Exception:
-            self._report(spec, ok=False)
+        except Exception as exc:
+            self._report_failure(spec, exc)
             raise
         session.in_flight += 1
         return session
@@ -184,6 +223,11 @@ class SessionPool:
         """What a failed call says about its session: None if the server answered (an error of its
         own); else the session is retired, and whether the request can have reached the server."""
         if isinstance(exc, MCPError):
+            refused = backend_errors.auth_failure(exc)
+            if refused is not None:
+                # This request could not be authorized; the session itself is fine.
+                self._report(spec, ok=False, error=refused)
+                return None
             if session_expired(exc):
                 # A 404 for an expired Mcp-Session-Id: refused, not run.
                 failure: TransportFailure | None = TransportFailure(sent=False, reason=exc.message)
@@ -213,24 +257,43 @@ class SessionPool:
         """A stdio server's extra environment, decrypted."""
         return self._open_sealed(spec.get("env_enc", ""))
 
+    def auth(self, spec: BackendSpec) -> dict[str, str]:
+        """An HTTP backend's OAuth settings, decrypted ({} for none)."""
+        return self._open_sealed(spec.get("auth_enc", ""))
+
+    def bearer(self, spec: BackendSpec) -> Bearer | None:
+        """How requests to the backend get their OAuth token; None when it has no `auth`."""
+        auth = self.auth(spec)
+        return Bearer(self.tokens, ClientCredentials.from_plain(auth)) if auth else None
+
     def key(self, spec: BackendSpec) -> str:
         """One pooled session per gateway (two registrations of one URL keep separate sessions
-        and metrics), URL, transport and decrypted headers (the ciphertext differs each time the
-        headers are encrypted, so it cannot be the key); for stdio, the command line, working
-        directory and decrypted env."""
+        and metrics), URL, transport and decrypted headers and OAuth settings (the ciphertext
+        differs each time they are encrypted, so it cannot be the key); for stdio, the command
+        line, working directory and decrypted env. Changed credentials open new sessions."""
         fields: list[object] = [
             spec["gateway_id"],
             spec["url"],
             spec["transport"],
             sorted(self.headers(spec).items()),
+            sorted(self.auth(spec).items()),
         ]
         if spec["transport"] == "stdio":
             fields += [spec.get("command"), spec.get("args"), spec.get("cwd"), sorted(self.env(spec).items())]
         return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
 
-    def _report(self, spec: BackendSpec, *, ok: bool) -> None:
+    def _report(self, spec: BackendSpec, *, ok: bool, error: str = "") -> None:
         if self._health is not None:
-            self._health.note(spec["gateway_id"], ok=ok)
+            self._health.note(spec["gateway_id"], ok=ok, error=error)
+
+    def _report_failure(self, spec: BackendSpec, exc: Exception) -> None:
+        """A failure to reach the backend, said as a job that met it says it."""
+        kind_and_message = backend_errors.explain(exc, backend_target(spec), spec["transport"])
+        self._report(spec, ok=False, error=kind_and_message[1])
+
+    def _list_changed(self, spec: BackendSpec) -> None:
+        if self._on_list_changed is not None:
+            self._on_list_changed(spec["gateway_id"])
 
     def _least_busy(self, key: str) -> PooledSession | None:
         live = [s for s in self._sessions.get(key, ()) if s.live]
@@ -301,7 +364,7 @@ class SessionPool:
             with contextlib.suppress(BaseException):
                 await owner
             raise
-        session = PooledSession(key=key, client=client, stop=stop, owner=owner)
+        session = PooledSession(key=key, gateway_id=spec["gateway_id"], client=client, stop=stop, owner=owner)
         gauge = metrics.MCP_SESSIONS.labels(spec["gateway"])
         gauge.inc()
 
@@ -332,7 +395,10 @@ class SessionPool:
         try:
             # A stdio server that exits ends its session at once (`stop`), so the next call starts
             # a new process instead of failing on the dead one.
-            async with self.connect(spec, mode, prior, on_end=stop.set) as client:
+            async with (
+                self.connect(spec, mode, prior, on_end=stop.set, follow=True) as client,
+                self._listening(spec, client),
+            ):
                 ready.set_result(client)
                 await stop.wait()
         except BaseException as exc:
@@ -348,6 +414,53 @@ class SessionPool:
                 raise
 
     @contextlib.asynccontextmanager
+    async def _listening(self, spec: BackendSpec, client: Client) -> AsyncIterator[None]:
+        """While the session lives, a 2026-07-28 backend that can say its lists changed is
+        listened to (`subscriptions/listen`); older sessions get list_changed notifications in
+        `connect`'s message handler without asking."""
+        caps = client.server_capabilities
+        wanted = ListChanges(
+            tools=bool(caps.tools and caps.tools.list_changed),
+            resources=bool(caps.resources and caps.resources.list_changed),
+            prompts=bool(caps.prompts and caps.prompts.list_changed),
+        )
+        modern = not client.protocol_version.startswith(HANDSHAKE_ERA_PREFIX)
+        if self._on_list_changed is None or not modern or not wanted.any:
+            yield
+            return
+        listener = asyncio.create_task(
+            self._listen(spec, client, wanted), name=f"mcp-listen {spec['gateway']}"
+        )
+        try:
+            yield
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def _listen(self, spec: BackendSpec, client: Client, wanted: ListChanges) -> None:
+        try:
+            async with client.listen(
+                tools_list_changed=wanted.tools,
+                resources_list_changed=wanted.resources,
+                prompts_list_changed=wanted.prompts,
+            ) as subscription:
+                async for _ in subscription:
+                    self._list_changed(spec)
+        except (ListenNotSupportedError, SubscriptionLost, MCPError, TimeoutError) as exc:
+            # Not fatal: the catalog then follows the backend only through manual refreshes.
+            log.info("not listening to %s for list changes: %s", spec["gateway"], describe(exc))
+
+    def _message_handler(self, spec: BackendSpec, then: MessageHandlerFnT | None) -> MessageHandlerFnT:
+        async def handle(message: IncomingMessage) -> None:
+            if isinstance(message, LIST_CHANGED):
+                self._list_changed(spec)
+            if then is not None:
+                await then(message)
+
+        return handle
+
+    @contextlib.asynccontextmanager
     async def connect(
         self,
         spec: BackendSpec,
@@ -356,11 +469,15 @@ class SessionPool:
         on_end: Callable[[], None] | None = None,
         *,
         message_handler: MessageHandlerFnT | None = None,
+        follow: bool = False,
     ) -> AsyncIterator[Client]:
         """A session of its own to `spec`, outside the pool (discovery and resource subscriptions
         use this). `on_end` is called if the backend goes away by itself (a stdio server's process
-        exits); `message_handler` receives the backend's notifications."""
+        exits); `message_handler` receives the backend's notifications. With `follow`, its
+        list_changed notifications are passed on too (pooled sessions only: a backend that
+        announced a change to every new session must not make each discovery start another)."""
         s = self._settings
+        handler = self._message_handler(spec, message_handler) if follow else message_handler
 
         def client_on(transport: Transport) -> Client:
             # The same client, callbacks and all, over every transport.
@@ -370,7 +487,7 @@ class SessionPool:
                 prior_discover=prior,
                 cache=None,
                 logging_callback=on_backend_log,
-                message_handler=message_handler,
+                message_handler=handler,
                 # A backend's questions go to the job's caller (workers/interactive.py).
                 elicitation_callback=interactive.elicit,
                 sampling_callback=interactive.sample,
@@ -388,15 +505,20 @@ class SessionPool:
                 yield client
             return
         headers = self.headers(spec)
+        bearer = self.bearer(spec)
         # The API checked the URL at registration; check again what it resolves to now (this
         # narrows, but cannot close, the DNS rebinding window: see shared/gateways/netguard.py).
         await netguard.check_url(spec["url"], self._allowed)
+        if bearer is not None:
+            # A token before the handshake: without one, fail here with the token endpoint's word.
+            await self.tokens.token(bearer.credentials)
         if spec["transport"] == "sse":
             transport = sse_client(
                 spec["url"],
                 headers=headers,
                 timeout=s.mcp_connect_timeout_s,
                 sse_read_timeout=s.mcp_session_idle_s + 60,
+                auth=BearerAuth(bearer) if bearer is not None else None,
             )
             async with client_on(transport) as client:
                 yield client
@@ -413,12 +535,21 @@ class SessionPool:
                             max_keepalive_connections=100,
                             keepalive_expiry=s.mcp_http_keepalive_s,
                         )
-                    )
+                    ),
+                    bearer,
                 ),
             ) as http,
             client_on(streamable_http_client(spec["url"], http_client=http)) as client,
         ):
             yield client
+
+    def retire_gateway(self, gateway_id: str) -> None:
+        """The gateway was deleted, or moved to another URL or credential: its sessions take no
+        new calls and close when their calls end (with them their streams to the backend)."""
+        for group in list(self._sessions.values()):
+            for session in list(group):
+                if session.gateway_id == gateway_id:
+                    self._retire(session)
 
     def _retire(self, session: PooledSession) -> None:
         """Take `session` out of the pool; it stops when its last call ends. Calling it again (every

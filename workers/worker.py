@@ -33,12 +33,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import Settings
 from shared.gateways.breaker import Breaker
+from shared.gateways.channels import gone_channel
 from shared.jobs.schemas import Envelope, JobKind
 from shared.jobs.store import CANCELLED_ERROR, ArqEnd, Claim, JobStore
 from shared.redis import job_deserializer, job_serializer, run_guarded, stop_task, subscribe_forever
 from shared.security import SecretBox
 from shared.subscriptions import SubscriptionStore
 from workers.breaker import GatewayHealth
+from workers.follow import CatalogNotices
 from workers.progress import ProgressWriter
 from workers.sessions import SessionPool
 from workers.state import WorkerState, new_worker_id
@@ -132,7 +134,8 @@ class Worker(arq.worker.Worker):
         # Workers decrypt backend headers; without MCPQ_SECRET_KEYS they refuse to start.
         progress = self.progress
         health = GatewayHealth(Breaker(self.pool, self.settings))
-        sessions = SessionPool(self.settings, SecretBox.from_settings(self.settings), health)
+        notices = CatalogNotices(self.pool, self.settings)
+        sessions = SessionPool(self.settings, SecretBox.from_settings(self.settings), health, notices.note)
         sessions.start()
         subscriptions = SubscriptionHolder(
             SubscriptionStore(self.pool, self.settings), self.store, sessions, self.settings, self.worker_id
@@ -144,6 +147,8 @@ class Worker(arq.worker.Worker):
             self.store.wake_channel: self._abort_requested,
             subscriptions.store.channel: subscriptions.changed,
             self.store.answers_channel: answers.on_answer,
+            # A gateway deleted or moved: its pooled sessions are closed, not left to idle out.
+            gone_channel(self.settings): sessions.retire_gateway,
         }
 
         def reconnected() -> None:
@@ -178,6 +183,7 @@ class Worker(arq.worker.Worker):
                 await stop_task(task)
             await subscriptions.close()
             await sessions.close()
+            await notices.close()
         if not self._pending and not self._unreturned:
             with contextlib.suppress(*REDIS_DOWN):
                 await self.store.leave(self.worker_id)

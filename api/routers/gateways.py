@@ -1,4 +1,4 @@
-"""Gateways: register (discovery on a worker), list, show, refresh, delete."""
+"""Gateways: register (discovery on a worker), list, show, change, refresh, delete."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from fastapi import APIRouter, Response
 from api.deps import ContextDep, PrincipalDep
 from api.responses import BODY, errors
 from shared.gateways import service as gateway_service
-from shared.gateways.schemas import GatewayCreate, GatewayList, GatewayOut
+from shared.gateways.schemas import GatewayCreate, GatewayList, GatewayOut, GatewayUpdate
 
 router = APIRouter(prefix="/v1/gateways", tags=["gateways"])
 
@@ -25,6 +25,13 @@ async def list_gateways(ctx: ContextDep, principal: PrincipalDep) -> GatewayList
 @router.get("/{gateway_id}", responses=errors(400, 404))
 async def get_gateway(gateway_id: str, ctx: ContextDep, principal: PrincipalDep) -> GatewayOut:
     return await gateway_service.get(ctx, principal, gateway_id)
+
+
+@router.patch("/{gateway_id}", responses=errors(400, 403, 404, 422, 429, 502, 504, *BODY))
+async def update_gateway(
+    gateway_id: str, body: GatewayUpdate, ctx: ContextDep, principal: PrincipalDep
+) -> GatewayOut:
+    return await gateway_service.update(ctx, principal, gateway_id, body)
 
 
 @router.delete("/{gateway_id}", status_code=204, responses=errors(400, 403, 404))

@@ -1,9 +1,9 @@
 """backend kinds and item metadata
 
 Gateways: stdio backends (command, args, encrypted env, cwd), OAuth client credentials (encrypted
-auth), health seen from real calls (last_seen_ok_at, last_error, last_error_at) and the backend's
-declared capabilities. Items: the metadata MCP defines and the front door passes through (title,
-icons, annotations, _meta, a tool's execution, a resource's size).
+auth) and the backend's declared capabilities (health seen from real calls lives in Redis, with
+the circuit breaker: shared/gateways/breaker.py). Items: the metadata MCP defines and the front
+door passes through (title, icons, annotations, _meta, a tool's execution, a resource's size).
 
 Revision ID: c4f2a9e6b8d1
 Revises: a3c5e7f9b1d2
@@ -21,8 +21,6 @@ down_revision: str | None = "a3c5e7f9b1d2"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_TS = sa.DateTime(timezone=True)
-
 
 def upgrade() -> None:
     op.add_column("gateways", sa.Column("command", sa.Text(), nullable=True))
@@ -30,9 +28,6 @@ def upgrade() -> None:
     op.add_column("gateways", sa.Column("env_enc", sa.Text(), nullable=False, server_default=""))
     op.add_column("gateways", sa.Column("cwd", sa.Text(), nullable=True))
     op.add_column("gateways", sa.Column("auth_enc", sa.Text(), nullable=False, server_default=""))
-    op.add_column("gateways", sa.Column("last_seen_ok_at", _TS, nullable=True))
-    op.add_column("gateways", sa.Column("last_error", sa.Text(), nullable=True))
-    op.add_column("gateways", sa.Column("last_error_at", _TS, nullable=True))
     op.add_column("gateways", sa.Column("capabilities", JSONB(), nullable=True))
     for table in ("tools", "resources", "prompts"):
         op.add_column(table, sa.Column("icons", JSONB(), nullable=True))
@@ -54,9 +49,6 @@ def downgrade() -> None:
         op.drop_column(table, "icons")
     for column in (
         "capabilities",
-        "last_error_at",
-        "last_error",
-        "last_seen_ok_at",
         "auth_enc",
         "cwd",
         "env_enc",

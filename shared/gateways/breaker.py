@@ -9,25 +9,43 @@ One hash per gateway, `{prefix}:breaker:{gateway_id}`:
 - `probe`: when the one half-open probe was let through (see `claim_probe`).
 The hash expires `idle_ttl_s` after its last write, so failures long ago do not add up with new ones.
 
+The same writes keep the gateway's health as real calls see it, `{prefix}:health:{gateway_id}`:
+`ok_at` (the last success, to within a second: a worker writes successes at most once a second
+per gateway), `error` and `error_at` (the last failure to reach the backend: connect, transport,
+token endpoint). It outlives the breaker's hash (`HEALTH_TTL_S` after the last call) and goes
+with the gateway.
+
 Times come from Redis (`TIME`), so API and worker hosts need not agree on the clock.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from redis.asyncio import Redis
 
 from shared.config import Settings
 
-# KEYS[1] breaker hash; ARGV reset (0/1), failures to add, threshold, open seconds, idle TTL.
+# A gateway's health is forgotten this long after its last call.
+HEALTH_TTL_S = 30 * 86400
+HEALTH_FIELDS = ("ok_at", "error", "error_at")
+
+# KEYS[1] breaker hash, KEYS[2] health hash; ARGV reset (0/1), failures to add, threshold, open
+# seconds, idle TTL, the last failure's message, health TTL.
 # Returns {failures, open_until, now} (numbers as strings: Lua would truncate floats).
 _RECORD = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-if ARGV[1] == '1' then redis.call('DEL', KEYS[1]) end
+local stamp = string.format('%.3f', now)
 local added = tonumber(ARGV[2])
+if ARGV[1] == '1' then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'ok_at', stamp)
+end
+if added > 0 then redis.call('HSET', KEYS[2], 'error', ARGV[6], 'error_at', stamp) end
+redis.call('EXPIRE', KEYS[2], ARGV[7])
 if added == 0 then return {'0', '0', tostring(now)} end
 local failures = redis.call('HINCRBY', KEYS[1], 'failures', added)
 local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
@@ -105,8 +123,32 @@ class BreakerState:
         return max(0.0, self.open_until - self.now)
 
 
+@dataclass(frozen=True)
+class Health:
+    """A gateway's last success and last failure as real calls saw them (None: not seen)."""
+
+    last_seen_ok_at: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+
+
 def breaker_key(settings: Settings, gateway_id: str) -> str:
     return settings.key("breaker", gateway_id)
+
+
+def health_key(settings: Settings, gateway_id: str) -> str:
+    return settings.key("health", gateway_id)
+
+
+def _when(value: bytes | str | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(float(value), UTC)
+
+
+def parse_health(values: list[bytes | str | None]) -> Health:
+    """A health from HMGET ok_at error error_at."""
+    ok_at, error, error_at = values
+    message = error.decode() if isinstance(error, bytes) else error
+    return Health(last_seen_ok_at=_when(ok_at), last_error=message, last_error_at=_when(error_at))
 
 
 def parse_state(values: list[bytes | str | None], now: float, threshold: int) -> BreakerState:
@@ -145,6 +187,26 @@ class Breaker:
         now = seconds + micros / 1e6
         return [parse_state(v, now, self.threshold) for v in values]
 
+    async def states_and_health(self, gateway_ids: list[str]) -> list[tuple[BreakerState, Health]]:
+        """Many gateways' breakers and health in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for gateway_id in gateway_ids:
+                pipe.hmget(breaker_key(self._settings, gateway_id), ["failures", "open_until"])
+                pipe.hmget(health_key(self._settings, gateway_id), list(HEALTH_FIELDS))
+            pipe.time()
+            *values, (seconds, micros) = await pipe.execute()
+        now = seconds + micros / 1e6
+        return [
+            (parse_state(values[i], now, self.threshold), parse_health(values[i + 1]))
+            for i in range(0, len(values), 2)
+        ]
+
+    async def forget(self, gateway_id: str) -> None:
+        """Drop a deleted gateway's breaker and health."""
+        await self._redis.delete(
+            breaker_key(self._settings, gateway_id), health_key(self._settings, gateway_id)
+        )
+
     async def tripped(self) -> dict[str, BreakerState]:
         """Every gateway whose breaker has counted failures since its last success (for /metrics):
         a key scan, bounded by the number of failing gateways, not of all gateways."""
@@ -155,14 +217,26 @@ class Breaker:
         ]
         return dict(zip(ids, await self.states(ids), strict=True)) if ids else {}
 
-    async def record(self, gateway_id: str, *, ok: bool, failures: int = 1) -> BreakerState:
+    async def record(self, gateway_id: str, *, ok: bool, failures: int = 1, error: str = "") -> BreakerState:
         """One outcome: a success closes the circuit; a failure counts `failures` more."""
-        return await self.record_outcomes(gateway_id, reset=ok, failures=0 if ok else failures)
+        return await self.record_outcomes(gateway_id, reset=ok, failures=0 if ok else failures, error=error)
 
-    async def record_outcomes(self, gateway_id: str, *, reset: bool, failures: int) -> BreakerState:
-        """Outcomes coalesced: a success (`reset`), then `failures` failures after it."""
-        args = [int(reset), failures, self.threshold, self.open_s, self.idle_ttl_s]
-        raw = await self._record(keys=[breaker_key(self._settings, gateway_id)], args=args)
+    async def record_outcomes(
+        self, gateway_id: str, *, reset: bool, failures: int, error: str = ""
+    ) -> BreakerState:
+        """Outcomes coalesced: a success (`reset`), then `failures` failures after it, the last of
+        which said `error`."""
+        args: list[str | int | float] = [
+            int(reset),
+            failures,
+            self.threshold,
+            self.open_s,
+            self.idle_ttl_s,
+            error,
+            HEALTH_TTL_S,
+        ]
+        keys = [breaker_key(self._settings, gateway_id), health_key(self._settings, gateway_id)]
+        raw = await self._record(keys=keys, args=args)
         count, open_until, now = (float(v) for v in raw)
         return BreakerState(failures=int(count), open_until=open_until, now=now, threshold=self.threshold)
 

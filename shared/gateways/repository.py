@@ -46,8 +46,8 @@ async def list_visible(s: AsyncSession, team_id: uuid.UUID | None) -> list[Gatew
 
 
 async def sealed_credentials(s: AsyncSession) -> list[Gateway]:
-    """Gateways that have encrypted headers or stdio env (for key rotation)."""
-    sealed = or_(Gateway.headers_enc != "", Gateway.env_enc != "")
+    """Gateways that have encrypted headers, OAuth settings or stdio env (for key rotation)."""
+    sealed = or_(Gateway.headers_enc != "", Gateway.auth_enc != "", Gateway.env_enc != "")
     return list(await s.scalars(select(Gateway).where(sealed).order_by(Gateway.id)))
 
 

@@ -23,6 +23,54 @@ MAX_ENV = 64
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def http_url(url: str, what: str = "url") -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what} must be an absolute http:// or https:// URL")
+    return url
+
+
+def sane_headers(headers: dict[str, str]) -> dict[str, str]:
+    if len(headers) > MAX_HEADERS:
+        raise ValueError(f"at most {MAX_HEADERS} headers")
+    for name, value in headers.items():
+        if not _HEADER_NAME.fullmatch(name):
+            raise ValueError(f"header name {name!r}: use letters, digits and !#$%&'*+-.^_`|~ only")
+        if not _HEADER_VALUE.fullmatch(value):
+            raise ValueError(f"header {name!r}: the value must be printable ASCII (no line breaks)")
+    return headers
+
+
+class OAuthClientCredentials(BaseModel):
+    """OAuth 2.1 client credentials (RFC 6749 section 4.4): workers get a bearer token from
+    `token_url` and send it to the backend. Encrypted at rest and in job payloads; the secret is
+    never shown."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["oauth2_client_credentials"]
+    token_url: str = Field(max_length=2048)
+    client_id: str = Field(min_length=1, max_length=512, pattern=r"^[\x20-\x7e]+$")
+    client_secret: str = Field(min_length=1, max_length=4096, pattern=r"^[\x20-\x7e]+$")
+    scope: str | None = Field(default=None, min_length=1, max_length=1024, pattern=r"^[\x20-\x7e]+$")
+    audience: str | None = Field(default=None, min_length=1, max_length=2048, pattern=r"^[\x20-\x7e]+$")
+
+    @field_validator("token_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        return http_url(url, "token_url")
+
+
+class OAuthOut(BaseModel):
+    """A gateway's OAuth settings as the API shows them: everything but the secret."""
+
+    type: str
+    token_url: str
+    client_id: str
+    scope: str | None = None
+    audience: str | None = None
+
+
 class GatewayCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -35,6 +83,8 @@ class GatewayCreate(BaseModel):
     transport: Transport = "streamable_http"
     # Sent to the backend on every request (credentials). Encrypted at rest, never shown.
     headers: dict[str, str] = Field(default_factory=dict)
+    # A bearer token from an OAuth token endpoint, instead of or beside static headers.
+    auth: OAuthClientCredentials | None = None
     timeout_s: float | None = Field(default=None, gt=0)
     # stdio only (platform admin): the program a worker runs (one of MCPQ_STDIO_ALLOWED_COMMANDS),
     # its arguments, extra environment variables (encrypted like headers, never shown) and
@@ -49,8 +99,8 @@ class GatewayCreate(BaseModel):
         if self.transport == "stdio":
             if self.command is None:
                 raise ValueError("a stdio gateway needs a command")
-            if self.url is not None or self.headers:
-                raise ValueError("a stdio gateway takes command, args, env and cwd, not url or headers")
+            if self.url is not None or self.headers or self.auth is not None:
+                raise ValueError("a stdio gateway takes command, args, env and cwd, not url, headers or auth")
         else:
             if self.url is None:
                 raise ValueError(f"a {self.transport} gateway needs a url")
@@ -94,24 +144,44 @@ class GatewayCreate(BaseModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, url: str | None) -> str | None:
-        if url is None:
-            return None
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("url must be an absolute http:// or https:// URL")
-        return url
+        return None if url is None else http_url(url)
 
     @field_validator("headers")
     @classmethod
     def _sane_headers(cls, headers: dict[str, str]) -> dict[str, str]:
-        if len(headers) > MAX_HEADERS:
-            raise ValueError(f"at most {MAX_HEADERS} headers")
-        for name, value in headers.items():
-            if not _HEADER_NAME.fullmatch(name):
-                raise ValueError(f"header name {name!r}: use letters, digits and !#$%&'*+-.^_`|~ only")
-            if not _HEADER_VALUE.fullmatch(value):
-                raise ValueError(f"header {name!r}: the value must be printable ASCII (no line breaks)")
-        return headers
+        return sane_headers(headers)
+
+
+class GatewayUpdate(BaseModel):
+    """PATCH /v1/gateways/{id}: the fields given replace the stored ones (`headers` as a whole;
+    `auth: null` removes the OAuth settings). A new `url`, `headers` or `auth` is tried by a
+    discovery before anything is stored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(default=None, max_length=2048)
+    headers: dict[str, str] | None = None
+    auth: OAuthClientCredentials | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+    visibility: Visibility | None = None
+    # stdio fields (command, args, env, cwd) go here: platform admin only (see service.update).
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        return None if url is None else http_url(url)
+
+    @field_validator("headers")
+    @classmethod
+    def _sane_headers(cls, headers: dict[str, str] | None) -> dict[str, str] | None:
+        return None if headers is None else sane_headers(headers)
+
+    @field_validator("timeout_s", "visibility", "url", "headers", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("may not be null (leave the field out to keep it)")
+        return value
 
 
 class BreakerOut(BaseModel):
@@ -124,8 +194,8 @@ class BreakerOut(BaseModel):
 
 
 class GatewayOut(BaseModel):
-    """A gateway as the API shows it. Backend `headers` and a stdio gateway's `env` are
-    write-only and never appear here."""
+    """A gateway as the API shows it. Backend `headers`, a stdio gateway's `env` and the OAuth
+    `client_secret` are write-only and never appear here."""
 
     id: uuid.UUID
     team_id: uuid.UUID
@@ -150,8 +220,15 @@ class GatewayOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     refreshed_at: datetime
+    # The OAuth settings without the secret; None when the gateway has none.
+    auth: OAuthOut | None = None
     # None when Redis, which holds the breaker, could not be read.
     breaker: BreakerOut | None = None
+    # From real calls (any worker): the last success, and the last failure to reach the backend
+    # (connect, transport, token endpoint). None when never seen, or Redis could not be read.
+    last_seen_ok_at: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
 
 
 class GatewayList(BaseModel):

@@ -1,7 +1,10 @@
-"""Register, refresh and remove gateways. Discovery runs on a worker; no session is open meanwhile."""
+"""Register, change, refresh and remove gateways. Discovery runs on a worker; no session is open
+meanwhile."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import uuid
 from typing import Any
 
@@ -15,7 +18,15 @@ from shared.context import AppContext
 from shared.db import SessionFactory
 from shared.errors import BackendError, Conflict, Forbidden, GatewayTimeout, NotFound, ValidationFailed
 from shared.gateways import netguard, repository
-from shared.gateways.schemas import BreakerOut, GatewayCreate, GatewayOut
+from shared.gateways.channels import gone_channel
+from shared.gateways.schemas import (
+    BreakerOut,
+    GatewayCreate,
+    GatewayOut,
+    GatewayUpdate,
+    OAuthClientCredentials,
+    OAuthOut,
+)
 from shared.ids import require_uuid
 from shared.jobs.queue import JobQueue
 from shared.jobs.schemas import BackendSpec, JobKind, JobStatus, PreparedJob, backend_target, job_payload
@@ -23,17 +34,20 @@ from shared.models import Gateway, utcnow
 from shared.security import SecretBox
 from shared.teams import service as team_service
 
+log = logging.getLogger(__name__)
+
 STDIO = "stdio"
 
 
 def backend_spec(gateway: Gateway) -> BackendSpec:
-    """Copy what a worker needs out of the ORM row, as plain values. Headers and env stay encrypted."""
+    """Copy what a worker needs out of the ORM row, as plain values. Credentials stay encrypted."""
     spec: BackendSpec = {
         "gateway_id": str(gateway.id),
         "gateway": gateway.name,
         "url": gateway.url,
         "transport": gateway.transport,
         "headers_enc": gateway.headers_enc,
+        "auth_enc": gateway.auth_enc,
         "timeout_s": gateway.timeout_s,
     }
     if gateway.transport == STDIO:
@@ -58,12 +72,59 @@ def check_stdio(principal: Principal, settings: Settings, command: str) -> None:
         )
 
 
-async def check_url(settings: Settings, url: str) -> None:
+async def check_url(settings: Settings, url: str, what: str = "url") -> None:
     """The SSRF guard: 422 unless every address the URL's host resolves to is admitted."""
     try:
         await netguard.check_url(url, settings.allowed_networks)
     except netguard.RefusedAddress as exc:
-        raise ValidationFailed(str(exc)) from None
+        raise ValidationFailed(f"{what}: {exc}" if what != "url" else str(exc)) from None
+
+
+async def _check_backend(settings: Settings, url: str, auth: OAuthClientCredentials | None) -> None:
+    """The backend's URL, and its token endpoint's, through the SSRF guard (no session is open)."""
+    await check_url(settings, url)
+    if auth is not None:
+        await check_url(settings, auth.token_url, "auth.token_url")
+
+
+def _check_timeout(settings: Settings, timeout_s: float) -> None:
+    if timeout_s > settings.max_backend_timeout_s:
+        raise ValidationFailed(f"timeout_s may be at most {settings.max_backend_timeout_s}")
+
+
+def _one_authorization(headers: dict[str, str], has_auth: bool) -> None:
+    """`auth` sends its own Authorization header: a static one beside it would be overwritten."""
+    if has_auth and any(name.lower() == "authorization" for name in headers):
+        raise ValidationFailed("give either an Authorization header or auth, not both")
+
+
+def _seal_auth(secrets: SecretBox, auth: OAuthClientCredentials | None) -> str:
+    if auth is None:
+        return ""
+    return secrets.seal({k: str(v) for k, v in auth.model_dump(exclude_none=True).items()})
+
+
+def _stored_auth(secrets: SecretBox, sealed: str) -> OAuthClientCredentials | None:
+    return OAuthClientCredentials.model_validate(secrets.open(sealed)) if sealed else None
+
+
+def _auth_out(secrets: SecretBox, sealed: str) -> OAuthOut | None:
+    """The stored OAuth settings without the secret."""
+    if not sealed:
+        return None
+    try:
+        plain = secrets.open(sealed)
+    except ValueError:
+        # A key was dropped too early (see key rotation): show the gateway, say why not its auth.
+        log.warning("the OAuth settings of a gateway cannot be decrypted with MCPQ_SECRET_KEYS")
+        return None
+    return OAuthOut(
+        type=plain["type"],
+        token_url=plain["token_url"],
+        client_id=plain["client_id"],
+        scope=plain.get("scope"),
+        audience=plain.get("audience"),
+    )
 
 
 async def _visible(sf: SessionFactory, principal: Principal, raw_id: str, needed: Role) -> Gateway:
@@ -77,7 +138,7 @@ async def _visible(sf: SessionFactory, principal: Principal, raw_id: str, needed
     return gateway
 
 
-async def _load_out(s: AsyncSession, gateways: list[Gateway]) -> list[GatewayOut]:
+async def _load_out(s: AsyncSession, secrets: SecretBox, gateways: list[Gateway]) -> list[GatewayOut]:
     """The gateways with their item counts (one query)."""
     counts = await repository.counts(s, [g.id for g in gateways])
     return [
@@ -103,6 +164,7 @@ async def _load_out(s: AsyncSession, gateways: list[Gateway]) -> list[GatewayOut
             created_at=g.created_at,
             updated_at=g.updated_at,
             refreshed_at=g.refreshed_at,
+            auth=_auth_out(secrets, g.auth_enc),
         )
         for g in gateways
     ]
@@ -148,16 +210,16 @@ async def register(ctx: AppContext, principal: Principal, body: GatewayCreate) -
     if body.transport == STDIO:
         check_stdio(principal, settings, body.command or "")
     timeout_s = body.timeout_s or settings.default_backend_timeout_s
-    if timeout_s > settings.max_backend_timeout_s:
-        raise ValidationFailed(f"timeout_s may be at most {settings.max_backend_timeout_s}")
+    _check_timeout(settings, timeout_s)
+    _one_authorization(body.headers, body.auth is not None)
     team_ref = team_service.owner_ref(principal, body.team, "gateway")
     async with ctx.read_session_factory() as s:
         team = await team_service.authorized_team(s, principal, team_ref, Role.ADMIN)
         if await repository.name_taken(s, team.id, body.name):
             raise Conflict(f"this team already has a gateway named {body.name!r}")
         team_id = team.id
-    if body.url is not None:
-        await check_url(settings, body.url)  # resolves the host: no session is open meanwhile
+    if body.url is not None:  # resolves the hosts: no session is open meanwhile
+        await _check_backend(settings, body.url, body.auth)
     gateway = Gateway(
         id=uuid.uuid4(),
         team_id=team_id,
@@ -166,6 +228,7 @@ async def register(ctx: AppContext, principal: Principal, body: GatewayCreate) -
         url=body.url or "",
         transport=body.transport,
         headers_enc=ctx.secrets.seal(body.headers),
+        auth_enc=_seal_auth(ctx.secrets, body.auth),
         command=body.command,
         args=body.args if body.transport == STDIO else None,
         env_enc=ctx.secrets.seal(body.env),
@@ -187,16 +250,30 @@ async def register(ctx: AppContext, principal: Principal, body: GatewayCreate) -
 
 
 async def refresh(ctx: AppContext, principal: Principal, raw_id: str) -> GatewayOut:
-    sf = ctx.session_factory
     gateway = await _visible(ctx.read_session_factory, principal, raw_id, Role.ADMIN)
+    return await _show(ctx, await _rediscover(ctx, gateway))
+
+
+async def refresh_by_id(ctx: AppContext, gateway_id: uuid.UUID) -> None:
+    """Discover a gateway again on behalf of mcpq itself (its backend said its lists changed);
+    a gateway deleted meanwhile is no error."""
+    async with ctx.read_session_factory() as s:
+        gateway = await repository.get(s, gateway_id)
+    if gateway is not None:
+        with contextlib.suppress(NotFound):
+            await _rediscover(ctx, gateway)
+
+
+async def _rediscover(ctx: AppContext, gateway: Gateway) -> Gateway:
+    """The refresh pipeline: discover on a worker (no session open), then store the catalog."""
     if gateway.transport != STDIO:
-        # DNS may have changed since registration: check again what the name resolves to now.
-        await check_url(ctx.settings, gateway.url)
+        # DNS may have changed since registration: check again what the names resolve to now.
+        await _check_backend(ctx.settings, gateway.url, _stored_auth(ctx.secrets, gateway.auth_enc))
     catalog = await _discover(ctx.queue, backend_spec(gateway), gateway.team_id, ctx.settings)
-    async with sf() as s:
+    async with ctx.session_factory() as s:
         fresh = await repository.get(s, gateway.id)
         if fresh is None:
-            raise NotFound(f"gateway {raw_id} was deleted during the refresh")
+            raise NotFound(f"gateway {gateway.id} was deleted during the refresh")
         _apply_server_info(fresh, catalog)
         fresh.refreshed_at = fresh.updated_at = utcnow()
         before = await repository.server_views(s, fresh.id)
@@ -204,21 +281,85 @@ async def refresh(ctx: AppContext, principal: Principal, raw_id: str) -> Gateway
         changed = repository.changed_lists(before, await repository.server_views(s, fresh.id))
         await s.commit()
     await ctx.catalog_changed(changed)
+    return fresh
+
+
+async def update(ctx: AppContext, principal: Principal, raw_id: str, body: GatewayUpdate) -> GatewayOut:
+    """Change a gateway. A new URL or credential is tried first (a discovery with the new values,
+    no session open meanwhile): if that fails, nothing changes and the caller gets its error."""
+    gateway = await _visible(ctx.read_session_factory, principal, raw_id, Role.ADMIN)
+    given = body.model_fields_set
+    if gateway.transport == STDIO:
+        # A stdio gateway is the platform admin's; its command, args, env and cwd would be
+        # patched here too (not patchable yet: delete and register it again).
+        principal.require_platform()
+        if given & {"url", "headers", "auth"}:
+            raise ValidationFailed("url, headers and auth are for HTTP gateways, not stdio ones")
+    values: dict[str, Any] = {k: getattr(body, k) for k in ("url", "timeout_s", "visibility") if k in given}
+    if "timeout_s" in values:
+        _check_timeout(ctx.settings, values["timeout_s"])
+    catalog: dict[str, Any] | None = None
+    if given & {"url", "headers", "auth"}:
+        catalog = await _try_backend(ctx, gateway, body, values)
+    async with ctx.session_factory() as s:
+        fresh = await repository.get(s, gateway.id)
+        if fresh is None:
+            raise NotFound(f"gateway {raw_id} not found")
+        for name, value in values.items():
+            setattr(fresh, name, value)
+        fresh.updated_at = utcnow()
+        changed: dict[uuid.UUID, set[str]] = {}
+        if catalog is not None:
+            _apply_server_info(fresh, catalog)
+            fresh.refreshed_at = fresh.updated_at
+            before = await repository.server_views(s, fresh.id)
+            await repository.replace_catalog(s, fresh.id, catalog)
+            changed = repository.changed_lists(before, await repository.server_views(s, fresh.id))
+        await s.commit()
+    if catalog is not None:
+        await _sessions_gone(ctx, gateway.id)
+    await ctx.catalog_changed(changed)  # who sees the items, or the items themselves, may have changed
     return await _show(ctx, fresh)
+
+
+async def _try_backend(
+    ctx: AppContext, gateway: Gateway, body: GatewayUpdate, values: dict[str, Any]
+) -> dict[str, Any]:
+    """The catalog of the backend as `body` would have it (new URL or credentials), from a
+    discovery with those values; adds the sealed credentials to `values`. Raises if it fails."""
+    given = body.model_fields_set
+    headers = body.headers if body.headers is not None else ctx.secrets.open(gateway.headers_enc)
+    auth = body.auth if "auth" in given else _stored_auth(ctx.secrets, gateway.auth_enc)
+    _one_authorization(headers, auth is not None)
+    values["headers_enc"] = ctx.secrets.seal(headers) if "headers" in given else gateway.headers_enc
+    values["auth_enc"] = _seal_auth(ctx.secrets, auth) if "auth" in given else gateway.auth_enc
+    spec = backend_spec(gateway)
+    spec["url"] = values.get("url", gateway.url)
+    spec["headers_enc"], spec["auth_enc"] = values["headers_enc"], values["auth_enc"]
+    spec["timeout_s"] = values.get("timeout_s", gateway.timeout_s)
+    await _check_backend(ctx.settings, spec["url"], auth)
+    return await _discover(ctx.queue, spec, gateway.team_id, ctx.settings)
+
+
+async def _sessions_gone(ctx: AppContext, gateway_id: uuid.UUID) -> None:
+    """Workers close their sessions to the gateway's old URL or credentials (best effort: unused,
+    they close after MCPQ_MCP_SESSION_IDLE_S anyway)."""
+    with contextlib.suppress(RedisError):
+        await ctx.queue.broadcast(gone_channel(ctx.settings), str(gateway_id).encode())
 
 
 async def _show(ctx: AppContext, gateway: Gateway) -> GatewayOut:
     async with ctx.read_session_factory() as s:
-        (out,) = await _load_out(s, [gateway])
-    (shown,) = await _with_breakers(ctx, [out])
+        (out,) = await _load_out(s, ctx.secrets, [gateway])
+    (shown,) = await _with_live_state(ctx, [out])
     return shown
 
 
-async def _with_breakers(ctx: AppContext, outs: list[GatewayOut]) -> list[GatewayOut]:
-    """The gateways with their circuit breakers' states, read from Redis after the session closed;
-    without Redis the rest is still shown."""
+async def _with_live_state(ctx: AppContext, outs: list[GatewayOut]) -> list[GatewayOut]:
+    """The gateways with their circuit breakers and health as calls saw them, read from Redis
+    after the session closed; without Redis the rest is still shown."""
     try:
-        states = await ctx.breaker.states([str(o.id) for o in outs])
+        live = await ctx.breaker.states_and_health([str(o.id) for o in outs])
     except RedisError:
         return outs
     return [
@@ -226,10 +367,13 @@ async def _with_breakers(ctx: AppContext, outs: list[GatewayOut]) -> list[Gatewa
             update={
                 "breaker": BreakerOut(
                     status=state.status.value, failures=state.failures, retry_after_s=state.retry_after_s
-                )
+                ),
+                "last_seen_ok_at": health.last_seen_ok_at,
+                "last_error": health.last_error,
+                "last_error_at": health.last_error_at,
             }
         )
-        for out, state in zip(outs, states, strict=True)
+        for out, (state, health) in zip(outs, live, strict=True)
     ]
 
 
@@ -240,8 +384,8 @@ async def get(ctx: AppContext, principal: Principal, raw_id: str) -> GatewayOut:
 
 async def list_all(ctx: AppContext, principal: Principal) -> list[GatewayOut]:
     async with ctx.read_session_factory() as s:
-        outs = await _load_out(s, await repository.list_visible(s, principal.team_id))
-    return await _with_breakers(ctx, outs)
+        outs = await _load_out(s, ctx.secrets, await repository.list_visible(s, principal.team_id))
+    return await _with_live_state(ctx, outs)
 
 
 async def delete(ctx: AppContext, principal: Principal, raw_id: str) -> None:
@@ -254,16 +398,20 @@ async def delete(ctx: AppContext, principal: Principal, raw_id: str) -> None:
         await s.commit()
     if not deleted:
         raise NotFound(f"gateway {raw_id} not found")
+    with contextlib.suppress(RedisError):
+        await ctx.breaker.forget(str(gateway.id))
+    await _sessions_gone(ctx, gateway.id)
     await ctx.catalog_changed(repository.changed_lists(shown, {}))
 
 
 async def rotate_secrets(sf: SessionFactory, box: SecretBox) -> int:
-    """Re-encrypt every gateway's headers and stdio env with the first key; returns how many
-    gateways were rewritten."""
+    """Re-encrypt every gateway's headers, OAuth settings and stdio env with the first key; returns
+    how many gateways were rewritten."""
     async with sf() as s:
         gateways = await repository.sealed_credentials(s)
         for gateway in gateways:
             gateway.headers_enc = box.rotate(gateway.headers_enc)
             gateway.env_enc = box.rotate(gateway.env_enc)
+            gateway.auth_enc = box.rotate(gateway.auth_enc)
         await s.commit()
     return len(gateways)

@@ -57,6 +57,8 @@ class BackendSpec(TypedDict):
     # The backend's headers (credentials) as a Fernet token ("" for none): a reader of Redis
     # learns nothing from it. Only workers decrypt it, when they connect.
     headers_enc: str
+    # The gateway's OAuth client credentials, a Fernet token likewise ("" or absent for none).
+    auth_enc: NotRequired[str]
     timeout_s: float
     # stdio backends only (transport "stdio", url ""): the program a worker runs, its arguments,
     # its extra environment (sealed like the headers) and its working directory.
