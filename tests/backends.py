@@ -9,8 +9,13 @@
                Mcp-Session-Id, JSON bodies) and can expire its sessions on demand
 - `nolisten`:  the stateful server without `subscriptions/listen` (2026-07-28 clients cannot
                subscribe on it; 2025 sessions can)
+- `oauth`, `oauth_sse`: the stateful server (and the SSE one) behind a bearer check, with the
+               OAuth token endpoint that issues its tokens at `/token` (`OAuthServer`)
+- `growing`, `growing_handshake`: a server whose tool `grow` adds a tool and says so
+               (`notifications/tools/list_changed`, or a `subscriptions/listen` event at
+               2026-07-28); the second refuses `server/discover`, so clients use 2025-11-25
 
-Every MCPServer backend has a subscribable resource, `test://watched-resource`: `resources/subscribe`
+Every backend of `build_server` has a subscribable resource, `test://watched-resource`: `resources/subscribe`
 and `resources/unsubscribe` (2025 sessions) and `subscriptions/listen` (2026-07-28) are
 recorded in `Watched`; the `touch` tool announces an update to every subscriber.
 """
@@ -18,13 +23,17 @@ recorded in `Watched`; the `touch` tool announces an update to every subscriber.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import secrets
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, unquote
 
 import mcp_types as types
 import uvicorn
@@ -248,6 +257,96 @@ def _add_resources_and_prompts(server: MCPServer) -> None:
         return f"Hello {name}"
 
 
+def build_growing_server() -> MCPServer:
+    server = MCPServer("mcpq-growing-backend", version="0.1")
+
+    @server.tool()
+    async def grow(name: str, ctx: Context) -> str:
+        """Add a tool named `name` (it echoes) and tell the clients the tool list changed."""
+
+        def grown(text: str) -> str:
+            return text
+
+        server.add_tool(grown, name=name, description="added at run time")
+        await ctx.notify_tools_changed()  # subscriptions/listen streams (2026-07-28)
+        if ctx.protocol_version.startswith("2025-"):
+            await ctx.session.send_tool_list_changed()
+        return name
+
+    return server
+
+
+class OAuthServer:
+    """An OAuth token endpoint (`/token`, client credentials grant, client authenticated with HTTP
+    Basic) in front of MCP apps (streamable HTTP at /mcp, SSE at /sse and /messages/) that answer
+    401 unless the bearer is a live token it issued."""
+
+    def __init__(self, mcp_app: Any, sse_app: Any) -> None:
+        self.mcp_app = mcp_app
+        self.sse_app = sse_app
+        self.client_id = "mcpq-test-client"
+        self.client_secret = f"oauth-secret-{uuid.uuid4().hex}"
+        self.expires_in: float = 3600
+        self.tokens: dict[str, float] = {}  # token -> when it expires (time.time)
+        self.issued: list[str] = []
+        self.forms: list[dict[str, str]] = []  # what each token request asked for
+        self.refused = 0  # requests to the MCP app refused with 401
+        self.refused_bearers: list[str] = []
+        self.scope_of: dict[str, str] = {}  # the scope each token was issued for
+        self.refuse_all = False  # refuse every token (one issued for another audience, say)
+        self.bearers: set[str] = set()  # every bearer the MCP app was sent
+
+    def reset(self, expires_in: float = 3600) -> None:
+        self.expires_in = expires_in
+        self.tokens.clear()
+        self.issued.clear()
+        self.forms.clear()
+        self.refused = 0
+        self.refused_bearers.clear()
+        self.refuse_all = False
+
+    def revoke_all(self) -> None:
+        self.tokens.clear()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.mcp_app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        if scope["path"] == "/token":
+            response = await self._token(request)
+            await response(scope, receive, send)
+            return
+        bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
+        self.bearers.add(bearer)
+        if self.refuse_all or self.tokens.get(bearer, 0) < time.time():
+            self.refused += 1
+            self.refused_bearers.append(bearer)
+            await JSONResponse({"error": "invalid_token"}, status_code=401)(scope, receive, send)
+            return
+        sse = scope["path"].startswith(("/sse", "/messages"))
+        await (self.sse_app if sse else self.mcp_app)(scope, receive, send)
+
+    async def _token(self, request: Request) -> Response:
+        form = dict(parse_qsl((await request.body()).decode()))
+        self.forms.append(form)
+        basic = request.headers.get("authorization", "").removeprefix("Basic ")
+        client_id, _, secret = base64.b64decode(basic or "").decode().partition(":")
+        if (unquote(client_id), unquote(secret)) != (self.client_id, self.client_secret):
+            return JSONResponse(
+                {"error": "invalid_client", "error_description": "unknown client or wrong secret"},
+                status_code=401,
+            )
+        if form.get("grant_type") != "client_credentials":
+            return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
+        token = secrets.token_urlsafe(24)
+        self.tokens[token] = time.time() + self.expires_in
+        self.issued.append(token)
+        self.scope_of[token] = form.get("scope", "")
+        body = {"access_token": token, "token_type": "Bearer", "expires_in": self.expires_in}
+        return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
 class LegacyServer:
     """Protocol 2025-06-18 only: `server/discover` is unknown, sessions come from `initialize`."""
 
@@ -371,6 +470,7 @@ class Backends:
         self.counters: dict[str, int] = {}
         self.watched = Watched()
         self.legacy = LegacyServer()
+        self.oauth: OAuthServer | None = None
         self.urls: dict[str, str] = {}
         self._servers: list[uvicorn.Server] = []
         self._thread = threading.Thread(target=self.loop.run_forever, name="mcp-backends", daemon=True)
@@ -384,6 +484,8 @@ class Backends:
     def start(self) -> None:
         self._thread.start()
         server = self.server = build_server(self.gates, self.counters, self.watched)
+        growing = build_growing_server()
+        self.oauth = OAuthServer(server.streamable_http_app(), server.sse_app())
         apps: dict[str, tuple[Callable[[], Any], str]] = {
             "stateful": (lambda: server.streamable_http_app(), "/mcp"),
             "stateless": (
@@ -400,11 +502,15 @@ class Backends:
                 ).streamable_http_app(),
                 "/mcp",
             ),
+            "oauth": (lambda: self.oauth, "/mcp"),
+            "growing": (lambda: growing.streamable_http_app(), "/mcp"),
+            "growing_handshake": (lambda: RefuseDiscover(growing.streamable_http_app()), "/mcp"),
         }
         for kind, (make_app, path) in apps.items():
             port = free_port()
             asyncio.run_coroutine_threadsafe(self._serve(make_app(), port), self.loop).result(15)
             self.urls[kind] = f"http://127.0.0.1:{port}{path}"
+        self.urls["oauth_sse"] = self.urls["oauth"].removesuffix("/mcp") + "/sse"
 
     async def _serve(self, app: Any, port: int) -> None:
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")

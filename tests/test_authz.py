@@ -240,6 +240,21 @@ async def _(w: World, c: str) -> Request:
     return "POST", f"/v1/gateways/{w.gateways['P']['id']}/refresh", None
 
 
+@case("PATCH /v1/gateways/{A}", "200 403 403 404 404 404 200")
+async def _(w: World, c: str) -> Request:
+    return "PATCH", f"/v1/gateways/{w.gateways['A']['id']}", {"timeout_s": 20}
+
+
+@case("PATCH /v1/gateways/{public of B}", "403 403 403 200 403 403 200")
+async def _(w: World, c: str) -> Request:
+    return "PATCH", f"/v1/gateways/{w.gateways['P']['id']}", {"timeout_s": 20}
+
+
+@case("PATCH /v1/gateways/{A} url", "200 403 403 404 404 404 200")
+async def _(w: World, c: str) -> Request:
+    return "PATCH", f"/v1/gateways/{w.gateways['A']['id']}", {"url": w.backends.urls["stateless"]}
+
+
 @case("DELETE /v1/gateways/{A}", "204 403 403 404 404 404 204")
 async def _(w: World, c: str) -> Request:
     return "DELETE", f"/v1/gateways/{(await w.gateway('A'))['id']}", None

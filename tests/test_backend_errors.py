@@ -157,10 +157,10 @@ async def test_a_backend_that_wants_credentials(not_mcp: str) -> None:
     assert (kind, message) == (
         PROTOCOL,
         f"{url} answered 401 Unauthorized (application/json) to an MCP request; "
-        "does the backend need credentials? send them in the gateway's headers",
+        "does the backend need credentials? send them in the gateway's headers or auth",
     )
     over_sse = explain(await connect_error(url, "sse"), url, "sse")
-    assert over_sse[1].endswith("send them in the gateway's headers")
+    assert over_sse[1].endswith("send them in the gateway's headers or auth")
 
 
 @pytest.mark.parametrize("transport", ["streamable_http", "sse"])

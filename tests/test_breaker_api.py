@@ -76,8 +76,12 @@ async def test_an_open_circuit_refuses_at_once_then_one_probe_closes_it(
     assert 1 <= int(refused.headers["retry-after"]) <= app.state.settings.breaker_open_s
     jobs = await client.post(f"/v1/tools/{gateway['name']}.echo/jobs", json=body)
     assert jobs.status_code == 503, jobs.text
-    shown = (await client.get(f"/v1/gateways/{gateway['id']}")).json()["breaker"]
+    sick = (await client.get(f"/v1/gateways/{gateway['id']}")).json()
+    shown = sick["breaker"]
     assert shown["status"] == "open" and shown["failures"] >= threshold and shown["retry_after_s"] > 0
+    # What real calls saw, without calling: the last success (the first call) and the last error.
+    assert sick["last_seen_ok_at"] is not None and sick["last_error_at"] > sick["last_seen_ok_at"]
+    assert sick["last_error"].startswith(f"could not connect to 127.0.0.1:{proxy.port}")
     metrics = await scrape(client)
     assert value(metrics, "mcpq_gateway_breaker_open", gateway_id=gateway["id"]) == 1
     assert value(metrics, "mcpq_gateway_breaker_failures", gateway_id=gateway["id"]) >= threshold
@@ -92,7 +96,9 @@ async def test_an_open_circuit_refuses_at_once_then_one_probe_closes_it(
     # Exactly one call is let through as the probe; it succeeds and closes the circuit.
     assert sorted([probe.status_code, other.status_code]) == [200, 503], (probe.text, other.text)
     await asyncio.sleep(0.3)
-    assert (await client.get(f"/v1/gateways/{gateway['id']}")).json()["breaker"]["status"] == "closed"
+    healed = (await client.get(f"/v1/gateways/{gateway['id']}")).json()
+    assert healed["breaker"]["status"] == "closed"
+    assert healed["last_seen_ok_at"] > healed["last_error_at"]  # the error stays on show, older
     assert (await client.post(url, json=body)).status_code == 200
 
 

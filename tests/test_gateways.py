@@ -45,6 +45,10 @@ GATEWAY_FIELDS = {
     "updated_at",
     "refreshed_at",
     "breaker",
+    "auth",
+    "last_seen_ok_at",
+    "last_error",
+    "last_error_at",
 }
 
 Register = Callable[..., Awaitable[httpx.Response]]
