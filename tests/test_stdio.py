@@ -208,10 +208,36 @@ async def test_a_team_admin_may_not_register_or_delete_stdio(stack: Stack, gatew
     assert used.status_code == 200 and text(used.json()) == "mine"
 
 
+async def test_only_the_platform_admin_may_patch_stdio_and_not_its_http_fields(
+    stack: Stack, gateway: dict[str, Any]
+) -> None:
+    minted = await stack.http.post(
+        "/v1/tokens", json={"name": "adm", "team": stack.team["id"], "role": "admin"}
+    )
+    headers = {"Authorization": f"Bearer {minted.json()['token']}"}
+    path = f"/v1/gateways/{gateway['id']}"
+    refused = await stack.http.patch(path, json={"timeout_s": 20}, headers=headers)
+    assert refused.status_code == 403, refused.text
+    for body in ({"url": "http://127.0.0.1:1/mcp"}, {"headers": {"X-A": "b"}}, {"command": "x"}):
+        assert (await stack.http.patch(path, json=body)).status_code == 422
+    patched = await stack.http.patch(path, json={"timeout_s": gateway["timeout_s"]})
+    assert patched.status_code == 200, patched.text
+
+
 @pytest.mark.parametrize(
     "body",
     [
         {"transport": "stdio", "command": "x", "url": "http://127.0.0.1:1/mcp"},
+        {
+            "transport": "stdio",
+            "command": "x",
+            "auth": {
+                "type": "oauth2_client_credentials",
+                "token_url": "http://x/t",
+                "client_id": "c",
+                "client_secret": "s",
+            },
+        },
         {"transport": "stdio"},
         {"transport": "streamable_http", "command": "x", "url": "http://127.0.0.1:1/mcp"},
         {"transport": "streamable_http"},
