@@ -3,6 +3,7 @@ README's first session uses it."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.backends import free_port
 from tests.conftest import TEAM, unique
@@ -89,4 +91,11 @@ async def test_the_demo_backend_as_a_first_gateway(
     rendered = await client.post(f"/v1/prompts/{name}.greet/render", json={"arguments": {"name": "Ada"}})
     assert rendered.status_code == 200, rendered.text
     assert "Ada" in rendered.json()["result"]["messages"][0]["content"]["text"]
-    await client.delete(f"/v1/gateways/{gateway['id']}")
+    assert (await client.delete(f"/v1/gateways/{gateway['id']}")).status_code == 204
+    # The worker closes its session to the deleted gateway (and with it the listen stream the
+    # 2026-07-28 demo backend holds open) before the fixture stops the backend: that teardown
+    # blocks this event loop, the in-process worker's too.
+    deadline = time.monotonic() + 5
+    while REGISTRY.get_sample_value("mcpq_worker_mcp_sessions", {"gateway": name}):
+        assert time.monotonic() < deadline, "the worker kept its session to the deleted gateway"
+        await asyncio.sleep(0.05)
