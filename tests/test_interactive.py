@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -46,6 +46,8 @@ from tests.test_mcp_frontdoor import (
     _UpdateParams,
     tasks_client,
 )
+from tests.test_mcp_pushes import _frames, _listen_raw
+from tests.test_replicas import TaskStatusWatch
 
 
 class Name(BaseModel):
@@ -63,6 +65,32 @@ def ask_model(question: str) -> Sample:
     )
 
 
+# Questions the backend holds back until the test lets them go (by prompt), so that a listener
+# can be in place before the backend asks.
+HELD: dict[str, threading.Event] = {}
+
+
+def held(prompt: str) -> threading.Event:
+    return HELD.setdefault(prompt, threading.Event())
+
+
+def ask_name_when_let(prompt: str) -> Elicit[Name]:
+    held(prompt).wait(20)  # a sync resolver: the SDK runs it in a thread
+    return Elicit(prompt, Name)
+
+
+def ask_again(
+    prompt: str, first: Annotated[ElicitationResult[Name], Resolve(ask_name_when_let)]
+) -> Elicit[Name]:
+    """The second question, asked once the first is answered (and the test lets it go)."""
+    held(f"{prompt} again").wait(20)
+    return Elicit(f"{prompt} and after {_name_of(first)}?", Name)
+
+
+def _name_of(who: ElicitationResult[Name]) -> str:
+    return who.data.name if isinstance(who, AcceptedElicitation) else who.action
+
+
 def build_backend() -> MCPServer:
     server = MCPServer("interactive-backend")
 
@@ -72,6 +100,22 @@ def build_backend() -> MCPServer:
         if isinstance(who, AcceptedElicitation):
             return f"hello {who.data.name}"
         return f"no name ({who.action})"
+
+    @server.tool()
+    async def greet_later(
+        prompt: str, who: Annotated[ElicitationResult[Name], Resolve(ask_name_when_let)]
+    ) -> str:
+        """Ask the user's name once the test lets the question go, then greet them."""
+        return f"hello {_name_of(who)}"
+
+    @server.tool()
+    async def greet_twice(
+        prompt: str,
+        first: Annotated[ElicitationResult[Name], Resolve(ask_name_when_let)],
+        second: Annotated[ElicitationResult[Name], Resolve(ask_again)],
+    ) -> str:
+        """Two questions in a row (the second once the first is answered), then a greeting."""
+        return f"hello {_name_of(first)} and {_name_of(second)}"
 
     @server.tool()
     async def think(question: str, reply: Annotated[types.CreateMessageResult, Resolve(ask_model)]) -> str:
@@ -168,7 +212,11 @@ async def world_of(settings: Settings, backend: Backend, timeout_s: float = 30.0
             assert made.status_code == 201, made.text
             created = await http.post(
                 "/v1/servers",
-                json={"name": unique("srv"), "team": team, "tools": [f"{name}.greet", f"{name}.think"]},
+                json={
+                    "name": unique("srv"),
+                    "team": team,
+                    "tools": [f"{name}.{tool}" for tool in ("greet", "greet_later", "greet_twice", "think")],
+                },
             )
             assert created.status_code == 201, created.text
             urls[revision] = f"http://127.0.0.1:{port}{created.json()['mcp_path']}"
@@ -509,6 +557,152 @@ async def test_task_2026_answered_with_tasks_update(world: World) -> None:
                 break
             await asyncio.sleep(0.05)
     assert got["result"]["content"][0]["text"] == "hello Kay"
+
+
+# A backend that asks once, or twice in a row (the second question once the first is answered).
+QUESTIONS = [("greet_later", 1), ("greet_twice", 2)]
+
+
+async def _status_pushes(
+    pushes: AsyncIterator[dict[str, Any]],
+    prompt: str,
+    on_input: Callable[[dict[str, Any]], Awaitable[None]],
+) -> list[dict[str, Any]]:
+    """A task's pushed statuses, up to its end. Each `input_required` push goes to `on_input`
+    (which answers it); the backend holds a second question until the task was pushed as
+    working again, so each push is awaited, never polled for."""
+    pushed: list[dict[str, Any]] = []
+    while not pushed or pushed[-1]["status"] in ("working", "input_required"):
+        task = await asyncio.wait_for(anext(pushes), 20)
+        pushed.append(task)
+        if task["status"] == "input_required":
+            await on_input(task)
+        elif task["status"] == "working":
+            held(f"{prompt} again").set()
+    return pushed
+
+
+def _assert_pushed(pushed: list[dict[str, Any]], questions: int) -> None:
+    """`input_required` per question, `working` after each answer, then `completed`; the job ends
+    as soon as its last answer is in, so that last `working` may be coalesced with the end."""
+    statuses = [task["status"] for task in pushed]
+    if statuses[-2:] == ["working", "completed"]:
+        statuses = [*statuses[:-2], "completed"]
+    assert statuses == ["input_required", "working"] * (questions - 1) + ["input_required", "completed"], [
+        task["status"] for task in pushed
+    ]
+
+
+@pytest.mark.parametrize(("tool", "questions"), QUESTIONS)
+async def test_task_2025_status_pushed_on_the_get_stream(world: World, tool: str, questions: int) -> None:
+    """2025-11-25 Tasks: the session's GET stream hears `input_required` each time the task's
+    backend asks, before anyone polls (the first push is what starts tasks/result), `working`
+    once an answer went back, and `completed` at the end."""
+    watch = TaskStatusWatch()
+    stream_open = asyncio.Event()
+    raw = RawSession(httpx.AsyncClient(timeout=30), world.url["2025-11-25"], world.member)
+
+    async def seen(response: httpx2.Response) -> None:
+        raw.session_id = response.headers.get("mcp-session-id", raw.session_id)
+        if response.request.method == "GET" and response.status_code == 200:
+            stream_open.set()
+
+    async def pushes() -> AsyncIterator[dict[str, Any]]:
+        while True:
+            status = await watch.received.get()
+            assert status.task_id == task_id
+            yield status.model_dump(by_alias=True)
+
+    prompt = unique("pushed")
+    held(prompt).set()
+    async with (
+        raw.http,
+        httpx2.AsyncClient(
+            headers={"Authorization": f"Bearer {world.member}"},
+            timeout=httpx2.Timeout(30, read=None),
+            event_hooks={"response": [seen]},
+        ) as h,
+        Client(
+            streamable_http_client(raw.url, http_client=h),  # type: ignore[arg-type]
+            mode="legacy",
+            extensions=[watch],
+            elicitation_callback=answer_name,
+        ) as mcp,
+        asyncio.TaskGroup() as group,
+    ):
+        await asyncio.wait_for(stream_open.wait(), 10)
+        # The SDK client cannot send a task-augmented call: it goes raw, on the same session.
+        created = await raw.request(
+            "tools/call", {"name": tool, "arguments": {"prompt": prompt}, "task": {"ttl": 60000}}
+        )
+        task_id = created["result"]["task"]["taskId"]
+        result: list[asyncio.Task[dict[str, Any]]] = []
+
+        async def start_result(task: dict[str, Any]) -> None:
+            # tasks/result relays every question of the task to this client's callback.
+            if not result:
+                params = types.GetTaskPayloadRequestParams(task_id=task_id)
+                request = mcp.session.send_request(
+                    _Result(method="tasks/result", params=params), TypeAdapter(dict[str, Any])
+                )
+                result.append(group.create_task(request))
+
+        pushed = await _status_pushes(pushes(), prompt, start_result)
+        payload = await asyncio.wait_for(result[0], 20)
+    _assert_pushed(pushed, questions)
+    assert payload["content"][0]["text"].startswith(f"hello Ada ({prompt})")
+
+
+@pytest.mark.parametrize("backend_revision", BACKENDS)
+@pytest.mark.parametrize(("tool", "questions"), QUESTIONS)
+async def test_task_2026_status_pushed_on_a_listen_stream(
+    world: World, backend_revision: str, tool: str, questions: int
+) -> None:
+    """2026-07-28 tasks extension, `tasksStatus` on `subscriptions/listen`: the stream says the
+    task is working; then pushes `input_required` with its `inputRequests` each time the backend
+    asks (answered from the push with tasks/update: nobody polls), `working` once answered, and
+    `completed` with the result."""
+    url = world.url[backend_revision]
+    prompt = unique("listen")
+    names = iter(["Ann", "Bo"])
+    async with tasks_client(url, world.member) as mcp:
+        handle = await mcp.session.call_tool(tool, {"prompt": prompt}, allow_claimed=True)
+        assert isinstance(handle, TaskHandle), handle
+
+        async def pushes(frames: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+            async for frame in frames:
+                assert frame["method"] == "notifications/tasks/status", frame
+                assert frame["params"]["taskId"] == handle.task_id
+                yield frame["params"]
+
+        async def answer(task: dict[str, Any]) -> None:
+            [(key, question)] = task["inputRequests"].items()
+            assert question["method"] == "elicitation/create"
+            update = _UpdateParams(
+                task_id=handle.task_id,
+                input_responses={key: {"action": "accept", "content": {"name": next(names)}}},
+            )
+            await mcp.session.send_request(
+                _TaskRequest(method="tasks/update", params=update), TypeAdapter(dict[str, Any])
+            )
+
+        auth = {"Authorization": f"Bearer {world.member}"}
+        response = await _listen_raw(url, auth, {"tasksStatus": [handle.task_id]}, tasks=True)
+        try:
+            frames = _frames(response)
+            ack = await asyncio.wait_for(anext(frames), 20)
+            assert ack["method"] == "notifications/subscriptions/acknowledged", ack
+            stream = pushes(frames)
+            first = await asyncio.wait_for(anext(stream), 20)
+            assert first["status"] == "working", first  # the backend holds its question
+            held(prompt).set()  # the stream is in place: now the backend may ask
+            pushed = await _status_pushes(stream, prompt, answer)
+        finally:
+            await response.aclose()
+            await response.extensions["owner"].aclose()
+    _assert_pushed(pushed, questions)
+    expected = "hello Ann" if questions == 1 else "hello Ann and Bo"
+    assert pushed[-1]["result"]["content"][0]["text"] == expected
 
 
 async def test_elicitation_for_a_2025_06_18_client(world: World) -> None:

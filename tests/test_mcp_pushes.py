@@ -185,7 +185,9 @@ async def test_listen_stream_gets_list_changes_and_resource_updates(
             assert await asyncio.wait_for(anext(events), 20) == ToolsListChanged()
 
 
-async def _listen_raw(url: str, world: World, notifications: dict[str, Any], tasks: bool) -> httpx.Response:
+async def _listen_raw(
+    url: str, auth: dict[str, str], notifications: dict[str, Any], tasks: bool
+) -> httpx.Response:
     """Open a 2026-07-28 `subscriptions/listen` by hand (the SDK's helper has no extension keys)."""
     capabilities: dict[str, Any] = {"extensions": {"io.modelcontextprotocol/tasks": {}}} if tasks else {}
     body = {
@@ -202,7 +204,7 @@ async def _listen_raw(url: str, world: World, notifications: dict[str, Any], tas
         },
     }
     headers = {
-        **world.auth(),
+        **auth,
         "Accept": "application/json, text/event-stream",
         "MCP-Protocol-Version": "2026-07-28",
         "Mcp-Method": "subscriptions/listen",
@@ -223,7 +225,7 @@ async def _frames(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
 async def test_task_status_on_a_listen_stream(world: World, backends: Backends) -> None:
     """The tasks extension's `tasksStatus`: the stream says where the task stands, then sends
     its `DetailedTask` when it completes; without the extension declared it is refused."""
-    refused = await _listen_raw(world.url, world, {"tasksStatus": ["x"]}, tasks=False)
+    refused = await _listen_raw(world.url, world.auth(), {"tasksStatus": ["x"]}, tasks=False)
     try:
         text = (await refused.aread()).decode()
         assert "-32021" in text or "capabilit" in text.lower(), text
@@ -243,7 +245,7 @@ async def test_task_status_on_a_listen_stream(world: World, backends: Backends) 
         handle = await mcp.session.call_tool("hold", {"key": key}, allow_claimed=True)
         task_id = handle.task_id  # type: ignore[union-attr]
         unknown = uuid.uuid4().hex
-        response = await _listen_raw(world.url, world, {"tasksStatus": [task_id, unknown]}, tasks=True)
+        response = await _listen_raw(world.url, world.auth(), {"tasksStatus": [task_id, unknown]}, tasks=True)
         try:
             frames = aiter(_frames(response))
             ack = await asyncio.wait_for(anext(frames), 20)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,6 +20,7 @@ from shared.config import Settings
 from shared.jobs.schemas import JobStatus
 from shared.jobs.store import JobStore
 from shared.redis import make_redis, subscribe_forever
+from tests.conftest import isolated
 from tests.jobs_helpers import plant_record
 from workers import interactive
 from workers.interactive import Answers, Interaction
@@ -178,3 +180,55 @@ async def test_overlapping_questions_pause_the_jobs_limit_until_the_last_is_answ
         await asyncio.wait_for(asyncio.gather(first, second), 10)
         after = limit.when()
         assert after is not None and after >= before + 0.2  # moved on by the time waited
+
+
+async def test_every_move_between_working_and_input_required_is_pushed(
+    redis: Redis, settings: Settings
+) -> None:
+    """The job record is published on the done channel at each move: asked (input_required),
+    answered (running), a question withdrawn unanswered (running), and a re-run by another worker
+    of a job whose worker stopped while it asked (running); waiters (a task's status pushes) need
+    no poll. A job that never asks is not published when claimed: only at its end."""
+    settings = isolated(settings)  # a queue of its own: the claim below takes all that is due
+    store = JobStore(redis, settings)
+    pushed: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+
+    def on_done(message: str) -> None:
+        job_id, _, body = message.partition(" ")
+        pushed.put_nowait((job_id, json.loads(body)))
+
+    async def next_push() -> tuple[str, str, set[str]]:
+        job_id, record = await asyncio.wait_for(pushed.get(), 10)
+        return job_id, record["status"], {name for name in record if name.startswith(("ask:", "answer:"))}
+
+    job_id = await running_job(redis, settings)
+    quiet = uuid.uuid4().hex
+    await plant_record(redis, settings, quiet, "call_tool", "t.greet")
+    await redis.zadd(settings.queue_name, {job_id: 0, quiet: 0})
+    ready = asyncio.Event()
+    reader = asyncio.create_task(subscribe_forever(redis, {store.done_channel: on_done}, lambda: None, ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        question = {"method": "elicitation/create", "params": {"message": "name?"}}
+        assert await store.ask(job_id, "one", question, 10)
+        assert await next_push() == (job_id, "input_required", {"ask:one"})
+        accept = {"result": {"action": "accept", "content": {"name": "x"}}}
+        assert await store.answer(job_id, {"one": accept}) == ("ok", "")
+        # The answer waits for the worker in the record, but is not published.
+        assert await next_push() == (job_id, "running", set())
+        assert await store.take_answer(job_id, "one") == accept  # taken: no move, no push
+        assert await store.ask(job_id, "two", question, 10)
+        assert await next_push() == (job_id, "input_required", {"ask:two"})
+        assert await store.take_answer(job_id, "two") is None  # withdrawn, unanswered
+        assert await next_push() == (job_id, "running", set())
+        assert await store.ask(job_id, "three", question, 10)
+        assert await next_push() == (job_id, "input_required", {"ask:three"})
+        claimed = await store.claim("another-worker", 10)
+        assert {c.job_id for c in claimed} == {job_id, quiet}
+        assert await next_push() == (job_id, "running", set())
+        await asyncio.sleep(0.1)
+        assert pushed.empty()  # the job that never asked was claimed unpublished
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader

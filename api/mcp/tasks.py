@@ -11,9 +11,10 @@
 A task-augmented `tools/call` (params carry `task`) enqueues the job and answers at once with
 the task, whose id is the job id, so the same job is visible at GET /v1/jobs/{id}, and a job
 submitted over REST is a task here. `tasks/get`, `tasks/result` (waits by push), `tasks/list`
-(the team's tool-call jobs, newest first) and `tasks/cancel` read and cancel jobs. When the job
-ends, `notifications/tasks/status` goes to the session's standalone (GET) stream, on whichever
-replica holds it (see api/mcp/sessions.py).
+(the team's tool-call jobs, newest first) and `tasks/cancel` read and cancel jobs. Each time the
+task's status changes (input_required when its backend asks something, working once answered,
+then its end), `notifications/tasks/status` goes to the session's standalone (GET) stream, on
+whichever replica holds it (see api/mcp/sessions.py).
 
 mcp 2.3.0 ships the task types but no server support, and its `tools/call` result sieve only
 knows `CallToolResult`; so the task-augmented call is answered by a server middleware (which
@@ -131,6 +132,12 @@ def task_of(record: JobRecord, ttl_ms: int) -> dict[str, Any]:
     return task
 
 
+def _moved_on(record: JobRecord) -> Until:
+    """Ends a wait once the task's status is no longer `record`'s, or it asks something new."""
+    status, news = _STATUS[record.status], asking_beyond(set(record.asking))
+    return lambda now: _STATUS[now.status] != status or news(now)
+
+
 class Tasks:
     def __init__(self, queue: JobQueue, settings: Settings, prepare_call: PrepareCall) -> None:
         self.queue = queue
@@ -225,16 +232,18 @@ class Tasks:
     async def status_changes(
         self, principal: Principal, job_id: str, *, include_current: bool = False
     ) -> AsyncIterator[JobRecord]:
-        """The task's job each time its task status changes (and as it stands first, with
-        `include_current`), until it is terminal. Each wait is woken by the job's push."""
+        """The task's job each time its task status changes (working, input_required, working
+        again once answered, ..., then terminal), or it asks a new question while input_required
+        (a change of its `inputRequests`); and as it stands first, with `include_current`. Each
+        wait is woken by the job's push: the store publishes every move between working and
+        input_required, while a job that never asks is pushed once, at its end."""
         record = await self.queue.get(job_id, principal)
         if include_current or record.status.terminal:
             yield record
-        last = _STATUS[record.status]
         while not record.status.terminal:
-            record = await self.queue.get(job_id, principal, self.settings.max_wait_s)
-            if _STATUS[record.status] != last:
-                last = _STATUS[record.status]
+            moved_on = _moved_on(record)
+            record = await self.queue.get(job_id, principal, self.settings.max_wait_s, moved_on)
+            if moved_on(record):
                 yield record
 
     async def record(

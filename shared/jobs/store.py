@@ -45,10 +45,25 @@ from shared.jobs.schemas import (
 )
 from shared.redis import job_deserializer, job_serializer
 
+# Publishes a record whole on the done channel, as _FINISH does, so waiters need no read: the job
+# id, then the record as JSON (answers not yet taken by the worker left out). What moves a job
+# between working and input_required calls it: a task's status pushes follow every change.
+_PUBLISH_RECORD = """
+local function publish_record(key, job_id, channel)
+  local flat = redis.call('HGETALL', key)
+  local record = {}
+  for i = 1, #flat, 2 do
+    if string.sub(flat[i], 1, 7) ~= 'answer:' then record[flat[i]] = flat[i + 1] end
+  end
+  redis.call('PUBLISH', channel, job_id .. ' ' .. cjson.encode(record))
+end
+"""
+
 # KEYS[1] arq queue, KEYS[2] arq abort set, KEYS[3] the claiming worker's running set;
 # ARGV now ms, most jobs to claim, lock ms, worker id, started_at, record key prefix, then arq's
-# in-progress, retry and job key prefixes. Returns, per claimed job: {id, serialized arq job or
-# nil, try, aborted before start (0/1), previous record status, attempts, created_ts}.
+# in-progress, retry and job key prefixes, then the done channel. Returns, per claimed job: {id,
+# serialized arq job or nil, try, aborted before start (0/1), previous record status, attempts,
+# created_ts}.
 #
 # One script claims every due job a worker has room for, atomically, so two workers never race
 # for one job. Per job it does what arq's pickup does (in-progress lock unless one is held, try
@@ -56,7 +71,9 @@ from shared.redis import job_deserializer, job_serializer
 # arq leaves a running job in its queue until it ends, so the job's score moves to when its
 # lock expires: later claims skip it, and if its worker dies unseen it is due again exactly when
 # arq would have retried it. The running set lets a live worker hand on a dead one's jobs sooner.
-_CLAIM = """
+_CLAIM = (
+    _PUBLISH_RECORD
+    + """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local lock_until = tonumber(ARGV[1]) + tonumber(ARGV[3])
 local claimed = {}
@@ -74,8 +91,9 @@ for _, id in ipairs(due) do
     local seen = redis.call('HMGET', record, 'status', 'attempts', 'created_ts')
     local st, attempts = seen[1] or 'missing', seen[2] or '0'
     -- A job whose worker stopped while it waited for input runs again like a running one; its
-    -- questions went with that worker (a new run asks again).
-    if st == 'input_required' then
+    -- questions went with that worker (a new run asks again), and its waiters hear it is working.
+    local was_asking = st == 'input_required'
+    if was_asking then
       st = 'running'
       for _, name in ipairs(redis.call('HKEYS', record)) do
         if string.sub(name, 1, 4) == 'ask:' then redis.call('HDEL', record, name) end
@@ -85,11 +103,13 @@ for _, id in ipairs(due) do
       attempts = redis.call('HINCRBY', record, 'attempts', 1)
       redis.call('HSET', record, 'status', 'running', 'started_at', ARGV[5], 'worker', ARGV[4])
     end
+    if was_asking then publish_record(record, id, ARGV[10]) end
     claimed[#claimed + 1] = {id, job, try, aborted, st, tostring(attempts), seen[3] or '0'}
   end
 end
 return claimed
 """
+)
 
 # KEYS[1] record, KEYS[2] arq job, KEYS[3] arq queue, KEYS[4] the team's in-flight set,
 # KEYS[5] the team's task index (KEYS[1] when the job is not listed as a task), KEYS[6] the
@@ -262,14 +282,6 @@ return st
 """
 )
 
-# Publishes the whole record (small: no result yet) on the done channel, as _FINISH does.
-_PUBLISH_RECORD = """
-local flat = redis.call('HGETALL', KEYS[1])
-local record = {}
-for i = 1, #flat, 2 do record[flat[i]] = flat[i + 1] end
-redis.call('PUBLISH', ARGV[5], ARGV[1] .. ' ' .. cjson.encode(record))
-"""
-
 # Whether the record still has a question without an answer.
 _STILL_ASKING = """
 local function still_asking()
@@ -286,7 +298,8 @@ end
 # hears it. Waiting on a person is off the job's clock: its lease (the lock, and the queue score
 # another worker would pick it up at) moves on by the longest the answer may take.
 _ASK = (
-    """
+    _PUBLISH_RECORD
+    + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if st ~= 'running' and st ~= 'input_required' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'input_required', 'ask:' .. ARGV[2], ARGV[3])
@@ -297,42 +310,47 @@ local score = redis.call('ZSCORE', KEYS[3], ARGV[1])
 if score then redis.call('ZADD', KEYS[3], 'XX', tonumber(score) + extra, ARGV[1]) end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl + extra) end
-"""
-    + _PUBLISH_RECORD
-    + """
+publish_record(KEYS[1], ARGV[1], ARGV[5])
 return 1
 """
 )
 
-# KEYS[1] record; ARGV job id, answers channel, then (question key, answer json) pairs. Answers
-# questions of an input_required job, all or none: each must be pending (an answer is taken
-# once, so a replay finds nothing to answer). Returns {'ok'}, {'missing'}, {'not_waiting',
-# status} or {'unknown', key}. Each answer is stored and pushed to the worker holding the
-# backend's request; with no question left the job is running again.
+# KEYS[1] record; ARGV job id, answers channel, done channel, then (question key, answer json)
+# pairs. Answers questions of an input_required job, all or none: each must be pending (an answer
+# is taken once, so a replay finds nothing to answer). Returns {'ok'}, {'missing'},
+# {'not_waiting', status} or {'unknown', key}. Each answer is stored and pushed to the worker
+# holding the backend's request; with no question left the job is running again, and its
+# waiters hear so.
 _ANSWER = (
     _STILL_ASKING
+    + _PUBLISH_RECORD
     + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {'missing'} end
 if st ~= 'input_required' then return {'not_waiting', st} end
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   if redis.call('HEXISTS', KEYS[1], 'ask:' .. ARGV[i]) == 0 then return {'unknown', ARGV[i]} end
 end
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   redis.call('HDEL', KEYS[1], 'ask:' .. ARGV[i])
   redis.call('HSET', KEYS[1], 'answer:' .. ARGV[i], ARGV[i + 1])
   redis.call('PUBLISH', ARGV[2], ARGV[1] .. ' ' .. ARGV[i] .. ' ' .. ARGV[i + 1])
 end
-if not still_asking() then redis.call('HSET', KEYS[1], 'status', 'running') end
+if not still_asking() then
+  redis.call('HSET', KEYS[1], 'status', 'running')
+  publish_record(KEYS[1], ARGV[1], ARGV[3])
+end
 return {'ok'}
 """
 )
 
-# KEYS[1] record; ARGV question key. The worker takes a question back (no answer in time) or
-# takes its answer: returns the answer json if one came (the field is removed either way), else
-# withdraws the question (the job is running again once none is left) and returns nil.
+# KEYS[1] record; ARGV question key, job id, done channel. The worker takes a question back (no
+# answer in time) or takes its answer: returns the answer json if one came (the field is removed
+# either way), else withdraws the question (the job is running again once none is left, and its
+# waiters hear so) and returns nil.
 _TAKE = (
     _STILL_ASKING
+    + _PUBLISH_RECORD
     + """
 local answer = redis.call('HGET', KEYS[1], 'answer:' .. ARGV[1])
 redis.call('HDEL', KEYS[1], 'answer:' .. ARGV[1])
@@ -340,6 +358,7 @@ if answer then return answer end
 if redis.call('HDEL', KEYS[1], 'ask:' .. ARGV[1]) == 1 and not still_asking()
    and redis.call('HGET', KEYS[1], 'status') == 'input_required' then
   redis.call('HSET', KEYS[1], 'status', 'running')
+  publish_record(KEYS[1], ARGV[2], ARGV[3])
 end
 return false
 """
@@ -540,6 +559,7 @@ class JobStore:
                 in_progress_key_prefix,
                 retry_key_prefix,
                 job_key_prefix,
+                self.done_channel,
             ],
         )
         return [
@@ -648,12 +668,14 @@ class JobStore:
         """Answer pending questions (see _ANSWER): ("ok", ""), ("missing", ""), ("not_waiting",
         status) or ("unknown", key)."""
         pairs = [part for key, body in answers.items() for part in (key, json.dumps(body))]
-        reply = await self._answer(keys=[self._key(job_id)], args=[job_id, self.answers_channel, *pairs])
+        reply = await self._answer(
+            keys=[self._key(job_id)], args=[job_id, self.answers_channel, self.done_channel, *pairs]
+        )
         return _text(reply[0]), _text(reply[1]) if len(reply) > 1 else ""
 
     async def take_answer(self, job_id: str, key: str) -> dict[str, Any] | None:
         """The answer to the question, if one came; else the question is withdrawn (see _TAKE)."""
-        raw = await self._take(keys=[self._key(job_id)], args=[key])
+        raw = await self._take(keys=[self._key(job_id)], args=[key, job_id, self.done_channel])
         return json.loads(raw) if raw else None
 
     async def stored_answer(self, job_id: str, key: str) -> dict[str, Any] | None:
