@@ -300,7 +300,9 @@ async def _failed(
     elif inner is None:
         kind, what = UNAVAILABLE, f"did not answer the MCP handshake within {timeout_s:g}s"
     elif isinstance(inner, OSError):
-        kind, what = UNAVAILABLE, f"could not be started: {inner.strerror or inner}"
+        # The file it names is the command, or the cwd when that is what is missing.
+        where = f": {inner.filename}" if inner.filename else ""
+        kind, what = UNAVAILABLE, f"could not be started: {inner.strerror or inner}{where}"
     elif isinstance(inner, MCPError) and inner.code == CONNECTION_CLOSED:
         kind, what = UNAVAILABLE, "exited before answering the MCP handshake"
     elif isinstance(inner, MCPError):

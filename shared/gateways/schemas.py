@@ -41,6 +41,43 @@ def sane_headers(headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
+class _StdioChecks(BaseModel):
+    """The checks of a stdio gateway's fields, shared by register and PATCH (None: not given)."""
+
+    @field_validator("command", "cwd", check_fields=False)
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\0" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
+
+    @field_validator("cwd", check_fields=False)
+    @classmethod
+    def _absolute(cls, cwd: str | None) -> str | None:
+        if cwd is not None and not cwd.startswith("/"):
+            raise ValueError("cwd must be an absolute path")
+        return cwd
+
+    @field_validator("args", check_fields=False)
+    @classmethod
+    def _sane_args(cls, args: list[str] | None) -> list[str] | None:
+        if args is not None and any("\0" in arg or len(arg) > 4096 for arg in args):
+            raise ValueError("each argument must be at most 4096 characters, without NUL characters")
+        return args
+
+    @field_validator("env", check_fields=False)
+    @classmethod
+    def _sane_env(cls, env: dict[str, str] | None) -> dict[str, str] | None:
+        if env is not None and len(env) > MAX_ENV:
+            raise ValueError(f"at most {MAX_ENV} environment variables")
+        for name, value in (env or {}).items():
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(f"environment variable name {name!r}: use letters, digits and _ only")
+            if "\0" in value or len(value) > 32768:
+                raise ValueError(f"environment variable {name!r}: at most 32768 characters, no NUL")
+        return env
+
+
 class OAuthClientCredentials(BaseModel):
     """OAuth 2.1 client credentials (RFC 6749 section 4.4): workers get a bearer token from
     `token_url` and send it to the backend. Encrypted at rest and in job payloads; the secret is
@@ -71,7 +108,7 @@ class OAuthOut(BaseModel):
     audience: str | None = None
 
 
-class GatewayCreate(BaseModel):
+class GatewayCreate(_StdioChecks):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[a-z0-9_-]{1,64}$")
@@ -108,39 +145,6 @@ class GatewayCreate(BaseModel):
                 raise ValueError("command, args, env and cwd are for transport stdio only")
         return self
 
-    @field_validator("command", "cwd")
-    @classmethod
-    def _no_nul(cls, value: str | None) -> str | None:
-        if value is not None and "\0" in value:
-            raise ValueError("must not contain NUL characters")
-        return value
-
-    @field_validator("cwd")
-    @classmethod
-    def _absolute(cls, cwd: str | None) -> str | None:
-        if cwd is not None and not cwd.startswith("/"):
-            raise ValueError("cwd must be an absolute path")
-        return cwd
-
-    @field_validator("args")
-    @classmethod
-    def _sane_args(cls, args: list[str]) -> list[str]:
-        if any("\0" in arg or len(arg) > 4096 for arg in args):
-            raise ValueError("each argument must be at most 4096 characters, without NUL characters")
-        return args
-
-    @field_validator("env")
-    @classmethod
-    def _sane_env(cls, env: dict[str, str]) -> dict[str, str]:
-        if len(env) > MAX_ENV:
-            raise ValueError(f"at most {MAX_ENV} environment variables")
-        for name, value in env.items():
-            if not _ENV_NAME.fullmatch(name):
-                raise ValueError(f"environment variable name {name!r}: use letters, digits and _ only")
-            if "\0" in value or len(value) > 32768:
-                raise ValueError(f"environment variable {name!r}: at most 32768 characters, no NUL")
-        return env
-
     @field_validator("url")
     @classmethod
     def _http_url(cls, url: str | None) -> str | None:
@@ -152,10 +156,11 @@ class GatewayCreate(BaseModel):
         return sane_headers(headers)
 
 
-class GatewayUpdate(BaseModel):
-    """PATCH /v1/gateways/{id}: the fields given replace the stored ones (`headers` as a whole;
-    `auth: null` removes the OAuth settings). A new `url`, `headers` or `auth` is tried by a
-    discovery before anything is stored."""
+class GatewayUpdate(_StdioChecks):
+    """PATCH /v1/gateways/{id}: the fields given replace the stored ones (`headers` and `env` as a
+    whole; `auth: null` removes the OAuth settings, `cwd: null` the working directory). A new
+    `url`, `headers` or `auth` (HTTP), or `command`, `args`, `env` or `cwd` (stdio, platform admin
+    only) is tried by a discovery before anything is stored."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -164,7 +169,10 @@ class GatewayUpdate(BaseModel):
     auth: OAuthClientCredentials | None = None
     timeout_s: float | None = Field(default=None, gt=0)
     visibility: Visibility | None = None
-    # stdio fields (command, args, env, cwd) go here: platform admin only (see service.update).
+    command: str | None = Field(default=None, min_length=1, max_length=1024)
+    args: list[str] | None = Field(default=None, max_length=MAX_ARGS)
+    env: dict[str, str] | None = None
+    cwd: str | None = Field(default=None, min_length=1, max_length=1024)
 
     @field_validator("url")
     @classmethod
@@ -176,7 +184,7 @@ class GatewayUpdate(BaseModel):
     def _sane_headers(cls, headers: dict[str, str] | None) -> dict[str, str] | None:
         return None if headers is None else sane_headers(headers)
 
-    @field_validator("timeout_s", "visibility", "url", "headers", mode="before")
+    @field_validator("timeout_s", "visibility", "url", "headers", "command", "args", "env", mode="before")
     @classmethod
     def _not_null(cls, value: object) -> object:
         if value is None:

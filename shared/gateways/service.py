@@ -284,23 +284,37 @@ async def _rediscover(ctx: AppContext, gateway: Gateway) -> Gateway:
     return fresh
 
 
+HTTP_FIELDS = frozenset({"url", "headers", "auth"})
+STDIO_FIELDS = frozenset({"command", "args", "env", "cwd"})
+
+
+def _check_fields_fit(principal: Principal, gateway: Gateway, given: set[str]) -> None:
+    """A stdio gateway is the platform admin's (403, before anything else is looked at); fields of
+    the other transport are 422."""
+    if gateway.transport == STDIO:
+        principal.require_platform()
+        if given & HTTP_FIELDS:
+            raise ValidationFailed("url, headers and auth are for HTTP gateways, not stdio ones")
+    elif given & STDIO_FIELDS:
+        raise ValidationFailed(
+            f"command, args, env and cwd are for stdio gateways, not {gateway.transport} ones"
+        )
+
+
 async def update(ctx: AppContext, principal: Principal, raw_id: str, body: GatewayUpdate) -> GatewayOut:
-    """Change a gateway. A new URL or credential is tried first (a discovery with the new values,
-    no session open meanwhile): if that fails, nothing changes and the caller gets its error."""
+    """Change a gateway. A new URL or credential, or a stdio server's new command line, env or cwd,
+    is tried first (a discovery with the new values, no session open meanwhile): if that fails,
+    nothing changes and the caller gets its error."""
     gateway = await _visible(ctx.read_session_factory, principal, raw_id, Role.ADMIN)
     given = body.model_fields_set
-    if gateway.transport == STDIO:
-        # A stdio gateway is the platform admin's; its command, args, env and cwd would be
-        # patched here too (not patchable yet: delete and register it again).
-        principal.require_platform()
-        if given & {"url", "headers", "auth"}:
-            raise ValidationFailed("url, headers and auth are for HTTP gateways, not stdio ones")
-    values: dict[str, Any] = {k: getattr(body, k) for k in ("url", "timeout_s", "visibility") if k in given}
+    _check_fields_fit(principal, gateway, given)
+    plain = ("url", "timeout_s", "visibility", "command", "args", "cwd")
+    values: dict[str, Any] = {k: getattr(body, k) for k in plain if k in given}
     if "timeout_s" in values:
         _check_timeout(ctx.settings, values["timeout_s"])
     catalog: dict[str, Any] | None = None
-    if given & {"url", "headers", "auth"}:
-        catalog = await _try_backend(ctx, gateway, body, values)
+    if given & (HTTP_FIELDS | STDIO_FIELDS):
+        catalog = await _try_backend(ctx, principal, gateway, body, values)
     async with ctx.session_factory() as s:
         fresh = await repository.get(s, gateway.id)
         if fresh is None:
@@ -323,10 +337,22 @@ async def update(ctx: AppContext, principal: Principal, raw_id: str, body: Gatew
 
 
 async def _try_backend(
-    ctx: AppContext, gateway: Gateway, body: GatewayUpdate, values: dict[str, Any]
+    ctx: AppContext, principal: Principal, gateway: Gateway, body: GatewayUpdate, values: dict[str, Any]
 ) -> dict[str, Any]:
-    """The catalog of the backend as `body` would have it (new URL or credentials), from a
-    discovery with those values; adds the sealed credentials to `values`. Raises if it fails."""
+    """The catalog of the backend as `body` would have it, from a discovery with the new values;
+    adds the sealed credentials (or env) to `values`. Raises if it fails."""
+    if gateway.transport == STDIO:
+        spec = _stdio_spec(ctx, principal, gateway, body, values)
+    else:
+        spec = await _http_spec(ctx, gateway, body, values)
+    spec["timeout_s"] = values.get("timeout_s", gateway.timeout_s)
+    return await _discover(ctx.queue, spec, gateway.team_id, ctx.settings)
+
+
+async def _http_spec(
+    ctx: AppContext, gateway: Gateway, body: GatewayUpdate, values: dict[str, Any]
+) -> BackendSpec:
+    """The gateway's spec with the new URL, headers or auth (through the SSRF guard)."""
     given = body.model_fields_set
     headers = body.headers if body.headers is not None else ctx.secrets.open(gateway.headers_enc)
     auth = body.auth if "auth" in given else _stored_auth(ctx.secrets, gateway.auth_enc)
@@ -336,9 +362,23 @@ async def _try_backend(
     spec = backend_spec(gateway)
     spec["url"] = values.get("url", gateway.url)
     spec["headers_enc"], spec["auth_enc"] = values["headers_enc"], values["auth_enc"]
-    spec["timeout_s"] = values.get("timeout_s", gateway.timeout_s)
     await _check_backend(ctx.settings, spec["url"], auth)
-    return await _discover(ctx.queue, spec, gateway.team_id, ctx.settings)
+    return spec
+
+
+def _stdio_spec(
+    ctx: AppContext, principal: Principal, gateway: Gateway, body: GatewayUpdate, values: dict[str, Any]
+) -> BackendSpec:
+    """The gateway's spec with the new command, args, env or cwd; the command (new or kept) must
+    still be allowed."""
+    spec = backend_spec(gateway)
+    spec["command"] = values.get("command", spec["command"])
+    check_stdio(principal, ctx.settings, spec["command"])
+    if body.env is not None:
+        values["env_enc"] = spec["env_enc"] = ctx.secrets.seal(body.env)
+    spec["args"] = values.get("args", spec["args"])
+    spec["cwd"] = values.get("cwd", spec["cwd"])
+    return spec
 
 
 async def _sessions_gone(ctx: AppContext, gateway_id: uuid.UUID) -> None:
