@@ -1,5 +1,5 @@
 """An MCP server over stdio for tests (the SDK's MCPServer), run by a worker as a subprocess:
-`python tests/stdio_server.py [MODE]`.
+`python tests/stdio_server.py [MODE [NAME]]` (NAME: the server name its handshake declares).
 
 Modes that misbehave on purpose: `exit` (writes to stderr and exits before the handshake),
 `garbage` (writes a line that is not JSON-RPC on stdout, then waits), `silent` (never answers).
@@ -33,8 +33,8 @@ def ask_name(prompt: str) -> Elicit[Name]:
     return Elicit(prompt, Name)
 
 
-def build() -> MCPServer:
-    server = MCPServer("mcpq-stdio-test", version="0.1.0")
+def build(name: str = "mcpq-stdio-test") -> MCPServer:
+    server = MCPServer(name, version="0.1.0")
 
     @server.tool()
     async def who(prompt: str, answer: Annotated[ElicitationResult[Name], Resolve(ask_name)]) -> str:
@@ -108,7 +108,7 @@ def main() -> None:
     if mode == "silent":
         sys.stdin.read()
         return
-    build().run("stdio")
+    build(*sys.argv[2:3]).run("stdio")
 
 
 if __name__ == "__main__":

@@ -255,6 +255,13 @@ async def _(w: World, c: str) -> Request:
     return "PATCH", f"/v1/gateways/{w.gateways['A']['id']}", {"url": w.backends.urls["stateless"]}
 
 
+# Stdio fields on an HTTP gateway: 422 for whoever may patch it. Who may patch a stdio gateway
+# (the platform admin only) is in tests/test_stdio.py: this run's API allows no stdio commands.
+@case("PATCH /v1/gateways/{A} command", "422 403 403 404 404 404 422")
+async def _(w: World, c: str) -> Request:
+    return "PATCH", f"/v1/gateways/{w.gateways['A']['id']}", {"command": "/bin/sh"}
+
+
 @case("DELETE /v1/gateways/{A}", "204 403 403 404 404 404 204")
 async def _(w: World, c: str) -> Request:
     return "DELETE", f"/v1/gateways/{(await w.gateway('A'))['id']}", None

@@ -101,6 +101,10 @@ async def test_timeout_and_visibility_change_without_discovery(
         {"headers": {"bad name": "x"}},
         {"name": "renamed"},  # not patchable
         {"transport": "sse"},
+        {"command": "/bin/sh"},  # stdio fields on an HTTP gateway
+        {"args": ["x"]},
+        {"env": {"A": "b"}},
+        {"cwd": "/tmp"},
     ],
 )
 async def test_bad_patch_is_422_and_changes_nothing(
@@ -111,6 +115,17 @@ async def test_bad_patch_is_422_and_changes_nothing(
     assert response.status_code == 422, response.text
     assert response.json()["error"] == "validation_error"
     assert _stored(await _shown(client, gateway)) == _stored(before)
+
+
+async def test_stdio_fields_on_an_http_gateway_say_so(
+    client: httpx.AsyncClient, gateway: dict[str, Any]
+) -> None:
+    response = await client.patch(f"/v1/gateways/{gateway['id']}", json={"args": ["x"]})
+    assert response.status_code == 422, response.text
+    assert (
+        "command, args, env and cwd are for stdio gateways, not streamable_http ones"
+        in response.json()["detail"]
+    )
 
 
 @pytest.mark.parametrize("ref", [str(uuid.uuid4()), "nope"])

@@ -216,12 +216,116 @@ async def test_only_the_platform_admin_may_patch_stdio_and_not_its_http_fields(
     )
     headers = {"Authorization": f"Bearer {minted.json()['token']}"}
     path = f"/v1/gateways/{gateway['id']}"
-    refused = await stack.http.patch(path, json={"timeout_s": 20}, headers=headers)
-    assert refused.status_code == 403, refused.text
-    for body in ({"url": "http://127.0.0.1:1/mcp"}, {"headers": {"X-A": "b"}}, {"command": "x"}):
-        assert (await stack.http.patch(path, json=body)).status_code == 422
+    # 403 whatever the body: a team admin learns nothing of the allowlist (no 422 for /bin/sh).
+    for body in ({"timeout_s": 20}, {"command": "/bin/sh"}, {"args": [SERVER, "serve", "x"]}):
+        refused = await stack.http.patch(path, json=body, headers=headers)
+        assert refused.status_code == 403, refused.text
+        assert "platform admin" in refused.json()["detail"]
+    for body in ({"url": "http://127.0.0.1:1/mcp"}, {"headers": {"X-A": "b"}}):
+        wrong = await stack.http.patch(path, json=body)
+        assert wrong.status_code == 422, wrong.text
+        assert "url, headers and auth are for HTTP gateways, not stdio ones" in wrong.json()["detail"]
     patched = await stack.http.patch(path, json={"timeout_s": gateway["timeout_s"]})
     assert patched.status_code == 200, patched.text
+    assert patched.json()["refreshed_at"] == gateway["refreshed_at"]  # no discovery for that
+
+
+@pytest.fixture
+async def own_gateway(stack: Stack) -> AsyncIterator[dict[str, Any]]:
+    """A stdio gateway of the test server for one test (PATCH changes it)."""
+    body = stdio_body(stack, SERVER, env={"STDIO_SECRET": "sk-old-" + uuid.uuid4().hex})
+    response = await stack.http.post("/v1/gateways", json=body)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    created["secret"] = body["env"]["STDIO_SECRET"]
+    yield created
+    await stack.http.delete(f"/v1/gateways/{created['id']}")
+
+
+def sha(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+async def until_gone(pid: int) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        assert time.monotonic() < deadline, f"the worker kept the old server process {pid}"
+        await asyncio.sleep(0.05)
+
+
+async def test_patch_of_args_and_env_runs_the_new_server_from_the_next_call(
+    stack: Stack, own_gateway: dict[str, Any], database_url: str
+) -> None:
+    old_pid = int(text(await call(stack, own_gateway, "pid")))
+    assert text(await call(stack, own_gateway, "env", name="STDIO_SECRET")) == sha(own_gateway["secret"])
+    secret = "sk-new-" + uuid.uuid4().hex
+    response = await stack.http.patch(
+        f"/v1/gateways/{own_gateway['id']}",
+        json={"args": [SERVER, "serve", "renamed-by-patch"], "env": {"STDIO_SECRET": secret}, "cwd": "/"},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    # Discovered with the new command line before it was stored: the handshake's name is its args'.
+    assert body["server_name"] == "renamed-by-patch" and body["args"] == [SERVER, "serve", "renamed-by-patch"]
+    assert body["cwd"] == "/" and body["refreshed_at"] > own_gateway["refreshed_at"]
+    assert "env" not in body and secret not in response.text
+    await until_gone(old_pid)  # the worker dropped the process of the old spec
+    assert int(text(await call(stack, own_gateway, "pid"))) != old_pid
+    assert text(await call(stack, own_gateway, "env", name="STDIO_SECRET")) == sha(secret)
+    row = json.loads(await asyncio.to_thread(_raw_gateway_row, database_url, own_gateway["id"]))
+    assert secret not in json.dumps(row)
+    assert SecretBox(stack.settings.secret_keys).open(row["env_enc"]) == {"STDIO_SECRET": secret}
+    # env: {} removes the extra variables, cwd: null the working directory.
+    cleared = await stack.http.patch(f"/v1/gateways/{own_gateway['id']}", json={"env": {}, "cwd": None})
+    assert cleared.status_code == 200, cleared.text
+    assert cleared.json()["cwd"] is None
+    assert text(await call(stack, own_gateway, "env", name="STDIO_SECRET")) == ""
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "detail"),
+    [
+        (
+            {"command": "/bin/sh", "args": ["-c", "true"]},
+            422,
+            "'/bin/sh' is not in MCPQ_STDIO_ALLOWED_COMMANDS",
+        ),
+        ({"args": [SERVER, "exit"]}, 502, "fatal: no configuration found"),
+        ({"env": {"STDIO_SECRET": "x"}, "cwd": "/nonexistent-dir"}, 502, "nonexistent-dir"),
+        ({"cwd": "relative"}, 422, "cwd must be an absolute path"),
+        ({"command": None}, 422, "may not be null"),
+    ],
+)
+async def test_a_patch_that_fails_changes_nothing(
+    stack: Stack,
+    own_gateway: dict[str, Any],
+    database_url: str,
+    body: dict[str, Any],
+    status: int,
+    detail: str,
+) -> None:
+    pid = int(text(await call(stack, own_gateway, "pid")))
+    before = (await stack.http.get(f"/v1/gateways/{own_gateway['id']}")).json()
+    row = await asyncio.to_thread(_raw_gateway_row, database_url, own_gateway["id"])
+    response = await stack.http.patch(f"/v1/gateways/{own_gateway['id']}", json=body)
+    assert response.status_code == status, response.text
+    assert detail in response.json()["detail"]
+    if status == 502:  # the discovery's job says what kind of failure it was
+        job = (await stack.http.get(f"/v1/jobs/{response.json()['job_id']}")).json()
+        assert job["error"]["type"] == "backend_unavailable"
+    after = (await stack.http.get(f"/v1/gateways/{own_gateway['id']}")).json()
+    live = {"breaker", "last_seen_ok_at", "last_error", "last_error_at"}
+    assert {k: v for k, v in after.items() if k not in live} == {
+        k: v for k, v in before.items() if k not in live
+    }
+    assert await asyncio.to_thread(_raw_gateway_row, database_url, own_gateway["id"]) == row
+    # The pooled process of the kept spec still serves.
+    assert int(text(await call(stack, own_gateway, "pid"))) == pid
+    assert text(await call(stack, own_gateway, "env", name="STDIO_SECRET")) == sha(own_gateway["secret"])
 
 
 @pytest.mark.parametrize(
