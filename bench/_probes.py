@@ -1,7 +1,8 @@
 """What load.py reads while the load runs: process CPU from /proc, Redis counters, pg_stat_activity.
 
 Everything is read from outside the processes under test (no metrics endpoint, no Redis command
-on the queue's keys), so measuring does not change what is measured.
+on the queue's keys while the window runs), so measuring does not change what is measured. Only
+`job_phases`, after the window, reads job records.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -163,3 +165,38 @@ class PgSampler:
             by_group[group_of(key)] = by_group.get(group_of(key), 0.0) + rss_mb(pid)
         for group, mb in by_group.items():
             self.peak_rss_mb[group] = max(self.peak_rss_mb.get(group, 0.0), round(mb, 1))
+
+
+def _epoch(value: bytes | None) -> float | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.decode().replace("Z", "+00:00")).timestamp()
+
+
+def job_phases(client: redis.Redis, prefix: str, newest: int = 3000) -> dict[str, dict[str, float]]:
+    """Where the completed jobs among the newest tool calls spent their time, from their records:
+    queued (enqueued to claimed by a worker) and running (claimed to finished: the backend call
+    plus the worker's own work), p50/p90 in seconds. What a caller waited beyond both is the
+    API's part. The calls are found in the teams' task indexes (JobStore.tasks_key)."""
+    ids: list[bytes] = []
+    for index in client.scan_iter(match=f"{prefix}:team:*:tasks"):
+        ids += cast(list[bytes], client.zrevrange(index, 0, newest - 1))
+    with client.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            record = f"{prefix}:job:{job_id.decode()}"
+            pipe.hmget(record, "status", "created_at", "started_at", "finished_at")
+        rows = pipe.execute()
+    queued, running = [], []
+    for status, created, started, finished in rows:
+        times = [_epoch(created), _epoch(started), _epoch(finished)]
+        if status == b"completed" and None not in times:
+            c, s, f = cast(list[float], times)
+            queued.append(s - c)
+            running.append(f - s)
+    return {"queued": _spread(queued), "running": _spread(running)}
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values) or [float("nan")]
+    at = {q: ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] for q in (0.5, 0.9)}
+    return {"p50": round(at[0.5], 4), "p90": round(at[0.9], 4), "jobs": len(values)}

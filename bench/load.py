@@ -50,7 +50,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._harness import ROOT, Stack, private_redis, raise_open_files_limit, stack
-from bench._probes import PgSampler, Snapshot, Window, snapshot
+from bench._probes import PgSampler, Snapshot, Window, job_phases, snapshot
 
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 WRK_SCRIPT = ROOT / "bench" / "wrk_call.lua"
@@ -118,6 +118,8 @@ class Measurement:
         self.client = redis.Redis.from_url(redis_url)
         self.sampler = sampler
         self.snapshots: list[Snapshot] = []
+        self.key_prefix = s.processes.env["MCPQ_KEY_PREFIX"]
+        self.phases: dict[str, dict[str, float]] = {}
 
     def take(self) -> None:
         pids = {**self.pids, **{f"postgres:{pid}": pid for pid in list(self.sampler.session_pids)}}
@@ -147,6 +149,8 @@ def run_wrk(
         for offset in (args.warmup, args.duration - 0.5):
             time.sleep(max(0.0, started + offset - time.monotonic()))
             measure.take()
+        # After the window's last snapshot: reading job records must not count in it.
+        measure.phases = job_phases(measure.client, measure.key_prefix)
         stdout, _ = proc.communicate(timeout=args.duration + 120)
     finally:
         if proc.poll() is None:  # only when something above failed
@@ -268,6 +272,7 @@ def summarise(
         # The machine is shared: what the stack's processes cost per call caps what 2 cores could
         # serve if nothing else ran (CPU-bound, and contention inflates the cost: a lower bound).
         "calls_per_s_on_idle_machine": round(2000 / max(1e-9, stack_ms), 1),
+        "job_phases_s": measure.phases,
         "wrk_latency_all_answers_s": {k: round(v / 1e6, 4) for k, v in lat.items()},
         "errors": errors_by_kind(wrk.answers, wrk.summary),
         "error_samples": wrk.details,
@@ -365,6 +370,9 @@ def details(x: dict[str, Any]) -> list[str]:
         f"- latency of completed calls in the window: p50 {fmt(x['p50_s'])} s, p90 {fmt(x['p90_s'])} s, "
         f"p99 {fmt(x['p99_s'])} s, max {fmt(x['max_s'])} s; wrk's histogram of all answers over the "
         f"whole run: {x['wrk_latency_all_answers_s']}",
+        f"- the newest completed jobs at the window's end, from their records (s): {x.get('job_phases_s')} "
+        "(queued: enqueued to claimed; running: claimed to finished; the rest of a call's latency is "
+        "the API's)",
         f"- errors over the whole run: {x['errors'] or 'none'}; requests unanswered when wrk stopped "
         f"(in flight): {x['unanswered_at_end']}",
         *(f"  - `{key}`: `{body[:300]}`" for key, body in x["error_samples"].items()),
