@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx2
 import pytest
 from mcp import Client
 
@@ -165,3 +167,22 @@ async def test_refused_connection_fails_only_the_call_that_needed_it(
         backends.gate(key).release()
     assert await asyncio.gather(*holds) == [f"released {key}" for key in keys]
     assert [backends.gate(key).calls for key in keys] == [1, 1]
+
+
+async def test_sessions_share_one_tls_context(
+    proxy: TcpProxy, pool: SessionPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Building a TLS context reads the CA bundle (26 ms of CPU): once per worker, not per session.
+    made = 0
+    create = httpx2.create_ssl_context
+
+    def counted() -> ssl.SSLContext:
+        nonlocal made
+        made += 1
+        return create()
+
+    monkeypatch.setattr(httpx2, "create_ssl_context", counted)
+    for _ in range(3):  # three gateways: three sessions
+        assert await pool.use(spec_for(proxy.port), lambda c: echo(c, "x")) == "x"
+    assert pool.open_sessions == 3
+    assert made == 1
