@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import pytest
+from redis.asyncio import Redis
 
 from shared.auth.schemas import PLATFORM_ADMIN
 from shared.config import Settings
@@ -18,6 +20,7 @@ from shared.redis import make_redis, start_subscriber, stop_task
 from tests.backends import Backends
 from tests.conftest import isolated, running_worker
 from tests.jobs_helpers import plant_record
+from workers.wake import take_wake_tokens
 
 
 @contextlib.asynccontextmanager
@@ -126,3 +129,29 @@ async def test_reconcile_folds_in_arq_results(
         record = await queue.get(job_id, PLATFORM_ADMIN)
         assert record.status is status
         assert record.error is not None and record.error["type"] == error_type
+
+
+async def test_a_burst_of_wake_tokens_costs_one_pop_per_claim(settings: Settings) -> None:
+    # One token per job; a worker takes as many as one claim can take jobs, in one pop.
+    redis = make_redis(settings)
+    wake_list = settings.key("test", "wake", new_job_id())
+    pops = 0
+
+    class CountingPops:
+        async def blmpop(self, *args: Any, **kwargs: Any) -> Any:
+            nonlocal pops
+            pops += 1
+            return await redis.blmpop(*args, **kwargs)
+
+    await redis.lpush(wake_list, *["1"] * 30)  # type: ignore[misc]
+    wake = asyncio.Event()
+    taker = asyncio.create_task(take_wake_tokens(cast(Redis, CountingPops()), wake_list, wake, lambda: 20))
+    try:
+        await asyncio.wait_for(wake.wait(), 5)
+        await asyncio.sleep(0.3)
+        assert await redis.llen(wake_list) == 0  # type: ignore[misc]
+        assert pops == 3  # 20 tokens, then 10, then a pop that blocks on the empty list
+    finally:
+        await stop_task(taker)
+        await redis.delete(wake_list)
+        await redis.aclose()

@@ -167,7 +167,8 @@ class Worker(arq.worker.Worker):
             asyncio.create_task(run_guarded("subscriptions", subscriptions.check_forever)),
             asyncio.create_task(
                 run_guarded(
-                    "wake-tokens", lambda: take_wake_tokens(self.pool, self.store.wake_list, self._wake)
+                    "wake-tokens",
+                    lambda: take_wake_tokens(self.pool, self.store.wake_list, self._wake, self._claim_room),
                 )
             ),
             asyncio.create_task(run_guarded("heartbeat", self._beat_forever)),
@@ -267,11 +268,15 @@ class Worker(arq.worker.Worker):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
+    def _claim_room(self) -> int:
+        """How many jobs the next claim may take."""
+        return min(self.max_jobs - len(self.tasks), CLAIM_BATCH)
+
     async def _claim_due(self) -> None:
-        room = self.max_jobs - len(self.tasks)
+        room = self._claim_room()
         if room <= 0:
             return
-        claims = await self.store.claim(self.worker_id, min(room, CLAIM_BATCH))
+        claims = await self.store.claim(self.worker_id, room)
         for claim in claims:
             task = asyncio.create_task(self._run(claim))
             self.tasks[claim.job_id] = self.job_tasks[claim.job_id] = task
