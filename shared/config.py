@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     default_backend_timeout_s: float = 60.0
     max_backend_timeout_s: float = 600.0
     discovery_timeout_s: float = 30.0
-    fallback_poll_s: float = 2.0
+    fallback_poll_s: float = 5.0
     # How long a job whose backend asked its caller something (elicitation, sampling) waits for
     # the answer; then the backend's request gets an error and the job fails with input_timeout.
     input_timeout_s: float = 300.0
