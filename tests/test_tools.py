@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import fastapi.routing
 import httpx
 import pytest
 import uvicorn
@@ -604,3 +605,45 @@ async def test_call_without_arguments_uses_empty_object(
     body = response.json()
     assert body["error"] == "invalid_arguments"
     assert "'text' is a required property" in body["detail"]
+
+
+async def test_ordinary_calls_skip_fastapis_dependency_solving(
+    client: httpx.AsyncClient, gateway: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # api/routers/items.py: a JSON body that is valid as it is, without an Idempotency-Key, is
+    # served without FastAPI's per-request dependency solving; any other request goes through
+    # FastAPI, and every answer is what FastAPI's route gives.
+    solved = 0
+    solve = fastapi.routing.solve_dependencies
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal solved
+        solved += 1
+        return await solve(*args, **kwargs)
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counted)
+    path = f"/v1/tools/{gateway['name']}.echo/call"
+
+    ordinary = await client.post(path, json={"arguments": {"text": "fast"}, "timeout_s": 10})
+    assert ordinary.status_code == 200, ordinary.text
+    assert ordinary.json()["result"]["content"][0]["text"] == "fast"
+    assert solved == 0
+
+    keyed = await client.post(
+        path, json={"arguments": {"text": "keyed"}}, headers={"Idempotency-Key": uuid.uuid4().hex}
+    )
+    assert keyed.status_code == 200 and keyed.json()["result"]["content"][0]["text"] == "keyed"
+    assert solved == 1
+
+    wrapped_wrong = await client.post(path, json={"text": "no wrapper"})
+    assert wrapped_wrong.status_code == 422
+    assert 'under "arguments"' in wrapped_wrong.json()["detail"]
+    assert solved == 2
+
+    # A valid body from an unknown caller: 401, on either path.
+    stranger = await client.post(
+        path, json={"arguments": {"text": "x"}}, headers={"Authorization": "Bearer not-a-token"}
+    )
+    assert stranger.status_code == 401
+    assert stranger.headers["WWW-Authenticate"] == "Bearer"
+    assert solved == 2

@@ -13,14 +13,16 @@ URL cannot carry).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from typing import Annotated, Any, Protocol
+import json
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Annotated, Any, Protocol, cast
 
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from api.deps import ContextDep, PrincipalDep
+from api.deps import ContextDep, PrincipalDep, authenticate, get_context
 from api.responses import BODY, errors, job_call, job_submit
 from api.routers.jobs import accepted, call_response
 from shared.items import service as items
@@ -71,6 +73,27 @@ def _typed(endpoint: Callable[..., Any], **annotations: Any) -> Callable[..., An
     return endpoint
 
 
+# Serves a request FastAPI would serve the same way, or returns None to leave it to FastAPI.
+FastPath = Callable[[Request], Awaitable[Response | None]]
+
+
+def with_fast_path(fast: FastPath) -> type[APIRoute]:
+    """A route class whose requests go to `fast` first and to FastAPI's own handler when `fast`
+    declines. The route, its parameters and its OpenAPI document are FastAPI's as declared."""
+
+    class FastPathRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            served = super().get_route_handler()
+
+            async def handler(request: Request) -> Response:
+                response = await fast(request)
+                return response if response is not None else await served(request)
+
+            return handler
+
+    return FastPathRoute
+
+
 def item_router(
     kind: ItemKind[Any, Any, Any, Any],
     *,
@@ -116,6 +139,22 @@ def item_router(
         record = await items.call(ctx, principal, kind, ref, body.request, body.timeout_s, idempotency_key)
         return call_response(record)
 
+    async def run_ordinary(request: Request) -> JSONResponse | None:
+        """`run_item` for a request as most clients send it: a JSON body that is valid as it is,
+        and no Idempotency-Key. FastAPI's handler solves the dependencies and checks every
+        parameter anew on each request: 172 us against 42 us for this in a micro-benchmark, about
+        a tenth of the API's CPU per call. The steps are FastAPI's, in its order: the body as
+        `request.json()` reads it, validated as the body model; the context; the caller (a 401
+        before the endpoint). Anything else goes to FastAPI, which answers it (its 422s) as ever."""
+        if request.headers.get("content-type") != "application/json" or "idempotency-key" in request.headers:
+            return None
+        try:
+            body = cast(AwaitedBody, awaited_body.model_validate(json.loads(await request.body())))
+        except ValueError:  # not JSON, or not a valid body (pydantic's ValidationError is one)
+            return None
+        ctx = await get_context(request)
+        return await run_item(request.path_params["ref"], body, ctx, await authenticate(request, ctx))
+
     async def submit_item(
         ref: str,
         body: JobBody,
@@ -140,6 +179,7 @@ def item_router(
         methods=["POST"],
         name=f"{verb}_{name}",
         responses=job_call(*refused),
+        route_class_override=with_fast_path(run_ordinary),
     )
     router.add_api_route(
         f"/{path_ref}/jobs",
