@@ -21,7 +21,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import httpx2
@@ -406,14 +406,7 @@ class SessionPool:
                 ready.set_result(client)
                 await stop.wait()
         except BaseException as exc:
-            if not ready.done():
-                # A cancelled open is the opener's doing: cancel the future, do not leave it an error.
-                if isinstance(exc, asyncio.CancelledError):
-                    ready.cancel()
-                else:
-                    ready.set_exception(exc)
-            elif not isinstance(exc, asyncio.CancelledError):
-                log.info("MCP session to %s ended: %s", spec["gateway"], describe(exc))
+            owner_ended(ready, exc, f"MCP session to {spec['gateway']}")
             if isinstance(exc, asyncio.CancelledError):
                 raise
 
@@ -598,6 +591,19 @@ class SessionPool:
                 for session in list(group):
                     if session.in_flight == 0 and session.last_used < cutoff:
                         self._retire(session)
+
+
+def owner_ended(ready: asyncio.Future[Any], exc: BaseException, what: str) -> None:
+    """A session's owner task ended with `exc`: the opener still waiting on `ready` gets the
+    error (or, for a cancelled open, which is the opener's own doing, a cancelled future); a
+    session that was up is logged as ended. The caller re-raises a cancellation."""
+    if not ready.done():
+        if isinstance(exc, asyncio.CancelledError):
+            ready.cancel()
+        else:
+            ready.set_exception(exc)
+    elif not isinstance(exc, asyncio.CancelledError):
+        log.info("%s ended: %s", what, describe(exc))
 
 
 def session_expired(exc: MCPError) -> bool:

@@ -32,7 +32,7 @@ from shared.config import Settings
 from shared.jobs.schemas import BackendSpec
 from shared.jobs.store import JobStore
 from shared.subscriptions import SubscriptionStore, Wanted
-from workers.sessions import SessionPool, describe
+from workers.sessions import SessionPool, describe, owner_ended
 
 log = logging.getLogger(__name__)
 
@@ -233,13 +233,7 @@ class SubscriptionHolder:
                 ready.set_result(None)
                 await link.stop.wait()
         except BaseException as exc:
-            if not ready.done():
-                if isinstance(exc, asyncio.CancelledError):
-                    ready.cancel()
-                else:
-                    ready.set_exception(exc)
-            elif not isinstance(exc, asyncio.CancelledError):
-                log.info("subscription session to %s ended: %s", link.spec["gateway"], describe(exc))
+            owner_ended(ready, exc, f"subscription session to {link.spec['gateway']}")
             if isinstance(exc, asyncio.CancelledError):
                 raise
         finally:
