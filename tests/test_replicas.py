@@ -5,6 +5,7 @@ spread over both get their own answers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
@@ -21,11 +22,13 @@ import mcp_types as types
 import pytest
 from mcp import Client
 from mcp.client.extension import ClientExtension, NotificationBinding
+from mcp.client.session import ClientRequestContext
 from mcp.client.streamable_http import streamable_http_client
 from redis.asyncio import Redis
 
 from shared.config import Settings
 from tests.backends import Backends, free_port
+from tests.conformance.fixture_backend import FixtureBackend
 from tests.conftest import ADMIN_TOKEN, isolated, unique, worker_env
 
 APIS = 2
@@ -171,10 +174,11 @@ async def world(cluster: Cluster, backends: Backends) -> AsyncIterator[World]:
 
 class Router(httpx2.AsyncBaseTransport):
     """Sends each request of one client to the API the test chose (`target`); the GET stream
-    always to `stream_api`. Records where every request went."""
+    always to `stream_api`, and the client's answers to server-to-client requests (JSON-RPC
+    responses) to `answers` if set. Records where every request went."""
 
-    def __init__(self, ports: list[int], stream_api: int) -> None:
-        self.ports, self.stream_api = ports, stream_api
+    def __init__(self, ports: list[int], stream_api: int, answers: int | None = None) -> None:
+        self.ports, self.stream_api, self.answers = ports, stream_api, answers
         self.target = 0
         self.inner = httpx2.AsyncHTTPTransport()
         self.sent: list[tuple[str, str, int, int]] = []  # HTTP method, JSON-RPC method, API, status
@@ -182,11 +186,17 @@ class Router(httpx2.AsyncBaseTransport):
         self.session_id: str | None = None
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        api = self.stream_api if request.method == "GET" else self.target
+        body = json.loads(request.content) if request.method == "POST" else {}
+        rpc = body.get("method", "")
+        if request.method == "GET":
+            api = self.stream_api
+        elif self.answers is not None and ("result" in body or "error" in body):
+            api = self.answers
+        else:
+            api = self.target
         port = self.ports[api]
         request.url = request.url.copy_with(port=port)
         request.headers["Host"] = f"127.0.0.1:{port}"
-        rpc = json.loads(request.content).get("method", "") if request.method == "POST" else ""
         response = await self.inner.handle_async_request(request)
         self.sent.append((request.method, rpc, api, response.status_code))
         self.session_id = response.headers.get("mcp-session-id", self.session_id)
@@ -705,4 +715,165 @@ async def test_list_changed_reaches_the_stream_another_api_holds(cluster: Cluste
         assert edit.status_code == 200, edit.text
         assert await inbox.next() == "notifications/tools/list_changed"
         assert (await mcp.list_tools()).tools == []
+    cluster.check_alive()
+
+
+@dataclass
+class Asking:
+    """A team with a server whose tool `test_elicitation` (the conformance fixture backend's)
+    asks the caller a question before it answers."""
+
+    path: str
+    member: str
+
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.member}"}
+
+
+@pytest.fixture(scope="module")
+async def asking(cluster: Cluster) -> AsyncIterator[Asking]:
+    fixture = FixtureBackend(free_port())
+    fixture.start()
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with httpx.AsyncClient(headers=admin, timeout=60) as http:
+        team = (await http.post(f"{cluster.base(0)}/v1/teams", json={"name": unique("asking")})).json()
+        gateway = await http.post(
+            f"{cluster.base(1)}/v1/gateways", json={"name": unique(), "url": fixture.url, "team": team["id"]}
+        )
+        assert gateway.status_code == 201, gateway.text
+        server = await http.post(
+            f"{cluster.base(0)}/v1/servers",
+            json={
+                "name": "asking",
+                "team": team["id"],
+                "tools": [f"{gateway.json()['name']}.test_elicitation"],
+            },
+        )
+        assert server.status_code == 201, server.text
+        token = await http.post(
+            f"{cluster.base(1)}/v1/tokens", json={"name": "member", "team": team["id"], "role": "member"}
+        )
+        try:
+            yield Asking(server.json()["mcp_path"], token.json()["token"])
+        finally:
+            await http.delete(f"{cluster.base(0)}/v1/teams/{team['id']}")
+            fixture.stop()
+
+
+def _answer(message: str) -> types.ElicitResult:
+    return types.ElicitResult(action="accept", content={"username": message, "email": "e@example.com"})
+
+
+def _answered(result: types.CallToolResult, message: str) -> bool:
+    expected = f'User response: action=accept, content={{"username": "{message}", "email": "e@example.com"}}'
+    text = result.content[0]
+    return result.is_error is False and isinstance(text, types.TextContent) and text.text == expected
+
+
+@contextlib.asynccontextmanager
+async def _asking_client(
+    cluster: Cluster, asking: Asking, router: Router, elicitation_callback: Any
+) -> AsyncIterator[Client]:
+    """A 2025-11-25 SDK client (it declares elicitation) whose requests go through `router`."""
+    async with (
+        httpx2.AsyncClient(
+            transport=router, headers=asking.auth(), timeout=httpx2.Timeout(30, read=None)
+        ) as http,
+        Client(
+            streamable_http_client(f"{cluster.base(0)}{asking.path}", http_client=http),  # type: ignore[arg-type]
+            mode="legacy",
+            elicitation_callback=elicitation_callback,
+        ) as mcp,
+    ):
+        assert mcp.protocol_version == "2025-11-25"
+        yield mcp
+
+
+async def test_an_answer_posted_to_the_other_api_reaches_the_question(
+    cluster: Cluster, asking: Asking
+) -> None:
+    """The call goes to API 1, which asks the backend's question on the call's stream; the
+    client's answer is POSTed to API 2, which hands it to API 1: the call completes with it."""
+    router = Router(cluster.ports, stream_api=0, answers=1)
+
+    async def answer(context: ClientRequestContext, params: types.ElicitRequestParams) -> types.ElicitResult:
+        return _answer(params.message)
+
+    async with _asking_client(cluster, asking, router, answer) as mcp:
+        result = await asyncio.wait_for(mcp.call_tool("test_elicitation", {"message": "who?"}), 30)
+    assert _answered(result, "who?"), result
+    assert ("POST", "tools/call", 0, 200) in router.sent
+    assert ("POST", "", 1, 202) in router.sent, router.sent  # the answer, on API 2
+    assert not any(api == 0 and rpc == "" and method == "POST" for method, rpc, api, _ in router.sent)
+    cluster.check_alive()
+
+
+async def test_questions_from_both_apis_at_once_get_their_own_answers(
+    cluster: Cluster, asking: Asking
+) -> None:
+    """One session, two calls at once, one on each API, each asking a question; both questions
+    are out together and both answers go to API 2. The two replicas' requests have distinct ids,
+    so each call gets its own answer (API 1's handed over, API 2's taken there)."""
+    router = Router(cluster.ports, stream_api=0, answers=1)
+    ids: list[types.RequestId] = []
+    first_asked, both_asked = asyncio.Event(), asyncio.Event()
+
+    async def answer_once_both_asked(
+        context: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult:
+        ids.append(context.request_id)
+        (first_asked if len(ids) == 1 else both_asked).set()
+        await asyncio.wait_for(both_asked.wait(), 20)
+        return _answer(params.message)
+
+    async with _asking_client(cluster, asking, router, answer_once_both_asked) as mcp:
+        first = asyncio.create_task(mcp.call_tool("test_elicitation", {"message": "first"}))
+        await asyncio.wait_for(first_asked.wait(), 20)  # asked by API 1
+        router.target = 1
+        second = asyncio.create_task(mcp.call_tool("test_elicitation", {"message": "second"}))
+        results = await asyncio.wait_for(asyncio.gather(first, second), 40)
+    assert _answered(results[0], "first") and _answered(results[1], "second"), results
+    assert len(set(ids)) == 2, ids
+    assert {("tools/call", 0), ("tools/call", 1)} <= {(rpc, api) for _, rpc, api, _ in router.sent}
+    cluster.check_alive()
+
+
+async def test_an_answer_nobody_awaits_is_dropped(cluster: Cluster, asking: Asking) -> None:
+    """A late second answer to a question already answered, an answer in the shape of another
+    replica's request, and one to an id no replica uses: each API accepts them (202) and drops
+    them, and the session goes on."""
+    router = Router(cluster.ports, stream_api=0, answers=1)
+    asked: list[types.RequestId] = []
+
+    async def answer(context: ClientRequestContext, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.append(context.request_id)
+        return _answer(params.message)
+
+    async with _asking_client(cluster, asking, router, answer) as mcp:
+        assert _answered(await mcp.call_tool("test_elicitation", {"message": "once"}), "once")
+        assert router.session_id is not None
+        headers = {
+            **ACCEPT,
+            **asking.auth(),
+            "Mcp-Session-Id": router.session_id,
+            "MCP-Protocol-Version": "2025-11-25",
+        }
+        late = {"id": asked[0], "result": _answer("late").model_dump(mode="json", exclude_none=True)}
+        stray: list[dict[str, Any]] = [
+            late,
+            {"id": "r0123456789ab-1", "result": {"action": "decline"}},
+            {"id": "r0123456789ab-2", "error": {"code": -32603, "message": "no"}},
+            {"id": 424242, "result": {"action": "cancel"}},
+        ]
+        async with httpx.AsyncClient(timeout=30) as http:
+            for api in range(APIS):
+                for message in stray:
+                    posted = await http.post(
+                        f"{cluster.base(api)}{asking.path}",
+                        json={"jsonrpc": "2.0", **message},
+                        headers=headers,
+                    )
+                    assert posted.status_code == 202, posted.text
+        router.target = 1
+        assert _answered(await mcp.call_tool("test_elicitation", {"message": "again"}), "again")
     cluster.check_alive()

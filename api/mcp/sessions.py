@@ -20,7 +20,11 @@ built from the same SDK parts (the streamable-HTTP transport, the JSON-RPC dispa
   server-to-client messages meant for the standalone `GET` stream: a replica without the open
   stream publishes them, the one holding it writes them out (`RelayedOutbound`). Workers publish
   there too: a resource update for each subscribed session (shared/subscriptions.py), and for
-  `listen:{id}` streams, which this manager hands to `listens`.
+  `listen:{id}` streams, which this manager hands to `listens`. It also carries a client's
+  answer to a server-to-client request (elicitation, sampling) that the client POSTed to a
+  replica other than the one awaiting it: each replica names the requests it sends after itself
+  (`SessionDispatcher`), so the one that gets the answer knows whose it is and hands it over, and
+  that one takes it as if it had been received there.
 - Idle: each replica's copy idles out on its own (the transport's timer); a sweep, three times
   per idle period, refreshes the Redis TTL of the sessions used since the last sweep (or with a
   `GET` stream open here) and closes every local copy whose state is gone (ended elsewhere,
@@ -32,11 +36,12 @@ A single replica works as before: the same transport and kernel, one Redis write
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,16 +55,29 @@ from mcp.server.runner import ServerRunner, aclose_shielded
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import RequestBodyLimitMiddleware
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared._stream_protocols import ReadStream, WriteStream
 from mcp.shared.dispatcher import CallOptions, DispatchContext, Outbound
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
+from mcp.shared.message import SessionMessage
 from mcp.shared.transport_context import TransportContext
-from mcp_types import INTERNAL_ERROR, INVALID_REQUEST, ErrorData, InitializeRequestParams, JSONRPCError
+from mcp_types import (
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    ErrorData,
+    InitializeRequestParams,
+    JSONRPCError,
+    JSONRPCResponse,
+    RequestId,
+    jsonrpc_message_adapter,
+)
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
+from typing_extensions import override
 
 from api.mcp.wire import SCOPE_KEY, SESSION_KEY, Caller
 from shared.config import Settings
@@ -163,8 +181,76 @@ class SessionStore:
         """Hand a message for the session's standalone stream to the replica that holds it."""
         await self._publish({"session": session_id, "method": method, "params": dict(params or {})})
 
+    async def hand_over(self, session_id: str, answer: JSONRPCResponse | JSONRPCError) -> None:
+        """Hand the client's answer to a server-to-client request to the replica that sent it."""
+        wire = answer.model_dump(by_alias=True, mode="json", exclude_unset=True)
+        await self._publish({"session": session_id, "answer": wire})
+
     async def _publish(self, message: dict[str, Any]) -> None:
         await self.redis.publish(self.channel, json.dumps(message, separators=(",", ":")))
+
+
+def _sender_of(request_id: RequestId | None) -> str | None:
+    """The replica that sent a server-to-client request, from its id (`SessionDispatcher`)."""
+    if isinstance(request_id, str) and request_id.startswith("r") and "-" in request_id:
+        return request_id[1:].rpartition("-")[0]
+    return None
+
+
+class SessionDispatcher(JSONRPCDispatcher[TransportContext]):
+    """The SDK dispatcher of a replica's copy of a session, for answers that land elsewhere.
+
+    A 2025-era client POSTs its answer to a server-to-client request (elicitation, sampling) with
+    only the session id, so a load balancer may take it to any replica; the request is awaited
+    by the one that sent it. So each request this copy sends is named after its replica,
+    `r{replica}-{n}` (a string no integer parse takes, so unique in the session across replicas,
+    as the SDK's `CallOptions.request_id` asks), and an answer that arrives for another replica's
+    request goes to `elsewhere` (which publishes it). `answered` takes one handed over from
+    another replica as if it had been received here. An answer nobody awaits any more is dropped
+    with the SDK's debug log.
+    """
+
+    def __init__(
+        self,
+        read_stream: ReadStream[SessionMessage | Exception],
+        write_stream: WriteStream[SessionMessage],
+        *,
+        replica: str,
+        ids: Iterator[int],
+        elsewhere: Callable[[JSONRPCResponse | JSONRPCError], object],
+    ) -> None:
+        super().__init__(read_stream, write_stream, inline_methods=frozenset({"initialize"}))
+        self.replica, self.ids, self.elsewhere = replica, ids, elsewhere
+
+    @override
+    async def send_raw_request(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None,
+        opts: CallOptions | None = None,
+        *,
+        _related_request_id: RequestId | None = None,
+    ) -> dict[str, Any]:
+        if opts is None or "request_id" not in opts:
+            opts = {**(opts or {}), "request_id": f"r{self.replica}-{next(self.ids)}"}
+        return await super().send_raw_request(method, params, opts, _related_request_id=_related_request_id)
+
+    @override
+    def _resolve_pending(self, request_id: RequestId | None, outcome: dict[str, Any] | ErrorData) -> None:
+        # Where the read loop settles every response the client POSTed to this replica.
+        sender = _sender_of(request_id)
+        if sender is None or sender == self.replica:
+            super()._resolve_pending(request_id, outcome)
+        elif isinstance(outcome, ErrorData):
+            self.elsewhere(JSONRPCError(jsonrpc="2.0", id=request_id, error=outcome))
+        else:
+            assert request_id is not None  # a sender comes from an id
+            self.elsewhere(JSONRPCResponse(jsonrpc="2.0", id=request_id, result=outcome))
+
+    def answered(self, answer: JSONRPCResponse | JSONRPCError) -> None:
+        """An answer another replica received for a request of this one."""
+        outcome = answer.result if isinstance(answer, JSONRPCResponse) else answer.error
+        super()._resolve_pending(answer.id, outcome)
 
 
 @dataclass(eq=False)
@@ -175,7 +261,7 @@ class LocalSession:
     server_id: str
     transport: StreamableHTTPServerTransport
     store: SessionStore
-    dispatcher: JSONRPCDispatcher[TransportContext] | None = None
+    dispatcher: SessionDispatcher | None = None
     connection: Connection | None = None
     streams: int = 0  # GET streams open on this replica
     used: bool = True  # a request since the last sweep
@@ -192,12 +278,10 @@ class LocalSession:
 
 class RelayedOutbound:
     """The connection's standalone channel: written here when this replica holds the session's
-    GET stream, else published for the replica that does. Server-to-client requests stay on this
-    replica's stream (their answers would come back to whichever replica the client picks)."""
+    GET stream, else published for the replica that does. Server-to-client requests go out on
+    this replica's stream (their answers come back here from any replica: `SessionDispatcher`)."""
 
-    def __init__(
-        self, local: LocalSession, dispatcher: JSONRPCDispatcher[TransportContext], store: SessionStore
-    ):
+    def __init__(self, local: LocalSession, dispatcher: SessionDispatcher, store: SessionStore):
         self.local, self.dispatcher, self.store = local, dispatcher, store
 
     async def send_raw_request(
@@ -252,6 +336,9 @@ class ReplicatedSessionManager:
         self.sweep_s = max(idle_s / 3, 0.05)
         self.asgi_app = RequestBodyLimitMiddleware(self._handle, max_body_bytes)
         self.sessions: dict[str, LocalSession] = {}
+        # Names this replica's server-to-client requests (SessionDispatcher).
+        self.replica = uuid.uuid4().hex[:12]
+        self._request_ids = itertools.count(1)
         self._adopting = anyio.Lock()
         self._task_group: anyio.abc.TaskGroup | None = None
         self._lifespan_state: Any = None
@@ -383,10 +470,16 @@ class ReplicatedSessionManager:
     async def _run(
         self, local: LocalSession, state: SessionState | None, *, task_status: anyio.abc.TaskStatus[None]
     ) -> None:
+        tg = self._task_group
+        assert tg is not None, "run() first"
         try:
             async with local.transport.connect() as (read_stream, write_stream):
-                dispatcher: JSONRPCDispatcher[TransportContext] = JSONRPCDispatcher(
-                    read_stream, write_stream, inline_methods=frozenset({"initialize"})
+                dispatcher = SessionDispatcher(
+                    read_stream,
+                    write_stream,
+                    replica=self.replica,
+                    ids=self._request_ids,
+                    elsewhere=lambda answer: tg.start_soon(self._hand_over, local.id, answer),
                 )
                 outbound = RelayedOutbound(local, dispatcher, self.store)
                 connection = _connection(outbound, local.id, state)
@@ -433,13 +526,16 @@ class ReplicatedSessionManager:
     # --- what other replicas tell this one ---------------------------------------------------------
 
     def on_message(self, raw: str) -> None:
-        """A session ended elsewhere, its log level changed, or a message for a standalone stream
-        (or a listen stream) that may be here."""
+        """A session ended elsewhere, its log level changed, a client's answer to a request of
+        this replica, or a message for a standalone stream (or a listen stream) that may be here."""
         message = json.loads(raw)
         target = str(message.get("session"))
         local = self.sessions.get(target)
         if target.startswith(LISTEN_PREFIX) and "method" in message:
             self.listens(target.removeprefix(LISTEN_PREFIX), str(message["method"]), message.get("params"))
+            return
+        if "answer" in message:
+            self._take_answer(target, local, message["answer"])
             return
         if local is None or self._task_group is None:
             return
@@ -449,6 +545,29 @@ class ReplicatedSessionManager:
             local.log_level = str(message["log_level"])
         elif local.streams:
             self._task_group.start_soon(self._deliver, local, str(message["method"]), message.get("params"))
+
+    def _take_answer(self, session_id: str, local: LocalSession | None, wire: Any) -> None:
+        """Settle the request of this replica that another replica got the client's answer to."""
+        if not isinstance(wire, dict) or _sender_of(wire.get("id")) != self.replica:
+            return  # another replica's
+        try:
+            answer = jsonrpc_message_adapter.validate_python(wire, by_name=False)
+        except ValidationError:
+            answer = None
+        if not isinstance(answer, JSONRPCResponse | JSONRPCError):
+            log.warning("MCP session %s: a malformed answer was handed over", session_id)
+            return
+        if local is None or local.dispatcher is None:
+            log.debug("MCP session %s: dropped the answer to %r (no longer held here)", session_id, answer.id)
+            return
+        local.dispatcher.answered(answer)
+
+    async def _hand_over(self, session_id: str, answer: JSONRPCResponse | JSONRPCError) -> None:
+        try:
+            await self.store.hand_over(session_id, answer)
+        except Exception as exc:  # runs in the manager's task group: never raises
+            # The request awaiting it times out instead (MCPQ_INPUT_TIMEOUT_S for a question).
+            log.warning("MCP session %s: the answer to %r not handed over: %s", session_id, answer.id, exc)
 
     async def _deliver(self, local: LocalSession, method: str, params: dict[str, Any] | None) -> None:
         # Best effort, as any notification: the stream may close meanwhile. Never raises (it runs
