@@ -101,7 +101,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    app = FastAPI(title="mcpq", version="0.1.0", lifespan=lifespan)
+    # FastAPI's own OpenTelemetry is off: mcpq makes its spans itself (api/tracing.py, to its own
+    # provider), and with FastAPI's on, every request paid ~4 us asking the global providers.
+    app = FastAPI(
+        title="mcpq",
+        version="0.1.0",
+        lifespan=lifespan,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     app.state.settings = settings or get_settings()
     errors.install(app)
     app.include_router(health.router)
