@@ -265,8 +265,11 @@ class Worker(arq.worker.Worker):
             await self._sleep(self.poll_delay_s)
 
     async def _sleep(self, seconds: float) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps the wait in a task of its
+        # own, one more task and one more loop turn between a wake-up and the claim.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     def _claim_room(self) -> int:
         """How many jobs the next claim may take."""
