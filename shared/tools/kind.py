@@ -52,6 +52,7 @@ def to_plain(tool: Tool, gateway: Gateway) -> PlainTool:
         name=tool.name,
         qualified_name=f"{gateway.name}.{tool.name}",
         input_schema=tool.input_schema,
+        schema_key=json.dumps(tool.input_schema, sort_keys=True),
         retry_safe=retry_safe(tool.annotations),
         backend=backend_spec(gateway),
         team_id=gateway.team_id,
@@ -73,7 +74,7 @@ def _validator(schema_json: str) -> Validator | None:
 
 
 def check_arguments(tool: PlainTool, arguments: dict[str, Any]) -> None:
-    validator = _validator(json.dumps(tool.input_schema, sort_keys=True))
+    validator = _validator(tool.schema_key)
     if validator is None:
         return
     errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))

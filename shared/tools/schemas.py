@@ -19,6 +19,9 @@ class PlainTool:
     name: str
     qualified_name: str
     input_schema: dict[str, Any]
+    # The input schema as canonical JSON, made once when the tool is loaded: the key of its
+    # compiled validator (shared/tools/kind.py), so a call does not serialise the schema anew.
+    schema_key: str
     retry_safe: bool
     backend: BackendSpec
     # The owning team of the tool's gateway, and whether other teams may use it.
