@@ -41,8 +41,18 @@ def sane_headers(headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
-class _StdioChecks(BaseModel):
-    """The checks of a stdio gateway's fields, shared by register and PATCH (None: not given)."""
+class _GatewayChecks(BaseModel):
+    """The checks of a gateway's fields, shared by register and PATCH (None: not given)."""
+
+    @field_validator("url", check_fields=False)
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        return None if url is None else http_url(url)
+
+    @field_validator("headers", check_fields=False)
+    @classmethod
+    def _sane_headers(cls, headers: dict[str, str] | None) -> dict[str, str] | None:
+        return None if headers is None else sane_headers(headers)
 
     @field_validator("command", "cwd", check_fields=False)
     @classmethod
@@ -108,7 +118,7 @@ class OAuthOut(BaseModel):
     audience: str | None = None
 
 
-class GatewayCreate(_StdioChecks):
+class GatewayCreate(_GatewayChecks):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[a-z0-9_-]{1,64}$")
@@ -145,18 +155,8 @@ class GatewayCreate(_StdioChecks):
                 raise ValueError("command, args, env and cwd are for transport stdio only")
         return self
 
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, url: str | None) -> str | None:
-        return None if url is None else http_url(url)
 
-    @field_validator("headers")
-    @classmethod
-    def _sane_headers(cls, headers: dict[str, str]) -> dict[str, str]:
-        return sane_headers(headers)
-
-
-class GatewayUpdate(_StdioChecks):
+class GatewayUpdate(_GatewayChecks):
     """PATCH /v1/gateways/{id}: the fields given replace the stored ones (`headers` and `env` as a
     whole; `auth: null` removes the OAuth settings, `cwd: null` the working directory). A new
     `url`, `headers` or `auth` (HTTP), or `command`, `args`, `env` or `cwd` (stdio, platform admin
@@ -173,16 +173,6 @@ class GatewayUpdate(_StdioChecks):
     args: list[str] | None = Field(default=None, max_length=MAX_ARGS)
     env: dict[str, str] | None = None
     cwd: str | None = Field(default=None, min_length=1, max_length=1024)
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, url: str | None) -> str | None:
-        return None if url is None else http_url(url)
-
-    @field_validator("headers")
-    @classmethod
-    def _sane_headers(cls, headers: dict[str, str] | None) -> dict[str, str] | None:
-        return None if headers is None else sane_headers(headers)
 
     @field_validator("timeout_s", "visibility", "url", "headers", "command", "args", "env", mode="before")
     @classmethod
