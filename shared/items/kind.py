@@ -108,9 +108,6 @@ class ItemKind(Generic[Row, Plain, Out, Request]):
     def server_filter(self, name: str) -> ColumnElement[bool]:
         return self.on_server(name) if self.on_server is not None else self.key == name
 
-    def ref_of(self, row: Row, gateway: Gateway) -> str:
-        return f"{gateway.name}{self.separator}{self.key_of(row)}"
-
     def key_of(self, row: Row) -> str:
         value: str = getattr(row, self.key.key)
         return value
