@@ -308,6 +308,14 @@ class OAuthServer:
     def revoke_all(self) -> None:
         self.tokens.clear()
 
+    # Sessions of earlier tests' gateways may still be pooled on the worker and fetch or be
+    # refused tokens of their own meanwhile: a test counts those of its gateway's scope.
+    def issued_for(self, scope: str) -> list[str]:
+        return [token for token in self.issued if self.scope_of.get(token) == scope]
+
+    def refused_for(self, scope: str) -> int:
+        return sum(self.scope_of.get(bearer) == scope for bearer in self.refused_bearers)
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.mcp_app(scope, receive, send)

@@ -90,19 +90,45 @@ async def test_concurrent_requests_share_one_fetch_and_a_stale_token_one_refetch
     backends: Backends, oauth: OAuthServer, settings: Settings
 ) -> None:
     source = TokenSource(settings.allowed_networks, 5)
-    creds = ClientCredentials(token_url(backends), oauth.client_id, oauth.client_secret, scope="s1")
+    scope = unique("s")
+    creds = ClientCredentials(token_url(backends), oauth.client_id, oauth.client_secret, scope=scope)
     try:
         tokens = await asyncio.gather(*(source.token(creds) for _ in range(50)))
-        assert len(oauth.issued) == 1 and set(tokens) == {oauth.issued[0]}
-        assert oauth.forms[0] == {"grant_type": "client_credentials", "scope": "s1"}
+        issued = oauth.issued_for(scope)
+        assert len(issued) == 1 and set(tokens) == {issued[0]}
+        assert {"grant_type": "client_credentials", "scope": scope} in oauth.forms
         # Fifty requests refused with the same token: one new token for all of them.
         fresh = await asyncio.gather(*(source.token(creds, stale=tokens[0]) for _ in range(50)))
-        assert len(oauth.issued) == 2 and set(fresh) == {oauth.issued[1]}
+        issued = oauth.issued_for(scope)
+        assert len(issued) == 2 and set(fresh) == {issued[1]}
         # Another secret is another client: it never gets the cached token.
-        wrong = ClientCredentials(token_url(backends), oauth.client_id, "not-the-secret", scope="s1")
+        wrong = ClientCredentials(token_url(backends), oauth.client_id, "not-the-secret", scope=scope)
         with pytest.raises(BackendAuthError, match="invalid_client") as refused:
             await source.token(wrong)
         assert token_url(backends) in str(refused.value) and "not-the-secret" not in str(refused.value)
+    finally:
+        await source.close()
+
+
+async def test_a_token_fetched_for_callers_who_gave_up_is_still_kept(
+    backends: Backends, oauth: OAuthServer, settings: Settings
+) -> None:
+    # Every caller waiting on a fetch timed out: the fetch goes on (shielded) and the token it
+    # brings serves the next caller, rather than being thrown away and fetched again.
+    source = TokenSource(settings.allowed_networks, 5)
+    scope = unique("s")
+    creds = ClientCredentials(token_url(backends), oauth.client_id, oauth.client_secret, scope=scope)
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(source.token(creds), timeout=0.0001)
+        for _ in range(200):
+            if oauth.issued_for(scope):
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # the fetch's answer is read and parsed
+        assert len(oauth.issued_for(scope)) == 1
+        assert await source.token(creds) == oauth.issued_for(scope)[0]
+        assert len(oauth.issued_for(scope)) == 1
     finally:
         await source.close()
 
@@ -124,10 +150,11 @@ async def test_token_fetched_once_for_many_calls(
 ) -> None:
     gateway = await oauth_gateway(register, backends, oauth)
     assert gateway["tool_count"] > 0  # discovery ran with the token
+    scope = gateway["auth"]["scope"]
     calls = await asyncio.gather(*(call_echo(client, gateway, f"t{i}") for i in range(30)))
     assert [c.status_code for c in calls] == [200] * 30, [c.text for c in calls if c.status_code != 200]
-    assert len(oauth.issued) == 1
-    assert oauth.refused == 0
+    assert len(oauth.issued_for(scope)) == 1
+    assert oauth.refused_for(scope) == 0
 
 
 async def test_the_sse_transport_sends_the_token_and_replaces_a_refused_one(
@@ -136,13 +163,14 @@ async def test_the_sse_transport_sends_the_token_and_replaces_a_refused_one(
     created = await register(url=backends.urls["oauth_sse"], transport="sse", auth=auth_body(backends, oauth))
     assert created.status_code == 201, created.text
     gateway = created.json()
+    scope = gateway["auth"]["scope"]
     assert (await call_echo(client, gateway, "a")).status_code == 200
-    assert len(oauth.issued) == 1
+    assert len(oauth.issued_for(scope)) == 1
     oauth.revoke_all()
     answer = await call_echo(client, gateway, "b")
     assert answer.status_code == 200, answer.text
     assert answer.json()["result"]["content"][0]["text"] == "b"
-    assert len(oauth.issued) == 2 and oauth.refused >= 1
+    assert len(oauth.issued_for(scope)) == 2 and oauth.refused_for(scope) >= 1
 
 
 async def test_token_renewed_before_it_expires(
@@ -154,30 +182,28 @@ async def test_token_renewed_before_it_expires(
     gateway = await oauth_gateway(register, backends, oauth)
     scope = gateway["auth"]["scope"]
     assert (await call_echo(client, gateway, "a")).status_code == 200
-    assert len(oauth.issued) == 1
+    assert len(oauth.issued_for(scope)) == 1
     await asyncio.sleep(3.9)
     assert (await call_echo(client, gateway, "b")).status_code == 200
-    assert len(oauth.issued) == 2
-    # Renewed before the backend had to refuse it (sessions of other tests' gateways, closing
-    # meanwhile, may be refused their own tokens: not this test's).
-    refused = [(b, oauth.scope_of.get(b)) for b in oauth.refused_bearers]
-    assert not [b for b, of in refused if of == scope], refused
+    assert len(oauth.issued_for(scope)) == 2
+    assert oauth.refused_for(scope) == 0  # renewed before the backend had to refuse it
 
 
 async def test_a_refused_token_is_replaced_once_and_the_call_sent_again(
     client: httpx.AsyncClient, register: Register, backends: Backends, oauth: OAuthServer
 ) -> None:
     gateway = await oauth_gateway(register, backends, oauth)
+    scope = gateway["auth"]["scope"]
     assert (await call_echo(client, gateway, "a")).status_code == 200
     oauth.revoke_all()  # the authorization server revoked it early
     answer = await call_echo(client, gateway, "b")
     assert answer.status_code == 200, answer.text
     assert answer.json()["result"]["content"][0]["text"] == "b"
-    assert len(oauth.issued) == 2 and oauth.refused == 1
+    assert len(oauth.issued_for(scope)) == 2 and oauth.refused_for(scope) == 1
     oauth.revoke_all()
     calls = await asyncio.gather(*(call_echo(client, gateway, f"c{i}") for i in range(10)))
     assert [c.status_code for c in calls] == [200] * 10
-    assert len(oauth.issued) == 3  # many requests refused at once: one new token
+    assert len(oauth.issued_for(scope)) == 3  # many requests refused at once: one new token
 
 
 async def test_token_endpoint_refusal_is_a_typed_error_without_the_secret(
@@ -209,6 +235,7 @@ async def test_a_fresh_token_refused_too_is_a_typed_error(
     client: httpx.AsyncClient, register: Register, backends: Backends, oauth: OAuthServer
 ) -> None:
     gateway = await oauth_gateway(register, backends, oauth)
+    scope = gateway["auth"]["scope"]
     assert (await call_echo(client, gateway, "a")).status_code == 200
     oauth.refuse_all = True
     try:
@@ -218,7 +245,7 @@ async def test_a_fresh_token_refused_too_is_a_typed_error(
     assert failed.status_code == 502, failed.text
     assert failed.json()["error"] == "backend_auth"
     assert "401 Unauthorized to a fresh token from " + token_url(backends) in failed.json()["detail"]
-    assert len(oauth.issued) == 2  # one new token tried, not one per attempt
+    assert len(oauth.issued_for(scope)) == 2  # one new token tried, not one per attempt
     # The session was not broken by it: the next call goes through on it.
     assert (await call_echo(client, gateway, "c")).status_code == 200
 

@@ -98,11 +98,17 @@ class TokenSource:
         fetch = self._fetches.get(key)
         if fetch is None:
             fetch = self._fetches[key] = asyncio.create_task(self._fetch(creds))
-            fetch.add_done_callback(lambda _: self._fetches.pop(key, None))
+            fetch.add_done_callback(lambda done: self._fetched(key, done))
         # Shielded: one waiter giving up (its call timed out) must not cancel the others' fetch.
         token = await asyncio.shield(fetch)
-        self._tokens[key] = token
         return token.value
+
+    def _fetched(self, key: tuple[str, ...], fetch: asyncio.Task[_Token]) -> None:
+        # The new token is cached in the same step that forgets the fetch: were it cached later
+        # (by a resuming waiter), a request refused meanwhile would find neither and fetch again.
+        self._fetches.pop(key, None)
+        if not fetch.cancelled() and fetch.exception() is None:
+            self._tokens[key] = fetch.result()
 
     async def close(self) -> None:
         for fetch in list(self._fetches.values()):
