@@ -18,6 +18,7 @@ run's logs, wrk's records and activity.csv (pg_stat_activity over time).
     python bench/load.py --shape echo                   # 100 users, echo, 30 s, 2 workers
     python bench/load.py --shape slow                   # 1000 users, 5 s tool, 60 s, 2 workers
     python bench/load.py --shape seed                   # 4000 users, 10 s tool, 120 s, 4 workers
+    python bench/load.py --shape seed --ramp 10         # the users' first calls spread over 10 s
     python bench/load.py --shape echo --duration 20     # any option overrides the shape
     python bench/load.py --shape echo --code ../base --code .   # two checkouts, one after the other
 
@@ -142,6 +143,8 @@ def run_wrk(
         "--", f"/v1/tools/{ref}/call", token, args.tool, f"{args.sleep:g}", f"{args.call_wait:g}",
     ]  # fmt: skip
     env = {**os.environ, "BENCH_WRK_RECORDS": str(records)}
+    if args.ramp > 0:
+        env["BENCH_WRK_RAMP_S"] = f"{args.ramp:g}"
     started = time.monotonic()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -258,6 +261,7 @@ def summarise(
         "users": args.users,
         "tool": args.tool,
         "sleep_s": args.sleep,
+        "ramp_s": args.ramp,
         "workers": args.workers,
         "pgbouncer": args.pgbouncer,
         "duration_s": args.duration,
@@ -365,7 +369,13 @@ def details(x: dict[str, Any]) -> list[str]:
         f"## {x['label']} ({x['commit']}, {x['code']})",
         "",
         f"- {x['users']} users (wrk connections), tool `{x['tool']}` sleeping {x['sleep_s']:g} s, "
-        f"{x['workers']} workers, {x['duration_s']:g} s of load; steady window {x['window_s']} s: "
+        f"{x['workers']} workers, {x['duration_s']:g} s of load, "
+        + (
+            f"first calls started over {x['ramp_s']:g} s; "
+            if x.get("ramp_s")
+            else "all users starting at once; "
+        )
+        + f"steady window {x['window_s']} s: "
         f"{x['completed_in_window']} calls completed in it ({x['completed']} in the whole run).",
         f"- latency of completed calls in the window: p50 {fmt(x['p50_s'])} s, p90 {fmt(x['p90_s'])} s, "
         f"p99 {fmt(x['p99_s'])} s, max {fmt(x['max_s'])} s; wrk's histogram of all answers over the "
@@ -423,7 +433,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sleep", type=float, default=0.0, help="seconds the tool sleeps (0: echo)")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--warmup", type=float, help="seconds before the steady window (default: sleep + 5)")
+    parser.add_argument(
+        "--ramp",
+        type=float,
+        default=0.0,
+        help="start each user's first call at a random moment in this many seconds (default 0: all at once)",
+    )
+    parser.add_argument(
+        "--warmup", type=float, help="seconds before the steady window (default: ramp + sleep + 5)"
+    )
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--call-wait", type=float, default=300.0, help="each call's timeout_s")
     parser.add_argument("--idle", type=float, default=2.0, help="seconds of idle measured before the load")
@@ -445,7 +463,10 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     args.tool = "echo" if args.sleep == 0 else "sleep"
     if args.warmup is None:
-        args.warmup = min(args.sleep + 5, args.duration / 3)
+        args.warmup = min(args.ramp + args.sleep + 5, args.duration / 3)
+    if args.ramp > args.sleep:
+        # Past one call's length, a user's second call could fall inside the ramp and wait too.
+        parser.error("--ramp must not be longer than --sleep")
     if args.duration - args.warmup < 5:
         parser.error("--duration must leave at least 5 s after --warmup")
     return args

@@ -9,7 +9,11 @@
 -- histogram (all responses) is in the WRKJSON summary line.
 --
 -- Arguments after the URL: path token kind(echo|sleep|sleep_idempotent) seconds wait_s
--- Environment: BENCH_WRK_RECORDS, the file done() writes the records to.
+-- Environment: BENCH_WRK_RECORDS, the file done() writes the records to; BENCH_WRK_RAMP_S, if
+-- set, the seconds over which the users' first calls start (each at a random moment in them)
+-- instead of all at once. Without it, users of a fixed-length tool stay in step: every call of
+-- a wave arrives together, and the wave's last one waits for the others to be started.
+-- Latency is counted from when a request is sent, after its delay.
 
 local ffi = require("ffi")
 ffi.cdef([[
@@ -37,7 +41,22 @@ local path, headers, body_format
 records, details, sent = {}, {}, 0
 local pending = {}
 
+local ramp_us = math.floor(tonumber(os.getenv("BENCH_WRK_RAMP_S") or "0") * 1000000)
+local started_us
+
+if ramp_us > 0 then
+  -- wrk calls delay() before each request; only the first requests, sent within the ramp, wait.
+  function delay()
+    if now_us() - started_us < ramp_us then
+      return math.random(0, math.floor(ramp_us / 1000))
+    end
+    return 0
+  end
+end
+
 function init(args)
+  started_us = now_us()
+  math.randomseed(started_us + thread_id)
   path = args[1]
   headers = { ["Authorization"] = "Bearer " .. args[2], ["Content-Type"] = "application/json" }
   local kind, seconds, wait_s = args[3], args[4], args[5]
