@@ -6,6 +6,7 @@ stay queued and each test sees exactly the jobs it made.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -77,6 +78,10 @@ async def submit(http: httpx.AsyncClient, teams: Teams, team: str, text: str = "
     )
     assert response.status_code == 202, response.text
     job_id: str = response.json()["job_id"]
+    # Listings are newest first by enqueue millisecond, and in id order within one
+    # (test_jobs_of_one_millisecond_page_in_id_order): jobs a millisecond apart list in the
+    # order they were submitted, which the tests below compare against.
+    await asyncio.sleep(0.002)
     return job_id
 
 
