@@ -86,60 +86,59 @@ async def oauth_gateway(register: Register, backends: Backends, oauth: OAuthServ
 # --- the worker's token source, alone ------------------------------------------------------------
 
 
-async def test_concurrent_requests_share_one_fetch_and_a_stale_token_one_refetch(
-    backends: Backends, oauth: OAuthServer, settings: Settings
-) -> None:
+@pytest.fixture
+async def source(settings: Settings) -> AsyncIterator[TokenSource]:
     source = TokenSource(settings.allowed_networks, 5)
+    yield source
+    await source.close()
+
+
+def own_client(backends: Backends, oauth: OAuthServer) -> tuple[str, ClientCredentials]:
+    """Credentials with a scope of their own, and that scope (to count what it was issued)."""
     scope = unique("s")
-    creds = ClientCredentials(token_url(backends), oauth.client_id, oauth.client_secret, scope=scope)
-    try:
-        tokens = await asyncio.gather(*(source.token(creds) for _ in range(50)))
-        issued = oauth.issued_for(scope)
-        assert len(issued) == 1 and set(tokens) == {issued[0]}
-        assert {"grant_type": "client_credentials", "scope": scope} in oauth.forms
-        # Fifty requests refused with the same token: one new token for all of them.
-        fresh = await asyncio.gather(*(source.token(creds, stale=tokens[0]) for _ in range(50)))
-        issued = oauth.issued_for(scope)
-        assert len(issued) == 2 and set(fresh) == {issued[1]}
-        # Another secret is another client: it never gets the cached token.
-        wrong = ClientCredentials(token_url(backends), oauth.client_id, "not-the-secret", scope=scope)
-        with pytest.raises(BackendAuthError, match="invalid_client") as refused:
-            await source.token(wrong)
-        assert token_url(backends) in str(refused.value) and "not-the-secret" not in str(refused.value)
-    finally:
-        await source.close()
+    return scope, ClientCredentials(token_url(backends), oauth.client_id, oauth.client_secret, scope=scope)
+
+
+async def test_concurrent_requests_share_one_fetch_and_a_stale_token_one_refetch(
+    backends: Backends, oauth: OAuthServer, source: TokenSource
+) -> None:
+    scope, creds = own_client(backends, oauth)
+    tokens = await asyncio.gather(*(source.token(creds) for _ in range(50)))
+    issued = oauth.issued_for(scope)
+    assert len(issued) == 1 and set(tokens) == {issued[0]}
+    assert {"grant_type": "client_credentials", "scope": scope} in oauth.forms
+    # Fifty requests refused with the same token: one new token for all of them.
+    fresh = await asyncio.gather(*(source.token(creds, stale=tokens[0]) for _ in range(50)))
+    issued = oauth.issued_for(scope)
+    assert len(issued) == 2 and set(fresh) == {issued[1]}
+    # Another secret is another client: it never gets the cached token.
+    wrong = ClientCredentials(token_url(backends), oauth.client_id, "not-the-secret", scope=scope)
+    with pytest.raises(BackendAuthError, match="invalid_client") as refused:
+        await source.token(wrong)
+    assert token_url(backends) in str(refused.value) and "not-the-secret" not in str(refused.value)
 
 
 async def test_a_token_fetched_for_callers_who_gave_up_is_still_kept(
-    backends: Backends, oauth: OAuthServer, settings: Settings
+    backends: Backends, oauth: OAuthServer, source: TokenSource
 ) -> None:
     # Every caller waiting on a fetch timed out: the fetch goes on (shielded) and the token it
     # brings serves the next caller, rather than being thrown away and fetched again.
-    source = TokenSource(settings.allowed_networks, 5)
-    scope = unique("s")
-    creds = ClientCredentials(token_url(backends), oauth.client_id, oauth.client_secret, scope=scope)
-    try:
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(source.token(creds), timeout=0.0001)
-        for _ in range(200):
-            if oauth.issued_for(scope):
-                break
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)  # the fetch's answer is read and parsed
-        assert len(oauth.issued_for(scope)) == 1
-        assert await source.token(creds) == oauth.issued_for(scope)[0]
-        assert len(oauth.issued_for(scope)) == 1
-    finally:
-        await source.close()
+    scope, creds = own_client(backends, oauth)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(source.token(creds), timeout=0.0001)
+    for _ in range(200):
+        if oauth.issued_for(scope):
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # the fetch's answer is read and parsed
+    assert len(oauth.issued_for(scope)) == 1
+    assert await source.token(creds) == oauth.issued_for(scope)[0]
+    assert len(oauth.issued_for(scope)) == 1
 
 
-async def test_token_endpoint_outside_the_allowlist_is_refused(settings: Settings) -> None:
-    source = TokenSource(settings.allowed_networks, 5)
-    try:
-        with pytest.raises(BackendAuthError, match="private address"):
-            await source.token(ClientCredentials("http://10.1.2.3/token", "c", "s"))
-    finally:
-        await source.close()
+async def test_token_endpoint_outside_the_allowlist_is_refused(source: TokenSource) -> None:
+    with pytest.raises(BackendAuthError, match="private address"):
+        await source.token(ClientCredentials("http://10.1.2.3/token", "c", "s"))
 
 
 # --- through the gateway -----------------------------------------------------------------------
