@@ -184,7 +184,7 @@ def job_phases(client: redis.Redis, prefix: str, newest: int = 3000) -> dict[str
     with client.pipeline(transaction=False) as pipe:
         for job_id in ids:
             record = f"{prefix}:job:{job_id.decode()}"
-            pipe.hmget(record, "status", "created_at", "started_at", "finished_at")
+            pipe.hmget(record, ["status", "created_at", "started_at", "finished_at"])
         rows = pipe.execute()
     queued, running = [], []
     for status, created, started, finished in rows:
