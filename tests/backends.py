@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import secrets
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -469,19 +470,78 @@ def free_port() -> int:
         return port
 
 
-class Backends:
+@contextlib.asynccontextmanager
+async def serving(app: Any, *, lifespan: str = "auto") -> AsyncIterator[str]:
+    """`app` served by uvicorn on a free loopback port, on the running loop, for clients that need a
+    real socket; yields its base URL and stops the server on leaving."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan=lifespan, log_level="warning")
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for this
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+
+
+class ServerThread:
+    """ASGI apps served by uvicorn on loopback ports, on an event loop of their own in a daemon
+    thread, so that no test's loop (blocked or closed) ever stalls them."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._servers: list[uvicorn.Server] = []
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def serve(self, app: Any, path: str) -> str:
+        """Serve `app` on a free port; its URL, ending in `path`."""
+        port = free_port()
+        asyncio.run_coroutine_threadsafe(self._serve(app, port), self.loop).result(15)
+        return f"http://127.0.0.1:{port}{path}"
+
+    async def _serve(self, app: Any, port: int) -> None:
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        server = uvicorn.Server(config)
+        self._servers.append(server)
+        asyncio.get_running_loop().create_task(server.serve())
+        while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for this
+            await asyncio.sleep(0.01)
+
+    def stop(self) -> None:
+        async def shutdown() -> None:
+            for server in self._servers:
+                server.should_exit = True
+            await asyncio.sleep(0.3)
+            # Streams still open (SSE watchers) would be destroyed pending: end them first.
+            leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in leftovers:
+                task.cancel()
+            await asyncio.gather(*leftovers, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+
+class Backends(ServerThread):
     """Starts every backend in one background thread; `url(kind)` gives its endpoint."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        super().__init__("mcp-backends")
         self.gates: dict[str, Gate] = {}
         self.counters: dict[str, int] = {}
         self.watched = Watched()
         self.legacy = LegacyServer()
         self.oauth: OAuthServer | None = None
         self.urls: dict[str, str] = {}
-        self._servers: list[uvicorn.Server] = []
-        self._thread = threading.Thread(target=self.loop.run_forever, name="mcp-backends", daemon=True)
 
     def gate(self, key: str) -> Gate:
         gate = self.gates.get(key)
@@ -490,7 +550,7 @@ class Backends:
         return gate
 
     def start(self) -> None:
-        self._thread.start()
+        super().start()
         server = self.server = build_server(self.gates, self.counters, self.watched)
         growing = build_growing_server()
         self.oauth = OAuthServer(server.streamable_http_app(), server.sse_app())
@@ -515,33 +575,10 @@ class Backends:
             "growing_handshake": (lambda: RefuseDiscover(growing.streamable_http_app()), "/mcp"),
         }
         for kind, (make_app, path) in apps.items():
-            port = free_port()
-            asyncio.run_coroutine_threadsafe(self._serve(make_app(), port), self.loop).result(15)
-            self.urls[kind] = f"http://127.0.0.1:{port}{path}"
+            self.urls[kind] = self.serve(make_app(), path)
         self.urls["oauth_sse"] = self.urls["oauth"].removesuffix("/mcp") + "/sse"
-
-    async def _serve(self, app: Any, port: int) -> None:
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-        server = uvicorn.Server(config)
-        self._servers.append(server)
-        asyncio.get_running_loop().create_task(server.serve())
-        while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for this
-            await asyncio.sleep(0.01)
 
     def stop(self) -> None:
         for gate in self.gates.values():
             gate.release()
-
-        async def shutdown() -> None:
-            for server in self._servers:
-                server.should_exit = True
-            await asyncio.sleep(0.3)
-            # Streams still open (SSE watchers) would be destroyed pending: end them first.
-            leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in leftovers:
-                task.cancel()
-            await asyncio.gather(*leftovers, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
+        super().stop()

@@ -19,7 +19,6 @@ import httpx
 import psycopg
 import pytest
 import redis as sync_redis
-import uvicorn
 from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
@@ -28,7 +27,7 @@ from api.main import create_app
 from shared.config import Settings
 from shared.migrate import upgrade_to_head
 from shared.redis import make_redis
-from tests.backends import Backends, free_port
+from tests.backends import Backends, serving
 from workers.worker import Worker
 
 ADMIN_TOKEN = "test-admin-token"
@@ -251,14 +250,5 @@ def unique(prefix: str = "gw") -> str:
 async def api_url(app: FastAPI) -> AsyncIterator[str]:
     """The session's app (already started) served on a loopback port, for clients that need a
     real socket (SSE streams, a browser)."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for this
-        await asyncio.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait_for(task, 10)
+    async with serving(app, lifespan="off") as url:
+        yield url

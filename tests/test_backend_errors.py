@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 
 import httpx2
 import pytest
-import uvicorn
 from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
@@ -19,7 +18,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from shared.backend_errors import PROTOCOL, UNAVAILABLE, Reached, ResponseRecorder, explain
-from tests.backends import Backends, free_port
+from tests.backends import Backends, free_port, serving
 
 
 async def _page(_: Request) -> Response:
@@ -44,13 +43,8 @@ async def not_mcp() -> AsyncIterator[str]:
             Route("/private", _wants_credentials, methods=["GET", "POST"]),
         ]
     )
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for this
-        await asyncio.sleep(0.02)
-    yield f"http://127.0.0.1:{server.config.port}"
-    server.should_exit = True
-    await serving
+    async with serving(app) as url:
+        yield url
 
 
 async def connect_error(url: str, transport: str, recorder: ResponseRecorder | None = None) -> BaseException:

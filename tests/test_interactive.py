@@ -34,7 +34,7 @@ from mcp.server.mcpserver.resolve import Elicit, Resolve, Sample
 from pydantic import BaseModel, TypeAdapter
 
 from shared.config import Settings
-from tests.backends import RefuseDiscover, free_port
+from tests.backends import RefuseDiscover, ServerThread, free_port
 from tests.conformance.fixture_backend import FixtureBackend
 from tests.conftest import isolated, running_worker, serve, unique
 from tests.test_invariant import _assert_nothing_held
@@ -126,47 +126,22 @@ def build_backend() -> MCPServer:
     return server
 
 
-class Backend:
+class Backend(ServerThread):
     """The backend served on loopback as is (2026-07-28), 2025-11-25 only, and over legacy SSE."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        super().__init__("interactive-backend")
         self.urls: dict[str, str] = {}
-        self._servers: list[uvicorn.Server] = []
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        super().start()
         server = build_backend()
         for revision, app, path in (
             ("2026-07-28", server.streamable_http_app(), "/mcp"),
             ("2025-11-25", RefuseDiscover(server.streamable_http_app()), "/mcp"),
             ("sse", server.sse_app(), "/sse"),  # legacy HTTP+SSE: questions come on the GET stream
         ):
-            port = free_port()
-            asyncio.run_coroutine_threadsafe(self._serve(app, port), self.loop).result(15)
-            self.urls[revision] = f"http://127.0.0.1:{port}{path}"
-
-    async def _serve(self, app: Any, port: int) -> None:
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        self._servers.append(server)
-        asyncio.get_running_loop().create_task(server.serve())
-        while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for this
-            await asyncio.sleep(0.01)
-
-    def stop(self) -> None:
-        async def shutdown() -> None:
-            for server in self._servers:
-                server.should_exit = True
-            await asyncio.sleep(0.3)
-            leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in leftovers:
-                task.cancel()
-            await asyncio.gather(*leftovers, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
+            self.urls[revision] = self.serve(app, path)
 
 
 @pytest.fixture(scope="module")

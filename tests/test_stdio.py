@@ -24,7 +24,6 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-import uvicorn
 from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from mcp import Client
@@ -36,7 +35,7 @@ from shared.config import Settings
 from shared.gateways import service as gateway_service
 from shared.jobs.schemas import BackendSpec
 from shared.security import SecretBox
-from tests.backends import free_port
+from tests.backends import serving
 from tests.conftest import isolated, running_worker, serve, unique
 from tests.test_secrets import _every_value_in_redis, _raw_gateway_row
 from workers import backend_stdio
@@ -66,17 +65,8 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
     )
     async with serve(own) as (app, http), running_worker(own):
         team = (await http.post("/v1/teams", json={"name": unique("stdio")})).json()
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-        )
-        serving = asyncio.create_task(server.serve())
-        while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for this
-            await asyncio.sleep(0.01)
-        yield Stack(own, app, http, team, f"http://127.0.0.1:{port}")
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(serving, 10)
+        async with serving(app, lifespan="off") as url:
+            yield Stack(own, app, http, team, url)
         await http.delete(f"/v1/teams/{team['id']}")
 
 

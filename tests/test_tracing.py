@@ -5,8 +5,6 @@ process); with tracing off, nothing carries a trace context."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import threading
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,7 +13,6 @@ from typing import Any, ClassVar, cast
 import httpx
 import httpx2
 import pytest
-import uvicorn
 from arq.jobs import Job
 from fastapi import FastAPI
 from mcp import Client
@@ -30,7 +27,7 @@ from shared import tracing
 from shared.config import Settings
 from shared.jobs.queue import JobQueue
 from shared.redis import job_deserializer
-from tests.backends import Backends, free_port
+from tests.backends import Backends, serving
 from tests.conftest import isolated, unique
 from tests.test_push import echo_job, job_queue
 
@@ -128,28 +125,19 @@ async def test_an_mcp_client_meta_traceparent_is_continued(
     )
     assert created.status_code == 201, created.text
     minted = await client.post("/v1/tokens", json={"name": unique("t"), "team": team, "role": "member"})
-    port = free_port()
     # A real socket: the SDK client speaks streamable HTTP (SSE bodies) to the app, already started.
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    )
-    serving = asyncio.create_task(server.serve())
     try:
-        while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for this
-            await asyncio.sleep(0.01)
-        headers = {"Authorization": f"Bearer {minted.json()['token']}"}
-        url = f"http://127.0.0.1:{port}{created.json()['mcp_path']}"
-        async with (
-            httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=None)) as http,
-            Client(streamable_http_client(url, http_client=http)) as mcp,
-        ):
-            # `_meta` is an open map (extra_items=Any): `traceparent` is one of its extra items.
-            meta = cast(RequestParamsMeta, {"traceparent": CLIENT_TRACEPARENT})
-            result = await mcp.call_tool("trace_context", {}, meta=meta)
+        async with serving(app, lifespan="off") as base:
+            headers = {"Authorization": f"Bearer {minted.json()['token']}"}
+            url = f"{base}{created.json()['mcp_path']}"
+            async with (
+                httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=None)) as http,
+                Client(streamable_http_client(url, http_client=http)) as mcp,
+            ):
+                # `_meta` is an open map (extra_items=Any): `traceparent` is one of its extra items.
+                meta = cast(RequestParamsMeta, {"traceparent": CLIENT_TRACEPARENT})
+                result = await mcp.call_tool("trace_context", {}, meta=meta)
     finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(serving, 10)
         await client.delete(f"/v1/servers/{created.json()['id']}")
     received = result.structured_content
     assert received is not None
