@@ -11,7 +11,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,7 +27,8 @@ from api.main import create_app
 from shared.config import Settings
 from shared.migrate import upgrade_to_head
 from shared.redis import make_redis
-from tests.backends import Backends, serving
+from tests.backends import Backends, free_port, serving
+from tests.conformance.fixture_backend import FixtureBackend
 from workers.worker import Worker
 
 ADMIN_TOKEN = "test-admin-token"
@@ -35,6 +36,9 @@ RUN_ID = uuid.uuid4().hex[:10]
 # The team the platform-admin `client` registers its gateways in (created with the client; the
 # database is this run's own). Constants only: tests import this module a second time.
 TEAM = "test-team"
+
+# POST /v1/gateways with the given body (the `register` fixture).
+Register = Callable[..., Awaitable[httpx.Response]]
 # The test backends listen on 127.0.0.1; nothing else that is not public may be registered.
 ALLOWED_NETWORKS = "127.0.0.1/32"
 REDIS_LOCK_KEY = "mcpq:test-run-lock"
@@ -242,8 +246,34 @@ async def gateway(
     await client.delete(f"/v1/gateways/{body['id']}")
 
 
+@pytest.fixture
+async def register(client: httpx.AsyncClient, worker: Worker) -> AsyncIterator[Register]:
+    """POST /v1/gateways to the test team, named `unique()` unless the body names it; every
+    gateway it creates is deleted afterwards."""
+    created: list[str] = []
+
+    async def post(**body: Any) -> httpx.Response:
+        response = await client.post("/v1/gateways", json={"team": TEAM, "name": unique(), **body})
+        if response.status_code == 201:
+            created.append(response.json()["id"])
+        return response
+
+    yield post
+    for gateway_id in created:
+        await client.delete(f"/v1/gateways/{gateway_id}")
+
+
 def unique(prefix: str = "gw") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def fixture_backend() -> Iterator[FixtureBackend]:
+    """The conformance fixture backend (tests/conformance/fixture_backend.py) on a loopback port."""
+    backend = FixtureBackend(free_port())
+    backend.start()
+    yield backend
+    backend.stop()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +17,7 @@ from sqlalchemy import select, update
 from shared.config import Settings
 from shared.models import Gateway, Tool
 from tests.backends import Backends, free_port
-from tests.conftest import TEAM, unique
+from tests.conftest import TEAM, Register, unique
 
 # The tools build_server() defines at least (others may be added to the test backend).
 BACKEND_TOOLS = {"echo", "add", "sleep", "hold", "count", "fail"}
@@ -50,24 +49,6 @@ GATEWAY_FIELDS = {
     "last_error",
     "last_error_at",
 }
-
-Register = Callable[..., Awaitable[httpx.Response]]
-
-
-@pytest.fixture
-async def register(client: httpx.AsyncClient, worker: Worker) -> AsyncIterator[Register]:
-    """POST /v1/gateways; every gateway it creates is deleted afterwards."""
-    created: list[str] = []
-
-    async def post(**body: Any) -> httpx.Response:
-        response = await client.post("/v1/gateways", json={"team": TEAM, **body})
-        if response.status_code == 201:
-            created.append(response.json()["id"])
-        return response
-
-    yield post
-    for gateway_id in created:
-        await client.delete(f"/v1/gateways/{gateway_id}")
 
 
 async def _listed_names(client: httpx.AsyncClient) -> set[str]:

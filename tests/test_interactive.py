@@ -733,12 +733,12 @@ async def test_elicitation_for_a_2025_06_18_client(world: World) -> None:
 
 
 @pytest.fixture(scope="module")
-async def conformance_server(world: World) -> AsyncIterator[str]:
+async def conformance_server(world: World, fixture_backend: FixtureBackend) -> AsyncIterator[str]:
     """The conformance fixture backend (tests/conformance/fixture_backend.py) behind a server."""
-    fixture = FixtureBackend(free_port())
-    fixture.start()
     name = unique("fx")
-    made = await world.http.post("/v1/gateways", json={"name": name, "url": fixture.url, "team": world.team})
+    made = await world.http.post(
+        "/v1/gateways", json={"name": name, "url": fixture_backend.url, "team": world.team}
+    )
     assert made.status_code == 201, made.text
     tools = [
         f"{name}.{tool}"
@@ -750,7 +750,6 @@ async def conformance_server(world: World) -> AsyncIterator[str]:
     assert created.status_code == 201, created.text
     base = world.url["2025-11-25"].split("/v1/")[0]
     yield base + created.json()["mcp_path"]
-    fixture.stop()
 
 
 @pytest.mark.parametrize("mode", CLIENTS)

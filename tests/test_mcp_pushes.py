@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,7 @@ from mcp_types import CLIENT_CAPABILITIES_META_KEY, PROTOCOL_VERSION_META_KEY
 
 from shared.config import Settings
 from shared.redis import make_redis
-from tests.backends import Backends, free_port
+from tests.backends import Backends
 from tests.conformance.fixture_backend import FixtureBackend
 from tests.conftest import unique
 from tests.test_mcp_frontdoor import TasksExtension
@@ -264,14 +264,6 @@ async def test_task_status_on_a_listen_stream(world: World, backends: Backends) 
         finally:
             await response.aclose()
             await response.extensions["owner"].aclose()
-
-
-@pytest.fixture(scope="module")
-def fixture_backend() -> Iterator[FixtureBackend]:
-    backend = FixtureBackend(free_port())
-    backend.start()
-    yield backend
-    backend.stop()
 
 
 async def _subscribed_server(client: httpx.AsyncClient, url: str, api_url: str) -> tuple[World, str]:

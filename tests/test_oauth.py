@@ -11,14 +11,13 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
 import httpx
 import pytest
 from arq.constants import result_key_prefix
-from arq.worker import Worker
 from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from redis.asyncio import Redis
@@ -28,11 +27,9 @@ from shared.config import Settings
 from shared.gateways import service as gateway_service
 from shared.security import SecretBox
 from tests.backends import Backends, OAuthServer
-from tests.conftest import TEAM, unique
+from tests.conftest import Register, unique
 from tests.test_secrets import _every_value_in_redis, _raw_gateway_row
 from workers.oauth import ClientCredentials, TokenSource
-
-Register = Callable[..., Awaitable[httpx.Response]]
 
 
 @pytest.fixture
@@ -55,21 +52,6 @@ def auth_body(backends: Backends, oauth: OAuthServer, **overrides: Any) -> dict[
         "scope": f"mcp:{uuid.uuid4().hex[:8]}",
         **overrides,
     }
-
-
-@pytest.fixture
-async def register(client: httpx.AsyncClient, worker: Worker) -> AsyncIterator[Register]:
-    created: list[str] = []
-
-    async def post(**body: Any) -> httpx.Response:
-        response = await client.post("/v1/gateways", json={"team": TEAM, "name": unique("oauth"), **body})
-        if response.status_code == 201:
-            created.append(response.json()["id"])
-        return response
-
-    yield post
-    for gateway_id in created:
-        await client.delete(f"/v1/gateways/{gateway_id}")
 
 
 async def call_echo(client: httpx.AsyncClient, gateway: dict[str, Any], text: str) -> httpx.Response:

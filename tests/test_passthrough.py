@@ -43,14 +43,6 @@ class World:
     team: dict[str, Any]
 
 
-@pytest.fixture(scope="module")
-def fixture_backend() -> Iterator[FixtureBackend]:
-    backend = FixtureBackend(free_port())
-    backend.start()
-    yield backend
-    backend.stop()
-
-
 async def _refs(client: httpx.AsyncClient, plural: str, gateway: str) -> list[str]:
     refs: list[str] = []
     cursor: str | None = None

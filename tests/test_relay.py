@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import LoggingMessageNotificationParams
 
 from shared.jobs.waiters import FEED_BACKLOG, EventFeed
-from tests.backends import Backends, free_port
+from tests.backends import Backends
 from tests.conformance.fixture_backend import FixtureBackend
 from tests.conftest import unique
 
@@ -355,11 +355,3 @@ async def test_the_conformance_fixture_through_the_gateway(
             ]
     finally:
         await client.delete(f"/v1/teams/{team['id']}")
-
-
-@pytest.fixture(scope="module")
-def fixture_backend() -> Iterator[FixtureBackend]:
-    backend = FixtureBackend(free_port())
-    backend.start()
-    yield backend
-    backend.stop()

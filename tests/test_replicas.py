@@ -731,14 +731,13 @@ class Asking:
 
 
 @pytest.fixture(scope="module")
-async def asking(cluster: Cluster) -> AsyncIterator[Asking]:
-    fixture = FixtureBackend(free_port())
-    fixture.start()
+async def asking(cluster: Cluster, fixture_backend: FixtureBackend) -> AsyncIterator[Asking]:
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     async with httpx.AsyncClient(headers=admin, timeout=60) as http:
         team = (await http.post(f"{cluster.base(0)}/v1/teams", json={"name": unique("asking")})).json()
         gateway = await http.post(
-            f"{cluster.base(1)}/v1/gateways", json={"name": unique(), "url": fixture.url, "team": team["id"]}
+            f"{cluster.base(1)}/v1/gateways",
+            json={"name": unique(), "url": fixture_backend.url, "team": team["id"]},
         )
         assert gateway.status_code == 201, gateway.text
         server = await http.post(
@@ -757,7 +756,6 @@ async def asking(cluster: Cluster) -> AsyncIterator[Asking]:
             yield Asking(server.json()["mcp_path"], token.json()["token"])
         finally:
             await http.delete(f"{cluster.base(0)}/v1/teams/{team['id']}")
-            fixture.stop()
 
 
 def _answer(message: str) -> types.ElicitResult:
