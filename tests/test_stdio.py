@@ -88,7 +88,15 @@ def stdio_body(stack: Stack, *args: str, command: str = sys.executable, **extra:
 @pytest.fixture(scope="module")
 async def gateway(stack: Stack) -> AsyncIterator[dict[str, Any]]:
     """The SDK test server, registered once for the module (its process pool is reused)."""
-    body = stdio_body(stack, SERVER, env={"STDIO_SECRET": "sk-stdio-" + uuid.uuid4().hex})
+    async with registered_server(stack, "sk-stdio-") as created:
+        yield created
+
+
+@contextlib.asynccontextmanager
+async def registered_server(stack: Stack, secret_prefix: str) -> AsyncIterator[dict[str, Any]]:
+    """A stdio gateway of the SDK test server with a fresh `STDIO_SECRET` (kept as "secret"),
+    deleted on leaving."""
+    body = stdio_body(stack, SERVER, env={"STDIO_SECRET": secret_prefix + uuid.uuid4().hex})
     response = await stack.http.post("/v1/gateways", json=body)
     assert response.status_code == 201, response.text
     created: dict[str, Any] = response.json()
@@ -223,13 +231,8 @@ async def test_only_the_platform_admin_may_patch_stdio_and_not_its_http_fields(
 @pytest.fixture
 async def own_gateway(stack: Stack) -> AsyncIterator[dict[str, Any]]:
     """A stdio gateway of the test server for one test (PATCH changes it)."""
-    body = stdio_body(stack, SERVER, env={"STDIO_SECRET": "sk-old-" + uuid.uuid4().hex})
-    response = await stack.http.post("/v1/gateways", json=body)
-    assert response.status_code == 201, response.text
-    created: dict[str, Any] = response.json()
-    created["secret"] = body["env"]["STDIO_SECRET"]
-    yield created
-    await stack.http.delete(f"/v1/gateways/{created['id']}")
+    async with registered_server(stack, "sk-old-") as created:
+        yield created
 
 
 def sha(value: str) -> str:
