@@ -186,3 +186,22 @@ async def test_sessions_share_one_tls_context(
         assert await pool.use(spec_for(proxy.port), lambda c: echo(c, "x")) == "x"
     assert pool.open_sessions == 3
     assert made == 1
+
+
+async def test_an_idle_connection_the_server_closed_is_not_used_again(
+    proxy: TcpProxy, pool: SessionPool
+) -> None:
+    # The worker's pool finds a dropped idle connection by probing its socket
+    # (workers/backend_http.py's ProbedStream); sent on it, a call would fail.
+    spec = spec_for(proxy.port)
+    assert await pool.use(spec, lambda c: echo(c, "warm")) == "warm"
+    idle = [link for link in proxy.links if link.sent.startswith(b"POST")]
+    assert idle
+    for link in idle:
+        link.cut()
+        proxy.links.remove(link)
+    await asyncio.sleep(0.05)  # the reset reaches the worker's sockets
+    before = proxy.accepted
+    assert await pool.use(spec, lambda c: echo(c, "after")) == "after"
+    assert proxy.accepted == before + 1
+    assert pool.open_sessions == 1
