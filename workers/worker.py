@@ -31,6 +31,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shared import runtime
 from shared.config import Settings
 from shared.gateways.breaker import Breaker
 from shared.gateways.channels import gone_channel
@@ -176,6 +177,7 @@ class Worker(arq.worker.Worker):
             asyncio.create_task(run_guarded("pending-results", self._write_pending_forever)),
         ]
         log.info("worker %s on queue %s, up to %d jobs", self.worker_id, self.queue_name, self.max_jobs)
+        runtime.freeze_heap()
         try:
             await self._claim_forever()
             await self._drain()
