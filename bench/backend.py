@@ -7,6 +7,11 @@
 - `sleep_idempotent(seconds, tag)`: the same, annotated `idempotentHint` (a worker that dies may
   have it run again).
 
+Over HTTP it also serves `GET /bench/clock`: how long its `sleep` tools took from entry to answer,
+and by how much each step's sleep overshot (its own event loop's lag), for calls ended since the
+last `DELETE /bench/clock`. bench/load.py reads it over the steady window, so a report tells the
+backend's share of a slow call's latency from the gateway's.
+
 Usage: python bench/backend.py PORT [--stateless] | python bench/backend.py --stdio
   default: stateful sessions and SSE response streams (progress flows during the call);
   --stateless: no sessions, JSON bodies (no progress stream);
@@ -22,13 +27,50 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
+import time
+from dataclasses import dataclass, field
 
 import uvicorn
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp_types import ToolAnnotations
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 server = MCPServer("mcpq-bench-backend")
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))]
+
+
+@dataclass
+class ToolClock:
+    """The `sleep` tools' own timing: seconds from entry to answer, and each step's overshoot."""
+
+    tool_s: list[float] = field(default_factory=list)
+    overshoot_s: list[float] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.tool_s.clear()
+        self.overshoot_s.clear()
+
+    def summary(self) -> dict[str, float | int | None]:
+        ms = [x * 1000 for x in self.overshoot_s]
+        return {
+            "calls": len(self.tool_s),
+            "tool_p50_s": percentile(self.tool_s, 50),
+            "tool_p90_s": percentile(self.tool_s, 90),
+            "step_overshoot_p50_ms": percentile(ms, 50),
+            "step_overshoot_p90_ms": percentile(ms, 90),
+            "step_overshoot_p99_ms": percentile(ms, 99),
+        }
+
+
+clock = ToolClock()
 
 
 @server.tool()
@@ -38,10 +80,20 @@ def echo(text: str) -> str:
 
 
 async def _sleep_with_progress(seconds: float, ctx: Context) -> None:
+    entered = time.monotonic()
     steps = max(1, math.ceil(seconds))
     for step in range(1, steps + 1):
+        slept = time.monotonic()
         await asyncio.sleep(seconds / steps)
+        clock.overshoot_s.append(time.monotonic() - slept - seconds / steps)
         await ctx.report_progress(step, steps, f"{step}/{steps}")
+    clock.tool_s.append(time.monotonic() - entered)
+
+
+async def clock_endpoint(request: Request) -> JSONResponse:
+    if request.method == "DELETE":
+        clock.reset()
+    return JSONResponse(clock.summary())
 
 
 @server.tool()
@@ -62,8 +114,10 @@ if __name__ == "__main__" and "--stdio" in sys.argv:
     server.run("stdio")
 elif __name__ == "__main__":
     stateless = "--stateless" in sys.argv
+    app = server.streamable_http_app(stateless_http=stateless, json_response=stateless)
+    app.add_route("/bench/clock", clock_endpoint, methods=["GET", "DELETE"])
     uvicorn.run(
-        server.streamable_http_app(stateless_http=stateless, json_response=stateless),
+        app,
         host="127.0.0.1",
         port=int(sys.argv[1]),
         log_level="warning",

@@ -121,10 +121,21 @@ class Measurement:
         self.snapshots: list[Snapshot] = []
         self.key_prefix = s.processes.env["MCPQ_KEY_PREFIX"]
         self.phases: dict[str, dict[str, float]] = {}
+        # The backend's own timing of its tool calls (bench/backend.py), for calls in the window.
+        self.clock_url = s.backend_url.removesuffix("/mcp") + "/bench/clock"
+        self.backend_clock: dict[str, Any] = {}
 
     def take(self) -> None:
         pids = {**self.pids, **{f"postgres:{pid}": pid for pid in list(self.sampler.session_pids)}}
         self.snapshots.append(snapshot(pids, self.client))
+
+    def start_backend_clock(self) -> None:
+        httpx.delete(self.clock_url, timeout=10).raise_for_status()
+
+    def read_backend_clock(self) -> None:
+        response = httpx.get(self.clock_url, timeout=10)
+        response.raise_for_status()
+        self.backend_clock = response.json()
 
 
 def run_wrk(
@@ -152,7 +163,10 @@ def run_wrk(
         for offset in (args.warmup, args.duration - 0.5):
             time.sleep(max(0.0, started + offset - time.monotonic()))
             measure.take()
-        # After the window's last snapshot: reading job records must not count in it.
+            if offset == args.warmup:
+                measure.start_backend_clock()
+        # After the window's last snapshot: reading job records and the clock must not count in it.
+        measure.read_backend_clock()
         measure.phases = job_phases(measure.client, measure.key_prefix)
         stdout, _ = proc.communicate(timeout=args.duration + 120)
     finally:
@@ -277,6 +291,7 @@ def summarise(
         # serve if nothing else ran (CPU-bound, and contention inflates the cost: a lower bound).
         "calls_per_s_on_idle_machine": round(2000 / max(1e-9, stack_ms), 1),
         "job_phases_s": measure.phases,
+        "backend_clock": measure.backend_clock,
         "wrk_latency_all_answers_s": {k: round(v / 1e6, 4) for k, v in lat.items()},
         "errors": errors_by_kind(wrk.answers, wrk.summary),
         "error_samples": wrk.details,
@@ -383,6 +398,7 @@ def details(x: dict[str, Any]) -> list[str]:
         f"- the newest completed jobs at the window's end, from their records (s): {x.get('job_phases_s')} "
         "(queued: enqueued to claimed; running: claimed to finished; the rest of a call's latency is "
         "the API's)",
+        *backend_clock_line(x.get("backend_clock") or {}),
         f"- errors over the whole run: {x['errors'] or 'none'}; requests unanswered when wrk stopped "
         f"(in flight): {x['unanswered_at_end']}",
         *(f"  - `{key}`: `{body[:300]}`" for key, body in x["error_samples"].items()),
@@ -400,6 +416,19 @@ def details(x: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def backend_clock_line(clock: dict[str, Any]) -> list[str]:
+    """The backend's own share of a slow call, from bench/backend.py's clock (none for echo)."""
+    if not clock.get("calls"):
+        return []
+    return [
+        f"- the backend's own time in the tool, entry to answer, for the {clock['calls']} calls that "
+        f"ended in the window: p50 {fmt(clock['tool_p50_s'])} s, p90 {fmt(clock['tool_p90_s'])} s; "
+        f"its sleeps overshot by p50 {fmt(clock['step_overshoot_p50_ms'])}, p90 "
+        f"{fmt(clock['step_overshoot_p90_ms'])}, p99 {fmt(clock['step_overshoot_p99_ms'])} ms per "
+        "step (its own event loop's lag; the rest of a call's latency is the gateway's)"
+    ]
 
 
 def write_report(summaries: list[dict[str, Any]], out: Path) -> None:
