@@ -7,9 +7,10 @@
 - `sleep_idempotent(seconds, tag)`: the same, annotated `idempotentHint` (a worker that dies may
   have it run again).
 
-Over HTTP it also serves `GET /bench/clock`: how long its `sleep` tools took from entry to answer,
-and by how much each step's sleep overshot (its own event loop's lag), for calls ended since the
-last `DELETE /bench/clock`. bench/load.py reads it over the steady window, so a report tells the
+Over HTTP it also serves `GET /bench/clock?start=T0&end=T1`: how long its `sleep` tools took from
+entry to answer, and by how much each step's sleep overshot (its own event loop's lag), for calls
+and steps that ended between T0 and T1 (`time.monotonic()`, one clock for every process on the
+host). bench/load.py reads it for the steady window once the load is over, so a report tells the
 backend's share of a slow call's latency from the gateway's.
 
 Usage: python bench/backend.py PORT [--stateless] | python bench/backend.py --stdio
@@ -28,6 +29,7 @@ import asyncio
 import math
 import sys
 import time
+from array import array
 from dataclasses import dataclass, field
 
 import uvicorn
@@ -48,22 +50,34 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 @dataclass
+class Series:
+    """Samples with the monotonic time each was taken at (arrays: a long run takes millions)."""
+
+    at: array[float] = field(default_factory=lambda: array("d"))
+    values: array[float] = field(default_factory=lambda: array("d"))
+
+    def add(self, value: float) -> None:
+        self.at.append(time.monotonic())
+        self.values.append(value)
+
+    def between(self, start: float, end: float) -> list[float]:
+        return [v for t, v in zip(self.at, self.values, strict=True) if start <= t <= end]
+
+
+@dataclass
 class ToolClock:
     """The `sleep` tools' own timing: seconds from entry to answer, and each step's overshoot."""
 
-    tool_s: list[float] = field(default_factory=list)
-    overshoot_s: list[float] = field(default_factory=list)
+    tool_s: Series = field(default_factory=Series)
+    overshoot_s: Series = field(default_factory=Series)
 
-    def reset(self) -> None:
-        self.tool_s.clear()
-        self.overshoot_s.clear()
-
-    def summary(self) -> dict[str, float | int | None]:
-        ms = [x * 1000 for x in self.overshoot_s]
+    def summary(self, start: float, end: float) -> dict[str, float | int | None]:
+        tool_s = self.tool_s.between(start, end)
+        ms = [x * 1000 for x in self.overshoot_s.between(start, end)]
         return {
-            "calls": len(self.tool_s),
-            "tool_p50_s": percentile(self.tool_s, 50),
-            "tool_p90_s": percentile(self.tool_s, 90),
+            "calls": len(tool_s),
+            "tool_p50_s": percentile(tool_s, 50),
+            "tool_p90_s": percentile(tool_s, 90),
             "step_overshoot_p50_ms": percentile(ms, 50),
             "step_overshoot_p90_ms": percentile(ms, 90),
             "step_overshoot_p99_ms": percentile(ms, 99),
@@ -85,15 +99,17 @@ async def _sleep_with_progress(seconds: float, ctx: Context) -> None:
     for step in range(1, steps + 1):
         slept = time.monotonic()
         await asyncio.sleep(seconds / steps)
-        clock.overshoot_s.append(time.monotonic() - slept - seconds / steps)
+        clock.overshoot_s.add(time.monotonic() - slept - seconds / steps)
         await ctx.report_progress(step, steps, f"{step}/{steps}")
-    clock.tool_s.append(time.monotonic() - entered)
+    clock.tool_s.add(time.monotonic() - entered)
 
 
 async def clock_endpoint(request: Request) -> JSONResponse:
-    if request.method == "DELETE":
-        clock.reset()
-    return JSONResponse(clock.summary())
+    try:
+        start, end = float(request.query_params["start"]), float(request.query_params["end"])
+    except (KeyError, ValueError):
+        return JSONResponse({"error": "start and end (monotonic seconds) are required"}, status_code=400)
+    return JSONResponse(clock.summary(start, end))
 
 
 @server.tool()
@@ -115,7 +131,7 @@ if __name__ == "__main__" and "--stdio" in sys.argv:
 elif __name__ == "__main__":
     stateless = "--stateless" in sys.argv
     app = server.streamable_http_app(stateless_http=stateless, json_response=stateless)
-    app.add_route("/bench/clock", clock_endpoint, methods=["GET", "DELETE"])
+    app.add_route("/bench/clock", clock_endpoint, methods=["GET"])
     uvicorn.run(
         app,
         host="127.0.0.1",
