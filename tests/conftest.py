@@ -12,6 +12,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -265,6 +266,12 @@ async def register(client: httpx.AsyncClient, worker: Worker) -> AsyncIterator[R
 
 def unique(prefix: str = "gw") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def instant(value: str) -> datetime:
+    """A timestamp the API sent, for comparing: as strings, "...:22Z" (a whole second, which
+    the JSON encoder writes without a fraction) sorts after "...:22.037Z"."""
+    return datetime.fromisoformat(value)
 
 
 @pytest.fixture(scope="module")

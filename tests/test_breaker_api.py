@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from shared.gateways.breaker import breaker_key
 from tests.backends import Backends
-from tests.conftest import TEAM
+from tests.conftest import TEAM, instant
 from tests.tcp_proxy import TcpProxy
 from tests.test_metrics import scrape, value
 
@@ -80,7 +80,9 @@ async def test_an_open_circuit_refuses_at_once_then_one_probe_closes_it(
     shown = sick["breaker"]
     assert shown["status"] == "open" and shown["failures"] >= threshold and shown["retry_after_s"] > 0
     # What real calls saw, without calling: the last success (the first call) and the last error.
-    assert sick["last_seen_ok_at"] is not None and sick["last_error_at"] > sick["last_seen_ok_at"]
+    assert sick["last_seen_ok_at"] is not None and instant(sick["last_error_at"]) > instant(
+        sick["last_seen_ok_at"]
+    )
     assert sick["last_error"].startswith(f"could not connect to 127.0.0.1:{proxy.port}")
     metrics = await scrape(client)
     assert value(metrics, "mcpq_gateway_breaker_open", gateway_id=gateway["id"]) == 1
@@ -98,7 +100,9 @@ async def test_an_open_circuit_refuses_at_once_then_one_probe_closes_it(
     await asyncio.sleep(0.3)
     healed = (await client.get(f"/v1/gateways/{gateway['id']}")).json()
     assert healed["breaker"]["status"] == "closed"
-    assert healed["last_seen_ok_at"] > healed["last_error_at"]  # the error stays on show, older
+    assert instant(healed["last_seen_ok_at"]) > instant(
+        healed["last_error_at"]
+    )  # the error stays on show, older
     assert (await client.post(url, json=body)).status_code == 200
 
 

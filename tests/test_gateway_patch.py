@@ -14,7 +14,7 @@ from arq.worker import Worker
 from prometheus_client import REGISTRY
 
 from tests.backends import Backends, OAuthServer, free_port
-from tests.conftest import TEAM, unique
+from tests.conftest import TEAM, instant, unique
 from tests.test_oauth import auth_body
 
 
@@ -46,7 +46,7 @@ async def test_a_new_url_is_discovered_before_it_is_stored(
     body = response.json()
     assert body["url"] == backends.urls["growing"]
     assert body["server_name"] == "mcpq-growing-backend"
-    assert body["refreshed_at"] > gateway["refreshed_at"]
+    assert instant(body["refreshed_at"]) > instant(gateway["refreshed_at"])
     assert "grow" in await _tools(client, gateway) and "echo" not in await _tools(client, gateway)
     call = await client.post(
         f"/v1/tools/{gateway['name']}.grow/call", json={"arguments": {"name": unique("t")}}
@@ -84,7 +84,7 @@ async def test_timeout_and_visibility_change_without_discovery(
     body = response.json()
     assert (body["timeout_s"], body["visibility"]) == (12.5, "public")
     assert body["refreshed_at"] == gateway["refreshed_at"]  # no discovery ran
-    assert body["updated_at"] > gateway["updated_at"]
+    assert instant(body["updated_at"]) > instant(gateway["updated_at"])
     empty = await client.patch(f"/v1/gateways/{gateway['id']}", json={})
     assert empty.status_code == 200, empty.text
     assert (empty.json()["timeout_s"], empty.json()["visibility"]) == (12.5, "public")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from datetime import datetime
 from typing import Any
 
 import httpx
@@ -17,7 +16,7 @@ from sqlalchemy import select, update
 from shared.config import Settings
 from shared.models import Gateway, Tool
 from tests.backends import Backends, free_port
-from tests.conftest import TEAM, Register, unique
+from tests.conftest import TEAM, Register, instant, unique
 
 # The tools build_server() defines at least (others may be added to the test backend).
 BACKEND_TOOLS = {"echo", "add", "sleep", "hold", "count", "fail"}
@@ -61,10 +60,6 @@ async def _tool_names(client: httpx.AsyncClient, gateway: str) -> set[str]:
     response = await client.get("/v1/tools", params={"gateway": gateway})
     assert response.status_code == 200, response.text
     return {t["name"] for t in response.json()["items"]}
-
-
-def _ts(value: str) -> datetime:
-    return datetime.fromisoformat(value)
 
 
 # --- register -------------------------------------------------------------------------------
@@ -371,7 +366,7 @@ async def test_refresh_restores_adds_and_removes_tools(
     body = response.json()
     assert body["id"] == gateway["id"]
     assert body["tool_count"] == gateway["tool_count"]
-    assert _ts(body["refreshed_at"]) > _ts(gateway["refreshed_at"])
+    assert instant(body["refreshed_at"]) > instant(gateway["refreshed_at"])
 
     names = await _tool_names(client, gateway["name"])
     assert "echo" in names

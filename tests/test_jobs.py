@@ -6,7 +6,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
 import httpx
@@ -20,14 +19,10 @@ from shared.config import Settings
 from shared.jobs.schemas import JobKind
 from shared.models import Gateway
 from tests.backends import Backends, Gate, free_port
-from tests.conftest import TEAM
+from tests.conftest import TEAM, instant
 from tests.jobs_helpers import plant_record, store_of
 
 JOB_FIELDS = {"id", "kind", "item", "team", "status", "created_at", "started_at", "finished_at", "attempts"}
-
-
-def _ts(value: str) -> datetime:
-    return datetime.fromisoformat(value)
 
 
 async def _submit(client: httpx.AsyncClient, gateway: dict[str, Any], tool: str, **arguments: Any) -> str:
@@ -77,7 +72,7 @@ async def test_completed_job_record(client: httpx.AsyncClient, gateway: dict[str
     assert job["result"]["content"] == [{"type": "text", "text": "hello"}]
     assert job["result"]["isError"] is False
     assert "error" not in job
-    assert _ts(job["created_at"]) <= _ts(job["started_at"]) <= _ts(job["finished_at"])
+    assert instant(job["created_at"]) <= instant(job["started_at"]) <= instant(job["finished_at"])
     assert job["created_at"].endswith("Z")
 
 

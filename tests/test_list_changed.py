@@ -20,7 +20,7 @@ from shared.config import Settings
 from shared.gateways import service as gateway_service
 from shared.gateways.follow import CatalogFollower
 from tests.backends import Backends
-from tests.conftest import TEAM, isolated, unique
+from tests.conftest import TEAM, instant, isolated, unique
 
 
 @pytest.fixture(params=["growing", "growing_handshake"])
@@ -72,7 +72,7 @@ async def test_a_backend_that_adds_a_tool_is_refreshed_without_a_manual_call(
     call = await client.post(f"/v1/tools/{growing['name']}.{name}/call", json={"arguments": {"text": "new"}})
     assert call.status_code == 200, call.text
     shown = (await client.get(f"/v1/gateways/{growing['id']}")).json()
-    assert shown["refreshed_at"] > growing["refreshed_at"]
+    assert instant(shown["refreshed_at"]) > instant(growing["refreshed_at"])
 
 
 async def test_a_burst_of_notices_is_coalesced_and_none_is_lost(

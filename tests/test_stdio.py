@@ -36,7 +36,7 @@ from shared.gateways import service as gateway_service
 from shared.jobs.schemas import BackendSpec
 from shared.security import SecretBox
 from tests.backends import serving
-from tests.conftest import isolated, running_worker, serve, unique
+from tests.conftest import instant, isolated, running_worker, serve, unique
 from tests.test_secrets import _every_value_in_redis, _raw_gateway_row
 from workers import backend_stdio
 from workers.sessions import SessionPool
@@ -264,7 +264,7 @@ async def test_patch_of_args_and_env_runs_the_new_server_from_the_next_call(
     body = response.json()
     # Discovered with the new command line before it was stored: the handshake's name is its args'.
     assert body["server_name"] == "renamed-by-patch" and body["args"] == [SERVER, "serve", "renamed-by-patch"]
-    assert body["cwd"] == "/" and body["refreshed_at"] > own_gateway["refreshed_at"]
+    assert body["cwd"] == "/" and instant(body["refreshed_at"]) > instant(own_gateway["refreshed_at"])
     assert "env" not in body and secret not in response.text
     await until_gone(old_pid)  # the worker dropped the process of the old spec
     assert int(text(await call(stack, own_gateway, "pid"))) != old_pid
