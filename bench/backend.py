@@ -31,6 +31,7 @@ import sys
 import time
 from array import array
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import uvicorn
 from mcp.server import MCPServer
@@ -39,14 +40,10 @@ from mcp_types import ToolAnnotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench._stats import percentile
+
 server = MCPServer("mcpq-bench-backend")
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))]
 
 
 @dataclass
@@ -71,9 +68,11 @@ class ToolClock:
     tool_s: Series = field(default_factory=Series)
     overshoot_s: Series = field(default_factory=Series)
 
-    def summary(self, start: float, end: float) -> dict[str, float | int | None]:
+    def summary(self, start: float, end: float) -> dict[str, float | int]:
         tool_s = self.tool_s.between(start, end)
         ms = [x * 1000 for x in self.overshoot_s.between(start, end)]
+        if not tool_s or not ms:
+            return {"calls": 0}  # nothing to tell (and JSON has no NaN)
         return {
             "calls": len(tool_s),
             "tool_p50_s": percentile(tool_s, 50),

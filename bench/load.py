@@ -52,6 +52,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._harness import ROOT, Stack, private_redis, raise_open_files_limit, stack
 from bench._probes import PgSampler, Snapshot, Window, job_phases, snapshot
+from bench._stats import percentile
 
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 WRK_SCRIPT = ROOT / "bench" / "wrk_call.lua"
@@ -80,13 +81,6 @@ class WrkRun:
     started: float
     stdout: str
     log_errors: dict[str, int] = field(default_factory=dict)
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def register(s: Stack, tool: str) -> tuple[str, str]:

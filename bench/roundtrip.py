@@ -28,6 +28,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._harness import BACKEND, private_redis, stack
+from bench._stats import percentile
 
 # The benchmark backend over stdio, as the worker and the direct client both start it.
 STDIO_SERVER = {"command": sys.executable, "args": [str(BACKEND), "--stdio"]}
@@ -35,11 +36,6 @@ STDIO_SERVER = {"command": sys.executable, "args": [str(BACKEND), "--stdio"]}
 
 HTTP_DIRECT = "direct (MCP SDK, reused session)"
 STDIO_DIRECT = "direct stdio (MCP SDK, reused session)"
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 async def timed(n: int, warmup: int, once: Callable[[int], Awaitable[None]]) -> list[float]:
