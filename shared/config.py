@@ -106,9 +106,9 @@ class Settings(BaseSettings):
     worker_metrics_port: int = 9091
     worker_metrics_host: str = "127.0.0.1"
     # Calls in flight on one pooled MCP session before a worker opens another to the same
-    # backend, and the cap. An HTTP client's pool checks each of its connections on every request
-    # (httpcore's has_expired): at 100 concurrent echo calls, 16 per session instead of 100 cut the
-    # workers' CPU per call 5.8 -> 4.7 ms (bench/load.py --shape echo, side by side).
+    # backend, and the cap. With httpx2's own transport (httpcore checked each connection of a
+    # pool on every request), 16 per session instead of 100 cut the workers' CPU per call
+    # 5.8 -> 4.7 ms at 100 concurrent echo calls (bench/load.py --shape echo, side by side).
     mcp_session_max_calls: int = 16
     mcp_max_sessions_per_backend: int = 64
     # Concurrent HTTP requests one pooled MCP session may have open to its backend.

@@ -191,8 +191,8 @@ async def test_sessions_share_one_tls_context(
 async def test_an_idle_connection_the_server_closed_is_not_used_again(
     proxy: TcpProxy, pool: SessionPool
 ) -> None:
-    # The worker's pool finds a dropped idle connection by probing its socket
-    # (workers/backend_http.py's ProbedStream); sent on it, a call would fail.
+    # The worker's pool drops an idle connection the server closed (aiohttp sees the close on
+    # the event loop: workers/backend_http.py's AiohttpTransport); sent on it, a call would fail.
     spec = spec_for(proxy.port)
     assert await pool.use(spec, lambda c: echo(c, "warm")) == "warm"
     idle = [link for link in proxy.links if link.sent.startswith(b"POST")]

@@ -47,7 +47,7 @@ from shared.gateways import netguard
 from shared.jobs.schemas import BackendSpec, backend_target
 from shared.security import SecretBox
 from workers import backend_stdio, interactive
-from workers.backend_http import BackendTransport, PooledTransport, TransportFailure, transport_failure
+from workers.backend_http import AiohttpTransport, BackendTransport, TransportFailure, transport_failure
 from workers.breaker import GatewayHealth
 from workers.oauth import Bearer, BearerAuth, ClientCredentials, TokenSource
 from workers.progress import CURRENT_CALL, on_backend_log
@@ -526,13 +526,10 @@ class SessionPool:
                 # No read timeout here: each request carries its own (the job's backend timeout).
                 timeout=httpx2.Timeout(s.mcp_connect_timeout_s, read=None, pool=None),
                 transport=BackendTransport(
-                    PooledTransport(
+                    AiohttpTransport(
                         self._tls_context(),
-                        httpx2.Limits(
-                            max_connections=max(s.mcp_http_max_connections, s.worker_max_jobs),
-                            max_keepalive_connections=100,
-                            keepalive_expiry=s.mcp_http_keepalive_s,
-                        ),
+                        max_connections=max(s.mcp_http_max_connections, s.worker_max_jobs),
+                        keepalive_s=s.mcp_http_keepalive_s,
                     ),
                     bearer,
                 ),
