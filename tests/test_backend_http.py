@@ -5,13 +5,20 @@ becomes (the SDK, `failure_response` and shared/backend_errors read httpx2's err
 from __future__ import annotations
 
 import asyncio
+import datetime
 import gzip
+import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx2
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from workers.backend_http import NOT_SENT, AiohttpTransport
 
@@ -28,8 +35,8 @@ class RawServer:
     heads: list[bytes] = field(default_factory=list)
     server: asyncio.Server | None = None
 
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+    async def start(self, tls: ssl.SSLContext | None = None) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=tls)
         port: int = self.server.sockets[0].getsockname()[1]
         return port
 
@@ -73,10 +80,39 @@ async def transport() -> AsyncIterator[AiohttpTransport]:
     await made.aclose()
 
 
-async def serve(handler: Handler) -> tuple[RawServer, str]:
+async def serve(handler: Handler, tls: ssl.SSLContext | None = None) -> tuple[RawServer, str]:
     server = RawServer(handler)
-    port = await server.start()
-    return server, f"http://127.0.0.1:{port}/mcp"
+    port = await server.start(tls)
+    return server, f"{'https' if tls else 'http'}://127.0.0.1:{port}/mcp"
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mcpq test backend")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
 
 
 async def test_requests_go_out_as_httpx2_built_them_and_read_bodies_reuse_the_connection(
@@ -194,3 +230,32 @@ async def test_the_read_timeout_of_a_request_applies_to_its_reads(transport: Aio
         with pytest.raises(httpx2.ReadTimeout):
             await client.post(url, content=b"{}", timeout=httpx2.Timeout(5, read=0.3))
         assert asyncio.get_running_loop().time() - started < 3
+
+
+async def test_tls_is_verified_against_the_context_given(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+
+    async def answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await server.read_request(reader)
+            writer.write(answer(b'{"tls":true}'))
+            await writer.drain()
+
+    server, url = await serve(answer_ok, server_tls)
+    assert url.startswith("https://")
+    trusting = AiohttpTransport(
+        ssl.create_default_context(cafile=str(cert)), max_connections=10, keepalive_s=30
+    )
+    async with httpx2.AsyncClient(transport=trusting) as client:
+        for _ in range(2):
+            assert (await client.post(url, content=b"{}")).json() == {"tls": True}
+    assert server.accepted == 1  # the TLS connection was reused
+    # A context that does not trust the certificate refuses the connection: nothing was sent.
+    default = AiohttpTransport(ssl.create_default_context(), max_connections=10, keepalive_s=30)
+    async with httpx2.AsyncClient(transport=default) as client:
+        with pytest.raises(httpx2.ConnectError, match="certificate") as raised:
+            await client.post(url, content=b"{}")
+    assert isinstance(raised.value, NOT_SENT)
+    assert len(server.heads) == 2

@@ -214,10 +214,11 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
 
     The SDK takes an `httpx2.AsyncClient`, and the client takes any transport. httpx2's own
     (httpcore2 and the pure-Python h11) cost 1.4-1.8 ms of CPU per echo POST at 100 concurrent
-    POSTs here, and this one 0.65-0.87 ms (aiohttp parses HTTP in C): a third of a worker's CPU
-    per call. The request goes out as httpx2 built it (headers, body); the body comes back as
-    read, with no decoding (httpx2 decodes). A connection the server closed while idle leaves
-    aiohttp's pool when the event loop sees the close, before any request can be sent on it."""
+    POSTs here, and this one 0.65-0.87 ms (aiohttp parses HTTP in C): a worker's CPU per echo call
+    fell by a fifth (bench/load.py, side by side). The request goes out as httpx2 built it
+    (headers, body); the body comes back as read, with no decoding (httpx2 decodes). A connection
+    the server closed while idle leaves aiohttp's pool when the event loop sees the close, before
+    any request can be sent on it."""
 
     def __init__(self, ssl_context: ssl.SSLContext, max_connections: int, keepalive_s: float) -> None:
         self._session = aiohttp.ClientSession(
