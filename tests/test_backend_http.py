@@ -80,10 +80,26 @@ async def transport() -> AsyncIterator[AiohttpTransport]:
     await made.aclose()
 
 
-async def serve(handler: Handler, tls: ssl.SSLContext | None = None) -> tuple[RawServer, str]:
-    server = RawServer(handler)
-    port = await server.start(tls)
-    return server, f"{'https' if tls else 'http'}://127.0.0.1:{port}/mcp"
+Serve = Callable[..., Awaitable[tuple[RawServer, str]]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """Starts a `RawServer` on a free port (`await serve(handler, tls=None)`): the server and its
+    URL. Every server started is closed after the test."""
+    started: list[RawServer] = []
+
+    async def start(handler: Handler, tls: ssl.SSLContext | None = None) -> tuple[RawServer, str]:
+        server = RawServer(handler)
+        started.append(server)
+        port = await server.start(tls)
+        return server, f"{'https' if tls else 'http'}://127.0.0.1:{port}/mcp"
+
+    yield start
+    for server in started:
+        if server.server is not None:
+            server.server.close()
+            await server.server.wait_closed()
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -116,6 +132,7 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
 
 async def test_requests_go_out_as_httpx2_built_them_and_read_bodies_reuse_the_connection(
+    serve: Serve,
     transport: AiohttpTransport,
 ) -> None:
     bodies: list[bytes] = []
@@ -143,6 +160,7 @@ async def test_requests_go_out_as_httpx2_built_them_and_read_bodies_reuse_the_co
 
 
 async def test_a_body_closed_before_its_end_does_not_leave_its_connection_in_the_pool(
+    serve: Serve,
     transport: AiohttpTransport,
 ) -> None:
     async def long_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -162,6 +180,7 @@ async def test_a_body_closed_before_its_end_does_not_leave_its_connection_in_the
 
 
 async def test_a_compressed_body_is_handed_over_as_sent_and_httpx2_decodes_it(
+    serve: Serve,
     transport: AiohttpTransport,
 ) -> None:
     async def gzipped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -176,6 +195,7 @@ async def test_a_compressed_body_is_handed_over_as_sent_and_httpx2_decodes_it(
 
 
 async def test_a_refused_connection_is_a_connect_error_which_was_not_sent(
+    serve: Serve,
     transport: AiohttpTransport,
 ) -> None:
     server, url = await serve(lambda reader, writer: asyncio.sleep(0))
@@ -188,7 +208,9 @@ async def test_a_refused_connection_is_a_connect_error_which_was_not_sent(
     assert isinstance(raised.value, NOT_SENT)
 
 
-async def test_an_answer_that_is_not_http_is_a_protocol_error(transport: AiohttpTransport) -> None:
+async def test_an_answer_that_is_not_http_is_a_protocol_error(
+    serve: Serve, transport: AiohttpTransport
+) -> None:
     async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await server.read_request(reader)
         writer.write(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
@@ -202,6 +224,7 @@ async def test_an_answer_that_is_not_http_is_a_protocol_error(transport: Aiohttp
 
 
 async def test_a_close_before_the_answer_or_inside_the_body_is_a_protocol_error(
+    serve: Serve,
     transport: AiohttpTransport,
 ) -> None:
     async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -219,7 +242,9 @@ async def test_a_close_before_the_answer_or_inside_the_body_is_a_protocol_error(
                 await client.post(url, content=b"{}")
 
 
-async def test_the_read_timeout_of_a_request_applies_to_its_reads(transport: AiohttpTransport) -> None:
+async def test_the_read_timeout_of_a_request_applies_to_its_reads(
+    serve: Serve, transport: AiohttpTransport
+) -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await server.read_request(reader)
         await asyncio.sleep(5)
@@ -232,7 +257,7 @@ async def test_the_read_timeout_of_a_request_applies_to_its_reads(transport: Aio
         assert asyncio.get_running_loop().time() - started < 3
 
 
-async def test_tls_is_verified_against_the_context_given(tmp_path: Path) -> None:
+async def test_tls_is_verified_against_the_context_given(serve: Serve, tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_tls.load_cert_chain(cert, key)
