@@ -28,6 +28,7 @@ from a task of its own, outside the caller's context.
 
 from __future__ import annotations
 
+import functools
 import json
 import ssl
 from collections.abc import AsyncIterator
@@ -191,6 +192,31 @@ def as_httpx_error(exc: aiohttp.ClientError | TimeoutError) -> httpx2.TransportE
     return httpx2.TransportError(f"{type(exc).__name__}: {exc}")
 
 
+# Each pure and called per request with the few values a worker's sessions use: made once each.
+@functools.lru_cache(maxsize=256)
+def aiohttp_url(url: str) -> yarl.URL:
+    """An httpx2 URL (already encoded: no requoting) as aiohttp takes it."""
+    return yarl.URL(url, encoded=True)
+
+
+@functools.lru_cache(maxsize=64)
+def aiohttp_timeout(
+    connect: float | None = None,
+    read: float | None = None,
+    write: float | None = None,
+    pool: float | None = None,
+) -> aiohttp.ClientTimeout:
+    """httpx2's per-request timeouts in aiohttp's terms. httpx2's pool timeout is the wait for a
+    free connection, which aiohttp counts in `connect` together with connecting; aiohttp has no
+    write timeout."""
+    return aiohttp.ClientTimeout(
+        total=None,
+        connect=None if pool is None or connect is None else pool + connect,
+        sock_connect=connect,
+        sock_read=read,
+    )
+
+
 class AiohttpBody(httpx2.AsyncByteStream):
     """An aiohttp response body as httpx2 reads it. Closing it hands the connection back to
     aiohttp's pool when the body was read to its end, and closes the connection otherwise."""
@@ -232,19 +258,17 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             max_line_size=HEADER_LINE_MAX_BYTES,
             max_field_size=HEADER_LINE_MAX_BYTES,
         )
-        self._urls: dict[str, yarl.URL] = {}
-        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         content = await request.aread()
         try:
             response = await self._session.request(
                 request.method,
-                self._url(request.url),
+                aiohttp_url(str(request.url)),
                 headers=request.headers.multi_items(),
                 data=content or None,
                 allow_redirects=False,  # httpx2 (the SDK's `stream_within_origin`) decides
-                timeout=self._timeout(request.extensions.get("timeout") or {}),
+                timeout=aiohttp_timeout(**request.extensions.get("timeout", {})),
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise as_httpx_error(exc) from exc
@@ -254,31 +278,6 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             stream=AiohttpBody(response),
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode()},
         )
-
-    def _url(self, url: httpx2.URL) -> yarl.URL:
-        # A session posts to one URL: parse it once (it is already encoded; no requoting).
-        raw = str(url)
-        parsed = self._urls.get(raw)
-        if parsed is None:
-            if len(self._urls) >= 64:
-                self._urls.clear()
-            parsed = self._urls[raw] = yarl.URL(raw, encoded=True)
-        return parsed
-
-    def _timeout(self, timeout: dict[str, float | None]) -> aiohttp.ClientTimeout:
-        """httpx2's per-request timeouts in aiohttp's terms. httpx2's pool timeout is the wait
-        for a free connection, which aiohttp counts in `connect` together with connecting."""
-        key = (timeout.get("connect"), timeout.get("read"), timeout.get("pool"))
-        made = self._timeouts.get(key)
-        if made is None:
-            connect, read, pool = key
-            made = self._timeouts[key] = aiohttp.ClientTimeout(
-                total=None,
-                connect=None if pool is None or connect is None else pool + connect,
-                sock_connect=connect,
-                sock_read=read,
-            )
-        return made
 
     async def aclose(self) -> None:
         await self._session.close()
