@@ -28,15 +28,16 @@ from arq.jobs import deserialize_job_raw, serialize_result
 from arq.utils import timestamp_ms
 from arq.worker import Function, JobExecutionFailed, func
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import runtime
+from shared.batching import GroupCommit
 from shared.config import Settings
 from shared.gateways.breaker import Breaker
 from shared.gateways.channels import gone_channel
 from shared.jobs.schemas import Envelope, JobKind
-from shared.jobs.store import CANCELLED_ERROR, ArqEnd, Claim, JobStore
+from shared.jobs.store import CANCELLED_ERROR, ArqEnd, Claim, JobEnd, JobStore
 from shared.redis import job_deserializer, job_serializer, run_guarded, stop_task, subscribe_forever
 from shared.security import SecretBox
 from shared.subscriptions import SubscriptionStore
@@ -71,6 +72,8 @@ FUNCTIONS = [
 # Jobs claimed per round trip: a burst drains quickly, and a second worker woken by the same
 # burst still finds some.
 CLAIM_BATCH = 50
+# Most jobs ended per round trip: those that end while one finish is in flight go out together.
+FINISH_BATCH = 32
 # Results kept in memory while Redis is away; past it the oldest is dropped (and logged).
 PENDING_RESULTS_MAX = 10_000
 REDIS_BACKOFF_S = (0.1, 5.0)
@@ -113,6 +116,9 @@ class Worker(arq.worker.Worker):
         self.settings = settings
         self.worker_id = new_worker_id()
         self.store = JobStore(redis, settings)
+        self._finishes: GroupCommit[JobEnd, bool] = GroupCommit(
+            self.store.finish_many, FINISH_BATCH, alone_on=(ResponseError,)
+        )
         self._wake = asyncio.Event()
         self._aborts_requested = False
         self._stopping = False
@@ -413,7 +419,7 @@ class Worker(arq.worker.Worker):
         # The job's last progress goes first: a waiter relaying it must not see it after the result.
         await self.progress.flush_job(job_id)
         try:
-            await self.store.finish(job_id, envelope, end)
+            await self._finishes.submit((job_id, envelope, end))
         except REDIS_DOWN as exc:
             if len(self._pending) == self._pending.maxlen:
                 log.error(

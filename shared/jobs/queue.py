@@ -18,10 +18,11 @@ from arq.connections import ArqRedis
 from arq.constants import abort_jobs_ss
 from arq.utils import timestamp_ms
 from opentelemetry.trace import SpanKind
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from shared import pagination, tracing
 from shared.auth.schemas import Principal, Role
+from shared.batching import GroupCommit
 from shared.config import Settings
 from shared.errors import (
     BackendUnavailable,
@@ -36,7 +37,7 @@ from shared.errors import (
 from shared.ids import parse_uuid
 from shared.jobs.interactive import Until, asking_beyond, check_answer
 from shared.jobs.schemas import JobEvent, JobRecord, JobStatus, PreparedJob
-from shared.jobs.store import JobStore
+from shared.jobs.store import Admission, JobStore
 from shared.jobs.waiters import JobWaiters, JobWatch
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 CANCEL_CONFIRM_S = 5.0
 # How many index entries a filtered listing reads per round trip.
 RECENT_SCAN_BATCH = 100
+# Most jobs enqueued per round trip: those submitted while one enqueue is in flight go together.
+ENQUEUE_BATCH = 32
 # What a caller over its team's in-flight limit is told to wait before trying again.
 RETRY_AFTER_S = 1
 
@@ -83,6 +86,9 @@ class JobQueue:
         self.redis = redis
         self.settings = settings
         self._store = JobStore(redis, settings)
+        self._enqueues: GroupCommit[PreparedJob, Admission] = GroupCommit(
+            self._store.enqueue_many, ENQUEUE_BATCH, alone_on=(ResponseError,)
+        )
         self._waiters = JobWaiters(self._store, settings.fallback_poll_s)
 
     # --- what the process's one pub/sub reader delivers ------------------------------------------
@@ -115,7 +121,7 @@ class JobQueue:
                 trace_context = tracing.carrier()
                 if trace_context is not None:
                     job.payload["trace"] = trace_context
-                admission = await self._store.enqueue(job)
+                admission = await self._enqueues.submit(job)
             if admission.outcome == "duplicate" and admission.same_request and admission.existing:
                 existing = await self._store.get(admission.existing)
                 if existing is None:

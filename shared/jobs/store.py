@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -111,108 +112,130 @@ return claimed
 """
 )
 
-# KEYS[1] record, KEYS[2] arq job, KEYS[3] arq queue, KEYS[4] the team's in-flight set,
-# KEYS[5] the team's task index (KEYS[1] when the job is not listed as a task), KEYS[6] the
-# caller's idempotency key (KEYS[1] when it sent none), KEYS[7] the team's index of recent jobs
-# (KEYS[1] for a job of no team), KEYS[8] the index of every team's recent jobs, KEYS[9] the
-# gateway's circuit breaker (KEYS[1] for a job the breaker does not gate: discovery);
-# ARGV job id, now ms, limit (0: none), in-flight horizon ms, record ttl, serialized arq job,
-# queue ttl ms, wake list, queue cap (0: none), request fingerprint, entries kept per index of
-# recent jobs, breaker threshold, breaker open seconds, then the record's field/value pairs.
-# Returns {'ok'}, {'team_full'}, {'queue_full'}, {'breaker_open', seconds}, or {'duplicate', job
-# id, fingerprint} when the idempotency key already names a job (nothing is written then).
+# Admits and writes jobs, several per call (the API's enqueues grouped: shared/batching.py), in
+# order, each as if alone. Per job, 9 KEYS: record, arq job, arq queue, the team's in-flight set,
+# the team's task index (the record's key when the job is not listed as a task), the caller's
+# idempotency key (the record's key when it sent none), the team's index of recent jobs (the
+# record's key for a job of no team), the index of every team's recent jobs, the gateway's
+# circuit breaker (the record's key for a job the breaker does not gate: discovery); and ARGV:
+# job id, now ms, limit (0: none), in-flight horizon ms, record ttl, serialized arq job, queue
+# ttl ms, wake list, queue cap (0: none), request fingerprint, entries kept per index of recent
+# jobs, breaker threshold, breaker open seconds, the number of record field/value items, then
+# those items. Returns per job {'ok'}, {'team_full'}, {'queue_full'}, {'breaker_open', seconds},
+# or {'duplicate', job id, fingerprint} when the idempotency key already names a job (nothing is
+# written then).
 # The wake-up is a token in a list that idle workers block on: each new job wakes one worker,
 # not all of them (a broadcast made every worker race for every job). Capped: with no worker
 # running, tokens must not pile up.
 _ENQUEUE = (
     """
-if KEYS[6] ~= KEYS[1] then
-  local known = redis.call('HMGET', KEYS[6], 'job', 'fingerprint')
-  if known[1] then return {'duplicate', known[1], known[2]} end
-end
-if KEYS[9] ~= KEYS[1] then
+local function enqueue(k, a)
+  local record = KEYS[k + 1]
+  if KEYS[k + 6] ~= record then
+    local known = redis.call('HMGET', KEYS[k + 6], 'job', 'fingerprint')
+    if known[1] then return {'duplicate', known[1], known[2]} end
+  end
+  if KEYS[k + 9] ~= record then
 """
-    + admit_lua("KEYS[9]", "ARGV[12]", "ARGV[13]")
+    + admit_lua("KEYS[k + 9]", "ARGV[a + 12]", "ARGV[a + 13]")
     + """
+  end
+  local id, now = ARGV[a + 1], tonumber(ARGV[a + 2])
+  local cap = tonumber(ARGV[a + 9])
+  if cap > 0 and redis.call('ZCARD', KEYS[k + 3]) >= cap then return {'queue_full'} end
+  local limit = tonumber(ARGV[a + 3])
+  if limit > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[k + 4], '-inf', now)
+    if redis.call('ZCARD', KEYS[k + 4]) >= limit then return {'team_full'} end
+    redis.call('ZADD', KEYS[k + 4], now + tonumber(ARGV[a + 4]), id)
+    redis.call('PEXPIRE', KEYS[k + 4], ARGV[a + 4])
+  end
+  -- Indexes by creation time. Entries older than a record can live are trimmed here, so an
+  -- index never outgrows the records; `keep` > 0 also bounds it to its newest entries.
+  local ttl_ms = tonumber(ARGV[a + 5]) * 1000
+  local function index(key, keep)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - ttl_ms)
+    redis.call('ZADD', key, now, id)
+    if keep > 0 then redis.call('ZREMRANGEBYRANK', key, 0, -keep - 1) end
+    redis.call('PEXPIRE', key, ttl_ms)
+  end
+  -- Tool-call jobs are MCP tasks too: tasks/list pages through all of them.
+  if KEYS[k + 5] ~= record then index(KEYS[k + 5], 0) end
+  -- Every job, newest kept, for GET /v1/jobs (the console): per team, and across teams.
+  if KEYS[k + 7] ~= record then index(KEYS[k + 7], tonumber(ARGV[a + 11])) end
+  index(KEYS[k + 8], tonumber(ARGV[a + 11]))
+  if KEYS[k + 6] ~= record then
+    -- The key names the job as long as its record lives.
+    redis.call('HSET', KEYS[k + 6], 'job', id, 'fingerprint', ARGV[a + 10])
+    redis.call('EXPIRE', KEYS[k + 6], ARGV[a + 5])
+  end
+  redis.call('HSET', record, unpack(ARGV, a + 15, a + 14 + tonumber(ARGV[a + 14])))
+  redis.call('EXPIRE', record, ARGV[a + 5])
+  redis.call('PSETEX', KEYS[k + 2], ARGV[a + 7], ARGV[a + 6])
+  redis.call('ZADD', KEYS[k + 3], now, id)
+  redis.call('LPUSH', ARGV[a + 8], '1')
+  redis.call('LTRIM', ARGV[a + 8], 0, 999)
+  return {'ok'}
 end
-local cap = tonumber(ARGV[9])
-if cap > 0 and redis.call('ZCARD', KEYS[3]) >= cap then return {'queue_full'} end
-local limit = tonumber(ARGV[3])
-if limit > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[2])
-  if redis.call('ZCARD', KEYS[4]) >= limit then return {'team_full'} end
-  redis.call('ZADD', KEYS[4], tonumber(ARGV[2]) + tonumber(ARGV[4]), ARGV[1])
-  redis.call('PEXPIRE', KEYS[4], ARGV[4])
+local admitted, a = {}, 0
+for j = 0, #KEYS / 9 - 1 do
+  admitted[j + 1] = enqueue(j * 9, a)
+  a = a + 14 + tonumber(ARGV[a + 14])
 end
--- Indexes by creation time. Entries older than a record can live are trimmed here, so an index
--- never outgrows the records; `keep` > 0 also bounds it to its newest entries.
-local ttl_ms = tonumber(ARGV[5]) * 1000
-local function index(key, keep)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', tonumber(ARGV[2]) - ttl_ms)
-  redis.call('ZADD', key, ARGV[2], ARGV[1])
-  if keep > 0 then redis.call('ZREMRANGEBYRANK', key, 0, -keep - 1) end
-  redis.call('PEXPIRE', key, ttl_ms)
-end
--- Tool-call jobs are MCP tasks too: tasks/list pages through all of them.
-if KEYS[5] ~= KEYS[1] then index(KEYS[5], 0) end
--- Every job, newest kept, for GET /v1/jobs (the console): per team, and across teams.
-if KEYS[7] ~= KEYS[1] then index(KEYS[7], tonumber(ARGV[11])) end
-index(KEYS[8], tonumber(ARGV[11]))
-if KEYS[6] ~= KEYS[1] then
-  -- The key names the job as long as its record lives.
-  redis.call('HSET', KEYS[6], 'job', ARGV[1], 'fingerprint', ARGV[10])
-  redis.call('EXPIRE', KEYS[6], ARGV[5])
-end
-redis.call('HSET', KEYS[1], unpack(ARGV, 14))
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('PSETEX', KEYS[2], ARGV[7], ARGV[6])
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
-redis.call('LPUSH', ARGV[8], '1')
-redis.call('LTRIM', ARGV[8], 0, 999)
-return {'ok'}
+return admitted
 """
 )
 
 # Frees the job's in-flight slot; shared by the scripts that make a job terminal.
 _RELEASE_SLOT = """
-local slot = redis.call('HGET', KEYS[1], 'slot')
-if slot and slot ~= '' then redis.call('ZREM', slot, ARGV[1]) end
+local function release_slot(record, job_id)
+  local slot = redis.call('HGET', record, 'slot')
+  if slot and slot ~= '' then redis.call('ZREM', slot, job_id) end
+end
 """
 
-# KEYS[1] record; ARGV job id, status, finished_at, result json, error json, ttl, channel,
-# largest result to publish whole. The message is the job id, then for a small result the whole
+# Ends jobs, several per call (a worker's finishes grouped: shared/batching.py). ARGV[1] record
+# ttl, ARGV[2] done channel, ARGV[3] largest result to publish whole, ARGV[4] arq's result ttl
+# ms; then per job ARGV job id, status, finished_at, result json, error json, arq's serialized
+# result ('' for none) and KEYS record, arq result, in-progress lock, try counter, arq job, arq
+# queue, abort set, the worker's running set. Returns per job 1, or 0 if its record had already
+# ended. The message on the done channel is the job id, then for a small result the whole
 # record as JSON, so waiters need no read.
-# A worker's finish also ends the job on arq's side, in the same round trip (what arq's own
-# finish_job writes): ARGV[9] arq's serialized result, ARGV[10] its ttl ms; KEYS[2] arq result,
-# KEYS[3] in-progress lock, KEYS[4] try counter, KEYS[5] arq job, KEYS[6] arq queue, KEYS[7] abort
-# set, KEYS[8] the worker's running set. That part runs even if the record already ended.
+# A worker's finish also ends the job on arq's side in the same round trip (what arq's own
+# finish_job writes); that part runs even if the record already ended. Without it (a finish
+# outside a worker: reconcile) every key but the record's is unused.
 _FINISH = (
-    """
-if ARGV[9] and ARGV[9] ~= '' then
-  redis.call('SET', KEYS[2], ARGV[9], 'PX', ARGV[10])
-  redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
-  redis.call('ZREM', KEYS[6], ARGV[1])
-  redis.call('ZREM', KEYS[7], ARGV[1])
-  redis.call('SREM', KEYS[8], ARGV[1])
-end
-local st = redis.call('HGET', KEYS[1], 'status')
-if (not st) or st == 'completed' or st == 'failed' or st == 'cancelled' then return 0 end
-"""
-    + _RELEASE_SLOT
+    _RELEASE_SLOT
     + """
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_at', ARGV[3])
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[4]) end
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[5]) end
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-if string.len(ARGV[4]) <= tonumber(ARGV[8]) then
-  local flat = redis.call('HGETALL', KEYS[1])
-  local record = {}
-  for i = 1, #flat, 2 do record[flat[i]] = flat[i + 1] end
-  redis.call('PUBLISH', ARGV[7], ARGV[1] .. ' ' .. cjson.encode(record))
-else
-  redis.call('PUBLISH', ARGV[7], ARGV[1])
+local function finish(k, a)
+  local record, id = KEYS[k + 1], ARGV[a + 1]
+  if ARGV[a + 6] ~= '' then
+    redis.call('SET', KEYS[k + 2], ARGV[a + 6], 'PX', ARGV[4])
+    redis.call('DEL', KEYS[k + 3], KEYS[k + 4], KEYS[k + 5])
+    redis.call('ZREM', KEYS[k + 6], id)
+    redis.call('ZREM', KEYS[k + 7], id)
+    redis.call('SREM', KEYS[k + 8], id)
+  end
+  local st = redis.call('HGET', record, 'status')
+  if (not st) or st == 'completed' or st == 'failed' or st == 'cancelled' then return 0 end
+  release_slot(record, id)
+  redis.call('HSET', record, 'status', ARGV[a + 2], 'finished_at', ARGV[a + 3])
+  if ARGV[a + 4] ~= '' then redis.call('HSET', record, 'result', ARGV[a + 4]) end
+  if ARGV[a + 5] ~= '' then redis.call('HSET', record, 'error', ARGV[a + 5]) end
+  redis.call('EXPIRE', record, ARGV[1])
+  if string.len(ARGV[a + 4]) <= tonumber(ARGV[3]) then
+    local flat = redis.call('HGETALL', record)
+    local fields = {}
+    for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
+    redis.call('PUBLISH', ARGV[2], id .. ' ' .. cjson.encode(fields))
+  else
+    redis.call('PUBLISH', ARGV[2], id)
+  end
+  return 1
 end
-return 1
+local ended = {}
+for j = 0, #KEYS / 8 - 1 do ended[j + 1] = finish(j * 8, 4 + j * 6) end
+return ended
 """
 )
 
@@ -262,13 +285,12 @@ PUBLISH_WHOLE_MAX_BYTES = 32_768
 
 # KEYS[1] record; ARGV job id, now, ttl, channel, error json. Returns the status after the call.
 _CANCEL = (
-    """
+    _RELEASE_SLOT
+    + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return 'missing' end
 if st == 'queued' then
-"""
-    + _RELEASE_SLOT
-    + """
+  release_slot(KEYS[1], ARGV[1])
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[2], 'error', ARGV[5],
              'cancel_requested', '1')
   redis.call('EXPIRE', KEYS[1], ARGV[3])
@@ -403,6 +425,10 @@ class ArqEnd:
     worker: str
 
 
+# A job's end as `JobStore.finish_many` takes it: id, outcome, and arq's side (None outside a worker).
+JobEnd = tuple[str, Envelope, ArqEnd | None]
+
+
 class JobStore:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._redis = redis
@@ -470,41 +496,47 @@ class JobStore:
         the id in the queue's sorted set) minus its WATCH/EXISTS guard against a reused id,
         which fresh random ids make moot.
         """
+        return (await self.enqueue_many([job]))[0]
+
+    async def enqueue_many(self, jobs: Sequence[PreparedJob]) -> list[Admission]:
+        """`enqueue` for several jobs in one round trip, admitted in order (see _ENQUEUE)."""
         s = self._settings
-        job_id, team = job.id, job.team
-        now_ms = timestamp_ms()
-        serialized = serialize_job(
-            job.kind.value, (job.payload,), {}, None, now_ms, serializer=job_serializer
-        )
-        fields = self._fields(job)
-        limit = s.team_max_in_flight if team else 0
-        slot = self.in_flight_key(team) if team else ""
-        if limit:
-            fields["slot"] = slot
         # The latest a job can still be in flight: its queue wait, its run, and some slack.
         horizon_ms = int((s.queue_ttl_s + s.max_backend_timeout_s + 60) * 1000)
-        answer = await self._enqueue(
-            keys=[
-                self._key(job_id),
+        keys: list[str] = []
+        args: list[str | int | float | bytes] = []
+        written: list[dict[str, str]] = []
+        for job in jobs:
+            job_id, team = job.id, job.team
+            record = self._key(job_id)
+            now_ms = timestamp_ms()
+            fields = self._fields(job)
+            limit = s.team_max_in_flight if team else 0
+            slot = self.in_flight_key(team) if team else ""
+            if limit:
+                fields["slot"] = slot
+            written.append(fields)
+            keys += [
+                record,
                 job_key_prefix + job_id,
                 s.queue_name,
-                slot or self._key(job_id),
-                self.tasks_key(team) if team and job.kind is JobKind.CALL_TOOL else self._key(job_id),
-                self._idempotency_key(job) or self._key(job_id),
-                self.recent_key(team) if team else self._key(job_id),
+                slot or record,
+                self.tasks_key(team) if team and job.kind is JobKind.CALL_TOOL else record,
+                self._idempotency_key(job) or record,
+                self.recent_key(team) if team else record,
                 self.recent_key(None),
                 # Discovery is how an admin checks a gateway: the breaker gates calls only.
-                self._key(job_id)
+                record
                 if job.kind is JobKind.DISCOVER
                 else breaker_key(s, str(job.payload["backend"]["gateway_id"])),
-            ],
-            args=[
+            ]
+            args += [
                 job_id,
                 now_ms,
                 limit,
                 horizon_ms,
                 self._record_ttl,
-                serialized,
+                serialize_job(job.kind.value, (job.payload,), {}, None, now_ms, serializer=job_serializer),
                 int(s.queue_ttl_s * 1000),
                 self.wake_list,
                 s.queue_max_jobs,
@@ -513,17 +545,11 @@ class JobStore:
                 RECENT_JOBS_KEPT,
                 s.breaker_failures,
                 s.breaker_open_s,
+                2 * len(fields),
                 *(item for pair in fields.items() for item in pair),
-            ],
-        )
-        outcome = answer[0].decode()
-        if outcome == "ok":
-            return Admission("ok", JobRecord.from_fields(fields))
-        if outcome == "duplicate":
-            return Admission("duplicate", None, answer[1].decode(), answer[2].decode() == job.fingerprint)
-        if outcome == "breaker_open":
-            return Admission("breaker_open", None, retry_after_s=float(answer[1]))
-        return Admission(outcome, None)
+            ]
+        answers = await self._enqueue(keys=keys, args=args)
+        return [_admission(*one) for one in zip(answers, jobs, written, strict=True)]
 
     def _idempotency_key(self, job: PreparedJob) -> str | None:
         """Keys are per team: two teams' clients may pick the same key without meeting."""
@@ -624,36 +650,41 @@ class JobStore:
     async def finish(self, job_id: str, envelope: Envelope, arq_end: ArqEnd | None = None) -> bool:
         """Record the outcome; False if the job had already ended (for example it was cancelled).
         A worker passes `arq_end`, to end the job on arq's side in the same round trip."""
-        if envelope.get("ok"):
-            status, result, error = JobStatus.COMPLETED, json.dumps(envelope.get("result")), ""
-        else:
-            err = envelope.get("error") or {"type": "error", "message": "unknown error"}
-            status = JobStatus.CANCELLED if err["type"] == "cancelled" else JobStatus.FAILED
-            result, error = "", json.dumps(err)
-        keys = [self._key(job_id)]
+        return (await self.finish_many([(job_id, envelope, arq_end)]))[0]
+
+    async def finish_many(self, ends: Sequence[JobEnd]) -> list[bool]:
+        """`finish` for several jobs in one round trip (see _FINISH)."""
+        keys: list[str] = []
         args: list[str | int | bytes] = [
-            job_id,
-            status.value,
-            utc_iso(),
-            result,
-            error,
             self._settings.result_ttl_s,
             self.done_channel,
             PUBLISH_WHOLE_MAX_BYTES,
+            self._settings.result_ttl_s * 1000,
         ]
-        if arq_end is not None:
-            keys += [
-                result_key_prefix + job_id,
-                in_progress_key_prefix + job_id,
-                retry_key_prefix + job_id,
-                job_key_prefix + job_id,
-                self._settings.queue_name,
-                abort_jobs_ss,
-                self.running_key(arq_end.worker),
-            ]
-            args += [arq_end.result, self._settings.result_ttl_s * 1000]
+        for job_id, envelope, arq_end in ends:
+            if envelope.get("ok"):
+                status, result, error = JobStatus.COMPLETED, job_serializer(envelope.get("result")), b""
+            else:
+                err = envelope.get("error") or {"type": "error", "message": "unknown error"}
+                status = JobStatus.CANCELLED if err["type"] == "cancelled" else JobStatus.FAILED
+                result, error = b"", job_serializer(err)
+            record = self._key(job_id)
+            if arq_end is None:
+                keys += [record] * 8
+            else:
+                keys += [
+                    record,
+                    result_key_prefix + job_id,
+                    in_progress_key_prefix + job_id,
+                    retry_key_prefix + job_id,
+                    job_key_prefix + job_id,
+                    self._settings.queue_name,
+                    abort_jobs_ss,
+                    self.running_key(arq_end.worker),
+                ]
+            args += [job_id, status.value, utc_iso(), result, error, arq_end.result if arq_end else ""]
         applied = await self._finish(keys=keys, args=args)
-        return bool(applied)
+        return [bool(one) for one in applied]
 
     async def ask(self, job_id: str, key: str, question: dict[str, Any], extend_s: float) -> bool:
         """Put the question in the record and make the job input_required (see _ASK); False if
@@ -816,3 +847,15 @@ class JobStore:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _admission(answer: list[bytes], job: PreparedJob, fields: dict[str, str]) -> Admission:
+    """One job's answer from _ENQUEUE."""
+    outcome = answer[0].decode()
+    if outcome == "ok":
+        return Admission("ok", JobRecord.from_fields(fields))
+    if outcome == "duplicate":
+        return Admission("duplicate", None, answer[1].decode(), answer[2].decode() == job.fingerprint)
+    if outcome == "breaker_open":
+        return Admission("breaker_open", None, retry_after_s=float(answer[1]))
+    return Admission(outcome, None)  # type: ignore[arg-type]
