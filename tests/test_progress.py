@@ -11,8 +11,8 @@ import uuid
 from mcp_types import LoggingMessageNotificationParams
 
 from shared.config import Settings
-from shared.jobs.schemas import JobKind
-from shared.jobs.store import JobStore
+from shared.jobs.schemas import JobKind, JobStatus
+from shared.jobs.store import ArqEnd, JobStore
 from shared.redis import make_redis
 from tests.backends import free_port
 from tests.conftest import isolated
@@ -67,10 +67,10 @@ async def test_events_survive_redis_errors_ahead_of_newer_ones(settings: Setting
     job_id = uuid.uuid4().hex
     writer = ProgressWriter(JobStore(gone, down))
     writer.report(job_id, {"progress": 1, "total": 3, "message": None}, live=True)
-    await writer.flush_job(job_id)  # Redis refuses: the report is kept, not dropped
+    await writer.settle(job_id)  # Redis refuses: the report is kept, not dropped
     writer.report(job_id, {"progress": 2, "total": 3, "message": None}, live=True)
     await gone.aclose()
-    # Redis is back (here: the real one): flush_job writes both, the kept one first.
+    # Redis is back (here: the real one): settle writes both, the kept one first.
     redis = make_redis(own)
     store = JobStore(redis, own)
     await plant_record(redis, own, job_id, JobKind.CALL_TOOL.value, "p.sleep")
@@ -78,7 +78,7 @@ async def test_events_survive_redis_errors_ahead_of_newer_ones(settings: Setting
     await pubsub.subscribe(store.events_channel)
     writer._store = store
     try:
-        await writer.flush_job(job_id)
+        assert await writer.settle(job_id) is None  # a live job's events are written, not handed back
         message = None
         for _ in range(50):
             message = await pubsub.get_message(timeout=0.1)
@@ -121,5 +121,42 @@ async def test_a_job_nobody_relays_live_only_updates_its_record(settings: Settin
             assert await pubsub.get_message(timeout=0.05) is None
     finally:
         flusher.cancel()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await redis.aclose()
+
+
+async def test_the_last_progress_of_a_job_nobody_relays_is_written_by_its_finish(settings: Settings) -> None:
+    """Ending a job costs no round trip of its own for its last progress: `settle` hands it to the
+    finish, which writes it into the record before publishing the outcome."""
+    own = isolated(settings)
+    redis = make_redis(own)
+    store = JobStore(redis, own)
+    job_id = uuid.uuid4().hex
+    await plant_record(redis, own, job_id, JobKind.CALL_TOOL.value, "p.sleep")
+    writer = ProgressWriter(store, interval_s=60)  # no periodic write during the test
+    relay = CallRelay(job_id, writer, live=False, log_level=None)
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(store.done_channel)
+    try:
+        for i in range(3):
+            await relay.on_progress(i + 1, 3, "step")
+        final = await writer.settle(job_id)
+        assert final == {"progress": 3, "total": 3, "message": "step"}
+        assert await writer.settle(job_id) is None  # handed over once
+        before = await store.get(job_id)
+        assert before is not None and before.progress is None  # not written on its own
+        ended = ArqEnd(b"r", "w1", final)
+        assert await store.finish(job_id, {"ok": True, "result": {"content": []}}, ended)
+        record = await store.get(job_id)
+        assert record is not None and record.progress == final and record.status is JobStatus.COMPLETED
+        message = None
+        for _ in range(50):  # the subscription's own confirmation comes first (as None)
+            message = await pubsub.get_message(timeout=0.1)
+            if message is not None:
+                break
+        assert message is not None
+        published = json.loads(message["data"].decode().split(" ", 1)[1])
+        assert json.loads(published["progress"]) == final  # waiters see it with the outcome
+    finally:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
         await redis.aclose()

@@ -9,8 +9,9 @@ arriving meanwhile (`window_s`), so a backend reporting in bursts costs a round 
 not per event. Of the other jobs only the latest progress is kept, for the record, and written
 every `interval_s`, unpublished. A worker writes the events of all its jobs in one pipeline
 (and one PUBLISH).
-A job's events are flushed before its outcome is recorded (`flush_job`, after any write already
-under way), so none arrives after the result; on a Redis error they are kept, ahead of newer
+A job's events are flushed before its outcome is recorded (`settle`, after any write already
+under way), so none arrives after the result (a job nobody relays live has its latest progress
+written by its finish instead, in the same round trip); on a Redis error they are kept, ahead of newer
 ones, until a write succeeds.
 
 Which job a backend notification belongs to: progress comes through the SDK's per-request
@@ -37,7 +38,7 @@ from mcp_types import LoggingMessageNotificationParams
 from redis.exceptions import RedisError
 
 from shared.jobs.schemas import JobEvent, at_least
-from shared.jobs.store import JobStore
+from shared.jobs.store import JobStore, record_progress
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +88,19 @@ class ProgressWriter:
         if live:
             self._live_arrived.set()
 
-    async def flush_job(self, job_id: str) -> None:
-        """Write `job_id`'s pending events now (its job is about to end)."""
+    async def settle(self, job_id: str) -> dict[str, Any] | None:
+        """`job_id` is about to end. A live job's pending events are written now, so they reach its
+        relays before its result; a job nobody relays live gets its latest progress back, for the
+        finish to write in its own round trip. Either waits for a write already under way, which
+        may hold the job's earlier events."""
         async with self._writing:
             pending = self._pending.pop(job_id, None)
-            if pending is not None:
+            if pending is None:
+                return None
+            if pending.live:
                 await self._write({job_id: pending})
+                return None
+            return record_progress(pending.events[-1]) if pending.events[-1]["type"] == "progress" else None
 
     async def flush_forever(self) -> None:
         while True:

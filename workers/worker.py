@@ -347,7 +347,7 @@ class Worker(arq.worker.Worker):
             serializer=self.job_serializer,
         )
         # Shielded: a drain that gives up on this job must not cut its result off mid-write.
-        await asyncio.shield(self._record(claim.job_id, envelope, ArqEnd(result or b"", self.worker_id)))
+        await asyncio.shield(self._record(claim.job_id, envelope, result or b""))
 
     def _read(self, claim: Claim) -> tuple[_Job, Function | Outcome]:
         """The job as arq stored it, and its function, or why arq would not run it at all."""
@@ -415,9 +415,9 @@ class Worker(arq.worker.Worker):
                 "job %s not handed back (%s); it is handed on when this worker's beat lapses", job_id, exc
             )
 
-    async def _record(self, job_id: str, envelope: Envelope, end: ArqEnd) -> None:
-        # The job's last progress goes first: a waiter relaying it must not see it after the result.
-        await self.progress.flush_job(job_id)
+    async def _record(self, job_id: str, envelope: Envelope, arq_result: bytes) -> None:
+        # The job's last events go first: a waiter relaying them must not see them after the result.
+        end = ArqEnd(arq_result, self.worker_id, await self.progress.settle(job_id))
         try:
             await self._finishes.submit((job_id, envelope, end))
         except REDIS_DOWN as exc:

@@ -197,10 +197,10 @@ end
 # Ends jobs, several per call (a worker's finishes grouped: shared/batching.py). ARGV[1] record
 # ttl, ARGV[2] done channel, ARGV[3] largest result to publish whole, ARGV[4] arq's result ttl
 # ms; then per job ARGV job id, status, finished_at, result json, error json, arq's serialized
-# result ('' for none) and KEYS record, arq result, in-progress lock, try counter, arq job, arq
-# queue, abort set, the worker's running set. Returns per job 1, or 0 if its record had already
-# ended. The message on the done channel is the job id, then for a small result the whole
-# record as JSON, so waiters need no read.
+# result ('' for none), latest progress json ('' for none) and KEYS record, arq result,
+# in-progress lock, try counter, arq job, arq queue, abort set, the worker's running set.
+# Returns per job 1, or 0 if its record had already ended. The message on the done channel is
+# the job id, then for a small result the whole record as JSON, so waiters need no read.
 # A worker's finish also ends the job on arq's side in the same round trip (what arq's own
 # finish_job writes); that part runs even if the record already ended. Without it (a finish
 # outside a worker: reconcile) every key but the record's is unused.
@@ -219,6 +219,7 @@ local function finish(k, a)
   local st = redis.call('HGET', record, 'status')
   if (not st) or st == 'completed' or st == 'failed' or st == 'cancelled' then return 0 end
   release_slot(record, id)
+  if ARGV[a + 7] ~= '' then redis.call('HSET', record, 'progress', ARGV[a + 7]) end
   redis.call('HSET', record, 'status', ARGV[a + 2], 'finished_at', ARGV[a + 3])
   if ARGV[a + 4] ~= '' then redis.call('HSET', record, 'result', ARGV[a + 4]) end
   if ARGV[a + 5] ~= '' then redis.call('HSET', record, 'error', ARGV[a + 5]) end
@@ -234,7 +235,7 @@ local function finish(k, a)
   return 1
 end
 local ended = {}
-for j = 0, #KEYS / 8 - 1 do ended[j + 1] = finish(j * 8, 4 + j * 6) end
+for j = 0, #KEYS / 8 - 1 do ended[j + 1] = finish(j * 8, 4 + j * 7) end
 return ended
 """
 )
@@ -419,10 +420,12 @@ class Claim:
 
 @dataclass(frozen=True)
 class ArqEnd:
-    """What a worker's finish writes on arq's side: arq's serialized JobResult, and who ran it."""
+    """What a worker's finish writes besides the outcome: arq's serialized JobResult and who ran
+    it (arq's side), and the job's latest progress if it is not in the record yet."""
 
     result: bytes
     worker: str
+    progress: dict[str, Any] | None = None
 
 
 # A job's end as `JobStore.finish_many` takes it: id, outcome, and arq's side (None outside a worker).
@@ -682,7 +685,16 @@ class JobStore:
                     abort_jobs_ss,
                     self.running_key(arq_end.worker),
                 ]
-            args += [job_id, status.value, utc_iso(), result, error, arq_end.result if arq_end else ""]
+            progress = job_serializer(arq_end.progress) if arq_end and arq_end.progress else b""
+            args += [
+                job_id,
+                status.value,
+                utc_iso(),
+                result,
+                error,
+                arq_end.result if arq_end else b"",
+                progress,
+            ]
         applied = await self._finish(keys=keys, args=args)
         return [bool(one) for one in applied]
 
@@ -733,8 +745,7 @@ class JobStore:
                     if event["type"] == "progress":
                         latest = event
                 if latest is not None:
-                    progress = {k: latest.get(k) for k in ("progress", "total", "message")}
-                    pipe.hset(self._key(job_id), "progress", json.dumps(progress))
+                    pipe.hset(self._key(job_id), "progress", json.dumps(record_progress(latest)))
             if lines:
                 pipe.publish(self.events_channel, "\n".join(lines))
             await pipe.execute()
@@ -843,6 +854,11 @@ class JobStore:
                 "error": {"type": "expired", "message": "the job expired before a worker ran it"},
             }
         return {"ok": False, "error": {"type": "worker_error", "message": f"{name}: {message}"}}
+
+
+def record_progress(event: JobEvent) -> dict[str, Any]:
+    """What a job's record keeps of a progress event (GET /v1/jobs/{id} reports it)."""
+    return {k: event.get(k) for k in ("progress", "total", "message")}
 
 
 def _text(value: bytes | str) -> str:
