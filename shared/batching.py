@@ -6,8 +6,8 @@ and a read, each a system call on loopback), Redis itself a few. Under load the 
 and each worker finishes, hundreds of jobs a second, one script each; sending the ones that
 arrive during a round trip together in the next turns k round trips into one.
 
-No timer and no added wait: an item alone goes out on the next turn of the event loop; only
-items that would otherwise have queued for a connection are grouped.
+No timer and no added wait: an item submitted while nothing is in flight goes out at once, from
+its caller's own task; only items that would otherwise have queued for a connection are grouped.
 """
 
 from __future__ import annotations
@@ -44,14 +44,23 @@ class GroupCommit(Generic[ItemT, ResultT]):
         self._most = most
         self._alone_on = alone_on
         self._waiting: deque[tuple[ItemT, asyncio.Future[ResultT]]] = deque()
+        self._busy = False  # a round trip is in flight: new items wait for the next
         self._draining: asyncio.Task[None] | None = None
 
     async def submit(self, item: ItemT) -> ResultT:
-        future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, future))
-        if self._draining is None:
-            self._draining = asyncio.create_task(self._drain())
-        return await future
+        if self._busy:
+            future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
+            self._waiting.append((item, future))
+            return await future
+        # Nothing in flight: this caller's own task sends it, with no hop through another task.
+        self._busy = True
+        try:
+            return (await self._flush([item]))[0]
+        finally:
+            if self._waiting:  # what arrived meanwhile goes out next, in a task of its own
+                self._draining = asyncio.create_task(self._drain())
+            else:
+                self._busy = False
 
     async def _drain(self) -> None:
         batch: list[tuple[ItemT, asyncio.Future[ResultT]]] = []
@@ -65,6 +74,7 @@ class GroupCommit(Generic[ItemT, ResultT]):
                 if batch:
                     await self._send(batch)
         finally:
+            self._busy = False
             self._draining = None
             # Only a cancelled drain (the loop shutting down) leaves callers here.
             for _, future in (*batch, *self._waiting):
