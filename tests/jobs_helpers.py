@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi import FastAPI
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 
 from shared.config import Settings
 from shared.jobs.schemas import JobKind, JobStatus, PreparedJob, utc_iso
@@ -49,3 +51,13 @@ def bare_job(job_id: str, team: str | None = None) -> PreparedJob:
         "t.echo",
         team,
     )
+
+
+async def next_message(pubsub: PubSub) -> dict[str, Any]:
+    """The next message on `pubsub` (made with ignore_subscribe_messages=True): the subscription's
+    own confirmation comes first, and reads as None."""
+    for _ in range(50):
+        message = await pubsub.get_message(timeout=0.1)
+        if message is not None:
+            return message
+    raise AssertionError("no message within 5 s")

@@ -19,7 +19,7 @@ from shared.jobs.queue import JobQueue
 from shared.jobs.schemas import JobStatus, new_job_id
 from shared.jobs.store import ArqEnd, JobStore
 from tests.conftest import isolated
-from tests.jobs_helpers import bare_job
+from tests.jobs_helpers import bare_job, next_message
 from tests.test_push import job_queue
 
 
@@ -158,7 +158,7 @@ async def test_grouped_finishes_end_each_job_once(settings: Settings) -> None:
         assert {c.job_id for c in claims} == set(ids)
         assert await store.request_cancel(ids[0]) in ("running", "cancelled")
         await store.finish(ids[0], {"ok": False, "error": {"type": "cancelled", "message": "cancelled"}})
-        pubsub = queue.redis.pubsub()
+        pubsub = queue.redis.pubsub(ignore_subscribe_messages=True)
         await pubsub.subscribe(store.done_channel)
         end = ArqEnd(b"arq-result", "w1")
         applied = await store.finish_many(
@@ -181,12 +181,7 @@ async def test_grouped_finishes_end_each_job_once(settings: Settings) -> None:
             assert await queue.redis.get(f"arq:result:{job_id}") == b"arq-result"
             assert await queue.redis.zscore(own.queue_name, job_id) is None
         assert not await queue.redis.smembers(store.running_key("w1"))  # type: ignore[misc]
-        published: list[str] = []
-        async with asyncio.timeout(5):
-            while len(published) < 2:  # None: the subscription's own confirmation
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
-                if message is not None:
-                    published.append(message["data"].decode())
+        published = [(await next_message(pubsub))["data"].decode() for _ in range(2)]
         await pubsub.aclose()  # type: ignore[no-untyped-call]
         job_id, record = published[0].split(" ", 1)
         assert job_id == ids[1] and json.loads(record)["status"] == "completed"

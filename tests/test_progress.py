@@ -16,7 +16,7 @@ from shared.jobs.store import ArqEnd, JobStore
 from shared.redis import make_redis
 from tests.backends import free_port
 from tests.conftest import isolated
-from tests.jobs_helpers import plant_record
+from tests.jobs_helpers import next_message, plant_record
 from workers.progress import CallRelay, ProgressWriter
 
 
@@ -38,12 +38,7 @@ async def test_every_event_of_each_job_is_written_in_order_in_one_message(settin
             relay.on_log(LoggingMessageNotificationParams(level="info", data=f"info {i}"))  # below: dropped
             relay.on_log(LoggingMessageNotificationParams(level="error", data=f"error {i}"))
         writer.report(jobs[1], {"progress": 1, "total": 2, "message": None}, live=True)
-        message = None
-        for _ in range(50):  # the subscription's own confirmation comes first (as None)
-            message = await pubsub.get_message(timeout=0.1)
-            if message is not None:
-                break
-        assert message is not None
+        message = await next_message(pubsub)
         lines = [line.split(" ", 1) for line in message["data"].decode().split("\n")]
         assert {job_id for job_id, _ in lines} == set(jobs)  # one message, both jobs
         first = [json.loads(body) for job_id, body in lines if job_id == jobs[0]]
@@ -79,12 +74,7 @@ async def test_events_survive_redis_errors_ahead_of_newer_ones(settings: Setting
     writer._store = store
     try:
         assert await writer.settle(job_id) is None  # a live job's events are written, not handed back
-        message = None
-        for _ in range(50):
-            message = await pubsub.get_message(timeout=0.1)
-            if message is not None:
-                break
-        assert message is not None
+        message = await next_message(pubsub)
         events = [json.loads(line.split(" ", 1)[1]) for line in message["data"].decode().split("\n")]
         assert [e["progress"] for e in events] == [1, 2]
         record = await store.get(job_id)
@@ -149,12 +139,7 @@ async def test_the_last_progress_of_a_job_nobody_relays_is_written_by_its_finish
         assert await store.finish(job_id, {"ok": True, "result": {"content": []}}, ended)
         record = await store.get(job_id)
         assert record is not None and record.progress == final and record.status is JobStatus.COMPLETED
-        message = None
-        for _ in range(50):  # the subscription's own confirmation comes first (as None)
-            message = await pubsub.get_message(timeout=0.1)
-            if message is not None:
-                break
-        assert message is not None
+        message = await next_message(pubsub)
         published = json.loads(message["data"].decode().split(" ", 1)[1])
         assert json.loads(published["progress"]) == final  # waiters see it with the outcome
     finally:
