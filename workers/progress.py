@@ -11,8 +11,8 @@ every `interval_s`, unpublished. A worker writes the events of all its jobs in o
 (and one PUBLISH).
 A job's events are flushed before its outcome is recorded (`settle`, after any write already
 under way), so none arrives after the result (a job nobody relays live has its latest progress
-written by its finish instead, in the same round trip); on a Redis error they are kept, ahead of newer
-ones, until a write succeeds.
+written by its finish instead, in the same round trip); on a Redis error they are kept, ahead
+of newer ones, until a write succeeds.
 
 Which job a backend notification belongs to: progress comes through the SDK's per-request
 `progress_callback` (the SDK's own token, mapped to the job here). A log notification carries no
@@ -91,7 +91,7 @@ class ProgressWriter:
     async def settle(self, job_id: str) -> dict[str, Any] | None:
         """`job_id` is about to end. A live job's pending events are written now, so they reach its
         relays before its result; a job nobody relays live gets its latest progress back, for the
-        finish to write in its own round trip. Either waits for a write already under way, which
+        finish to write in the finish's own round trip. Either waits for a write already under way, which
         may hold the job's earlier events."""
         async with self._writing:
             pending = self._pending.pop(job_id, None)
