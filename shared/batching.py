@@ -45,6 +45,7 @@ class GroupCommit(Generic[ItemT, ResultT]):
         self._alone_on = alone_on
         self._waiting: deque[tuple[ItemT, asyncio.Future[ResultT]]] = deque()
         self._busy = False  # a round trip is in flight: new items wait for the next
+        # The drain task under way: held here because the event loop keeps tasks only weakly.
         self._draining: asyncio.Task[None] | None = None
 
     async def submit(self, item: ItemT) -> ResultT:
