@@ -62,6 +62,12 @@ class RawServer:
         )
         return await reader.readexactly(length)
 
+    async def reply(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes) -> None:
+        """Read one request and answer it with `data`, as given."""
+        await self.read_request(reader)
+        writer.write(data)
+        await writer.drain()
+
 
 def answer(body: bytes, *headers: bytes) -> bytes:
     head = [
@@ -165,9 +171,7 @@ async def test_a_body_closed_before_its_end_does_not_leave_its_connection_in_the
 ) -> None:
     async def long_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
-            await server.read_request(reader)
-            writer.write(answer(b"x" * 200_000))
-            await writer.drain()
+            await server.reply(reader, writer, answer(b"x" * 200_000))
 
     server, url = await serve(long_answer)
     async with httpx2.AsyncClient(transport=transport) as client:
@@ -184,9 +188,7 @@ async def test_a_compressed_body_is_handed_over_as_sent_and_httpx2_decodes_it(
     transport: AiohttpTransport,
 ) -> None:
     async def gzipped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await server.read_request(reader)
-        writer.write(answer(gzip.compress(b'{"zipped":1}'), b"content-encoding: gzip"))
-        await writer.drain()
+        await server.reply(reader, writer, answer(gzip.compress(b'{"zipped":1}'), b"content-encoding: gzip"))
 
     server, url = await serve(gzipped)
     async with httpx2.AsyncClient(transport=transport) as client:
@@ -212,9 +214,7 @@ async def test_an_answer_that_is_not_http_is_a_protocol_error(
     serve: Serve, transport: AiohttpTransport
 ) -> None:
     async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await server.read_request(reader)
-        writer.write(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
-        await writer.drain()
+        await server.reply(reader, writer, b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
 
     server, url = await serve(garbage)
     async with httpx2.AsyncClient(transport=transport) as client:
@@ -231,9 +231,7 @@ async def test_a_close_before_the_answer_or_inside_the_body_is_a_protocol_error(
         await server.read_request(reader)
 
     async def close_mid_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await server.read_request(reader)
-        writer.write(answer(b"x" * 100)[:-60])
-        await writer.drain()
+        await server.reply(reader, writer, answer(b"x" * 100)[:-60])
 
     async with httpx2.AsyncClient(transport=transport) as client:
         for handler in (close_at_once, close_mid_body):
@@ -264,9 +262,7 @@ async def test_tls_is_verified_against_the_context_given(serve: Serve, tmp_path:
 
     async def answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
-            await server.read_request(reader)
-            writer.write(answer(b'{"tls":true}'))
-            await writer.drain()
+            await server.reply(reader, writer, answer(b'{"tls":true}'))
 
     server, url = await serve(answer_ok, server_tls)
     assert url.startswith("https://")
