@@ -134,8 +134,7 @@ class SessionPool:
         self._keys: TTLCache[tuple[object, ...], str] = TTLCache(settings.mcp_session_idle_s, 1024)
         # Live sessions per backend key (for stdio: one server process each). A session carries
         # many concurrent calls; past `mcp_session_max_calls` in flight on each, another one is
-        # opened, because one HTTP client's connection pool slows down with the number of
-        # connections it manages (and a stdio server works through its stdin in order).
+        # opened (why 16: shared/config.py; a stdio server works through its stdin in order).
         self._sessions: dict[str, list[PooledSession]] = {}
         # Retired sessions whose last calls are still running, so `close` can end them too.
         self._retired: set[PooledSession] = set()
